@@ -1,0 +1,1 @@
+INSERT INTO log_topics (topic, partitions) VALUES (?1, 1) ON CONFLICT DO NOTHING

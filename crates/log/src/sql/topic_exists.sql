@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM log_topics WHERE topic = ?1

@@ -1,0 +1,297 @@
+//! The embedded event log: one SQLite file in WAL mode.
+//!
+//! Every topic has one partition (0). Offsets come from one `AUTOINCREMENT` sequence shared
+//! by all topics, so within a topic they strictly increase but are not contiguous. Appends
+//! are deduplicated on the `event_id` header per topic, which makes redelivered webhooks and
+//! re-run stages idempotent. Subscribers in this process are woken as soon as a batch is
+//! committed; subscribers in other processes poll.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Notify;
+
+use crate::{
+    EventLog, HEADER_EVENT_ID, Header, Position, Record, Result, Stored, Subscription,
+    highest_per_partition,
+};
+
+const SCHEMA: &str = include_str!("sql/schema.sql");
+const INSERT_RECORD: &str = include_str!("sql/insert_record.sql");
+const OFFSET_OF_EVENT: &str = include_str!("sql/offset_of_event.sql");
+const READ_RECORDS: &str = include_str!("sql/read_records.sql");
+const END_OFFSET: &str = include_str!("sql/end_offset.sql");
+const LOAD_OFFSET: &str = include_str!("sql/load_offset.sql");
+const COMMIT_OFFSET: &str = include_str!("sql/commit_offset.sql");
+const ENSURE_TOPIC: &str = include_str!("sql/ensure_topic.sql");
+const TOPIC_EXISTS: &str = include_str!("sql/topic_exists.sql");
+
+/// How often a subscriber re-reads the file when nothing in this process woke it (records
+/// appended by another process).
+const CROSS_PROCESS_POLL: Duration = Duration::from_millis(200);
+
+/// The embedded SQLite event log. Cheap to clone; clones share the pool and wake-ups.
+#[derive(Clone, Debug)]
+pub struct SqliteLog {
+    pool: SqlitePool,
+    appended: Arc<Notify>,
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log file at `path` in WAL mode with `synchronous=FULL`,
+    /// so an acknowledged append survives power loss.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created or opened, or its schema cannot be created.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Self { pool, appended: Arc::new(Notify::new()) })
+    }
+
+    /// The connection pool (shared with the embedded projection store when both live in
+    /// one file).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn require_topic(&self, topic: &str) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(TOPIC_EXISTS).bind(topic).fetch_one(&self.pool).await?;
+        if n == 0 {
+            return Err(crate::Error::UnknownTopic(topic.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn load_committed(&self, group: &str, topic: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(LOAD_OFFSET)
+            .bind(group)
+            .bind(topic)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn encode_headers(headers: &[Header]) -> String {
+    // Header values are bytes; they are stored as arrays of numbers only when not UTF-8.
+    let v: Vec<serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| match std::str::from_utf8(v) {
+            Ok(s) => serde_json::json!([k, s]),
+            Err(_) => serde_json::json!([k, v]),
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
+fn decode_headers(s: &str) -> Vec<Header> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(s) else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let serde_json::Value::Array(pair) = item else { return None };
+            let name = pair.first()?.as_str()?.to_owned();
+            let value = match pair.get(1)? {
+                serde_json::Value::String(s) => s.clone().into_bytes(),
+                other => serde_json::from_value::<Vec<u8>>(other.clone()).ok()?,
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl EventLog for SqliteLog {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.require_topic(topic).await?;
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let mut positions = Vec::with_capacity(records.len());
+        for record in &records {
+            let event_id = record.header(HEADER_EVENT_ID);
+            let inserted: Option<i64> = sqlx::query_scalar(INSERT_RECORD)
+                .bind(topic)
+                .bind(&record.key)
+                .bind(event_id)
+                .bind(encode_headers(&record.headers))
+                .bind(&record.value)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let offset = match inserted {
+                Some(o) => o,
+                // A duplicate event id: the record is already in the log.
+                None => {
+                    sqlx::query_scalar(OFFSET_OF_EVENT)
+                        .bind(topic)
+                        .bind(event_id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+            };
+            positions.push(Position { partition: 0, offset });
+        }
+        tx.commit().await?;
+        self.appended.notify_waiters();
+        Ok(positions)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> Result<Vec<Stored>> {
+        self.require_topic(topic).await?;
+        if partition != 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(READ_RECORDS)
+            .bind(topic)
+            .bind(from)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let headers: String = row.try_get("headers")?;
+                Ok(Stored {
+                    topic: topic.to_owned(),
+                    position: Position { partition: 0, offset: row.try_get("offset")? },
+                    record: Record {
+                        key: row.try_get("key")?,
+                        value: row.try_get("value")?,
+                        headers: decode_headers(&headers),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<i32> {
+        self.require_topic(topic).await?;
+        Ok(1)
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
+        self.require_topic(topic).await?;
+        let end: i64 = sqlx::query_scalar(END_OFFSET).bind(topic).fetch_one(&self.pool).await?;
+        Ok(vec![end])
+    }
+
+    async fn subscribe(&self, group: &str, topic: &str) -> Result<Box<dyn Subscription>> {
+        self.require_topic(topic).await?;
+        let next = self.load_committed(group, topic).await?.unwrap_or(0);
+        Ok(Box::new(SqliteSubscription {
+            log: self.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            next,
+        }))
+    }
+
+    async fn committed(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
+        Ok(self.load_committed(group, topic).await?.map(|o| (0, o)).into_iter().collect())
+    }
+
+    async fn ensure_topic(&self, topic: &str, _partitions: i32) -> Result<()> {
+        sqlx::query(ENSURE_TOPIC).bind(topic).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+/// A group member on the embedded log. Groups have one member at a time: the embedded log
+/// runs every stage once, in one process.
+struct SqliteSubscription {
+    log: SqliteLog,
+    group: String,
+    topic: String,
+    /// Next offset to hand out (in memory; the committed offset may lag behind).
+    next: i64,
+}
+
+#[async_trait]
+impl Subscription for SqliteSubscription {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Stored>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before reading so an append between read and wait wakes us.
+            let notified = self.log.appended.notified();
+            let batch = self.log.read(&self.topic, 0, self.next, max).await?;
+            if let Some(last) = batch.last() {
+                self.next = last.position.offset + 1;
+                return Ok(batch);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let nap = (deadline - now).min(CROSS_PROCESS_POLL);
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    async fn commit(&mut self, processed: &[Position]) -> Result<()> {
+        let mut seen = HashSet::new();
+        for p in highest_per_partition(processed) {
+            if seen.insert(p.partition) {
+                sqlx::query(COMMIT_OFFSET)
+                    .bind(&self.group)
+                    .bind(&self.topic)
+                    .bind(p.offset + 1)
+                    .execute(&self.log.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_including_binary() {
+        let h = vec![("a".to_owned(), b"x".to_vec()), ("b".to_owned(), vec![0xff, 0])];
+        assert_eq!(decode_headers(&encode_headers(&h)), h);
+    }
+}
