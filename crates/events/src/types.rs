@@ -94,3 +94,149 @@ pub struct ValidationStep {
     /// The last lines of combined stdout/stderr, redacted and bounded.
     pub output_tail: String,
 }
+/// The policy's answer before work starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchDecision {
+    /// `dispatch`
+    Dispatch,
+    /// `rate_limited`
+    RateLimited,
+    /// `cooldown`
+    Cooldown,
+    /// `blast_radius`
+    BlastRadius,
+    /// `not_fixable`
+    NotFixable,
+    /// `loop_guard`
+    LoopGuard,
+    /// `not_eligible`
+    NotEligible,
+}
+
+impl DispatchDecision {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchDecision::Dispatch => "dispatch",
+            DispatchDecision::RateLimited => "rate_limited",
+            DispatchDecision::Cooldown => "cooldown",
+            DispatchDecision::BlastRadius => "blast_radius",
+            DispatchDecision::NotFixable => "not_fixable",
+            DispatchDecision::LoopGuard => "loop_guard",
+            DispatchDecision::NotEligible => "not_eligible",
+        }
+    }
+}
+
+/// The policy's answer once a validated fix exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionDecision {
+    /// `auto_merge`
+    AutoMerge,
+    /// `open_pr`
+    OpenPr,
+    /// `require_review`
+    RequireReview,
+    /// `reject`
+    Reject,
+}
+
+impl ActionDecision {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionDecision::AutoMerge => "auto_merge",
+            ActionDecision::OpenPr => "open_pr",
+            ActionDecision::RequireReview => "require_review",
+            ActionDecision::Reject => "reject",
+        }
+    }
+}
+
+/// Lifecycle status of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// `active`
+    Active,
+    /// `paused`
+    Paused,
+    /// `failed`
+    Failed,
+    /// `stopped`
+    Stopped,
+}
+
+impl AgentStatus {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Paused => "paused",
+            AgentStatus::Failed => "failed",
+            AgentStatus::Stopped => "stopped",
+        }
+    }
+}
+
+/// What PatchBot concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixStatus {
+    /// `fixed`
+    Fixed,
+    /// `no_fix`
+    NoFix,
+    /// `not_fixable`
+    NotFixable,
+}
+
+impl FixStatus {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FixStatus::Fixed => "fixed",
+            FixStatus::NoFix => "no_fix",
+            FixStatus::NotFixable => "not_fixable",
+        }
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// `completed`
+    Completed,
+    /// `failed`
+    Failed,
+    /// `partial`
+    Partial,
+}
+
+impl TaskOutcome {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskOutcome::Completed => "completed",
+            TaskOutcome::Failed => "failed",
+            TaskOutcome::Partial => "partial",
+        }
+    }
+}
+/// Something a task produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// `pull_request`, `fix_diff`, `log` or `report`.
+    pub kind: String,
+    /// A short name.
+    pub name: String,
+    /// Where it lives, when it lives elsewhere.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Inline content (bounded).
+    #[serde(default)]
+    pub content: Option<String>,
+}
