@@ -8,6 +8,14 @@ use crate::Fact;
 /// Namespace of Sentinel's v5 (name-based) event ids.
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5e47_1e10_0000_4000_8000_5e47_1e10_0001);
 
+/// A point in event time or record time.
+pub type Timestamp = DateTime<Utc>;
+
+/// The current time at the wire's (microsecond) precision.
+pub fn now() -> Timestamp {
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Tenant used when the input names none.
 pub const DEFAULT_TENANT: &str = "default";
 

@@ -1,0 +1,466 @@
+//! The stage runtime: one consumer loop used by every Sentinel stage.
+//!
+//! A [`Stage`] reads facts from a topic through a consumer group, handles each one, and
+//! the runtime appends the facts it returns, then commits the input offsets — in that
+//! order, so a crash between append and commit only causes re-processing (at-least-once),
+//! and because output ids are derived deterministically from the input
+//! ([`sentinel_events::Event::caused`]) the re-appended facts are recognised as duplicates.
+//!
+//! * A handler error marked [`HandlerError::Transient`] is retried with exponential backoff
+//!   and jitter; after the configured attempts, or at once for a
+//!   [`HandlerError::Poison`] error or an undecodable record, the input is written to the
+//!   dead-letter topic with the reason and the stage moves on.
+//! * Cancelling the shutdown token lets the batch in flight finish, commits, and returns.
+//! * Stages that fold state ([`Stage::needs_history`]) are first fed every fact before their
+//!   committed offset, so their state survives restarts.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sentinel_events::facts::EventDeadLettered;
+use sentinel_events::{Event, codec};
+use sentinel_log::{EventLog, Position, Record, Stored};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+use uuid::Uuid;
+
+/// The fact log every pipeline stage reads and appends to.
+pub const EVENTS_TOPIC: &str = "sentinel.events";
+/// Dead letters: records a stage could not process, with the reason.
+pub const DLQ_TOPIC: &str = "sentinel.dlq";
+/// Failure reports produced straight to Kafka by CI systems.
+pub const CI_FAILURES_TOPIC: &str = "sentinel.ci.failures";
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the runtime itself (not of handlers).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log failed and retrying did not help.
+    #[error("event log: {0}")]
+    Log(#[from] sentinel_log::Error),
+    /// An event could not be encoded (a defect in a fact type).
+    #[error("encoding: {0}")]
+    Encode(#[from] sentinel_events::Error),
+    /// A stage's start-up failed.
+    #[error("stage {stage} failed to start: {reason}")]
+    Start {
+        /// The stage.
+        stage: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a handler can report instead of output facts.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying (a dependency was down, a timeout).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The input can never be processed; it goes to the dead-letter topic.
+    #[error("poison: {0}")]
+    Poison(String),
+}
+
+/// Encodes an event as a log record: single-object Avro value, `tenant/subject` key, and
+/// the `event_id`, `event_type`, `tenant` headers.
+///
+/// # Errors
+///
+/// When the fact does not match its schema (a defect).
+pub fn to_record(event: &Event) -> Result<Record, sentinel_events::Error> {
+    Ok(Record {
+        key: event.key(),
+        value: codec::to_single_object(event)?,
+        headers: vec![
+            (sentinel_log::HEADER_EVENT_ID.into(), event.event_id.to_string().into_bytes()),
+            (sentinel_log::HEADER_EVENT_TYPE.into(), event.event_type().as_bytes().to_vec()),
+            (sentinel_log::HEADER_TENANT.into(), event.tenant.as_bytes().to_vec()),
+        ],
+    })
+}
+
+/// Appends events to a topic.
+///
+/// # Errors
+///
+/// Encoding or log errors.
+pub async fn append_events(
+    log: &dyn EventLog,
+    topic: &str,
+    events: &[Event],
+) -> Result<Vec<Position>> {
+    let records = events.iter().map(to_record).collect::<Result<Vec<_>, _>>()?;
+    Ok(log.append(topic, records).await?)
+}
+
+/// Output of one handler call: facts and the topic each goes to.
+#[derive(Debug, Default)]
+pub struct Output {
+    facts: Vec<(String, Event)>,
+}
+
+impl Output {
+    /// No output.
+    pub fn none() -> Output {
+        Output::default()
+    }
+
+    /// Appends `event` to the fact log.
+    pub fn push(&mut self, event: Event) -> &mut Self {
+        self.facts.push((EVENTS_TOPIC.to_owned(), event));
+        self
+    }
+
+    /// Appends `event` to another topic.
+    pub fn push_to(&mut self, topic: &str, event: Event) -> &mut Self {
+        self.facts.push((topic.to_owned(), event));
+        self
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.facts.iter().map(|(_, e)| e)
+    }
+
+    /// Whether there is nothing to append.
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+}
+
+/// A pipeline stage: an independent consumer that turns facts into facts.
+///
+/// Handlers must be deterministic in their *output ids* (use [`Event::caused`] with a
+/// stable index) so that re-processing after a crash is idempotent. Side effects (pushing
+/// a branch, opening a PR) must themselves be idempotent (DESIGN §4 rule 5).
+#[async_trait]
+pub trait Stage: Send + 'static {
+    /// The stage's name; also its consumer group (`sentinel-<name>`).
+    fn name(&self) -> &'static str;
+
+    /// The topic the stage reads.
+    fn input_topic(&self) -> &'static str {
+        EVENTS_TOPIC
+    }
+
+    /// Whether the stage folds state from history: if so, every fact before its committed
+    /// offset is passed to [`Stage::fold`] before live processing starts.
+    fn needs_history(&self) -> bool {
+        false
+    }
+
+    /// Updates the stage's state from a fact (history, live input, and the stage's own
+    /// output as soon as it is appended). Must not have side effects.
+    fn fold(&mut self, _event: &Event) {}
+
+    /// Called once before the first event.
+    async fn on_start(&mut self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    /// Handles one event. Events are handled one at a time, in log order per partition.
+    async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError>;
+
+    /// Called once after the last event, before the final commit.
+    async fn on_shutdown(&mut self) {}
+}
+
+/// Knobs of the consumer loop.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Largest batch polled at once.
+    pub batch_size: usize,
+    /// How long a poll waits for new records.
+    pub poll_wait: Duration,
+    /// Attempts for a transiently failing handler before the input is dead-lettered.
+    pub max_attempts: usize,
+    /// First retry delay (doubles each time, with jitter).
+    pub retry_min_delay: Duration,
+    /// Longest retry delay.
+    pub retry_max_delay: Duration,
+    /// How many recent input event ids are remembered to drop duplicate deliveries.
+    pub dedupe_window: usize,
+    /// Version string recorded in `producer` (`stage@version`).
+    pub version: &'static str,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            poll_wait: Duration::from_millis(500),
+            max_attempts: 5,
+            retry_min_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(10),
+            dedupe_window: 100_000,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// The `producer` value a stage writes into its facts.
+pub fn producer(stage: &str) -> String {
+    format!("{stage}@{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A bounded set of recently seen ids.
+struct RecentIds {
+    set: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+    cap: usize,
+}
+
+impl RecentIds {
+    fn new(cap: usize) -> Self {
+        Self { set: HashSet::new(), order: VecDeque::new(), cap: cap.max(1) }
+    }
+
+    /// Returns false when the id was already present.
+    fn insert(&mut self, id: Uuid) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Runs `stage` against `log` until `shutdown` is cancelled.
+///
+/// # Errors
+///
+/// Only when the log itself keeps failing (the supervisor should restart the stage) or the
+/// stage cannot start. Handler failures never end the loop.
+pub async fn run_stage<S: Stage>(
+    mut stage: S,
+    log: Arc<dyn EventLog>,
+    config: RunnerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let name = stage.name();
+    let group = format!("sentinel-{name}");
+    let topic = stage.input_topic();
+    let producer = format!("{name}@{}", config.version);
+
+    if stage.needs_history() {
+        let folded = fold_history(&mut stage, log.as_ref(), &group, topic).await?;
+        debug!(stage = name, folded, "Folded history.");
+    }
+    stage
+        .on_start()
+        .await
+        .map_err(|e| Error::Start { stage: name.to_owned(), reason: e.to_string() })?;
+
+    let mut sub = log.subscribe(&group, topic).await?;
+    let mut seen_inputs = RecentIds::new(config.dedupe_window);
+    // Outputs folded the moment they were appended; skipped when read back.
+    let mut folded_early: HashSet<Uuid> = HashSet::new();
+    info!(stage = name, topic, backend = log.backend(), "Stage started.");
+
+    while !shutdown.is_cancelled() {
+        let batch = tokio::select! {
+            b = sub.poll(config.batch_size, config.poll_wait) => b?,
+            () = shutdown.cancelled() => break,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let mut processed = Vec::with_capacity(batch.len());
+        for stored in &batch {
+            process_one(
+                &mut stage,
+                log.as_ref(),
+                &config,
+                &producer,
+                stored,
+                &mut seen_inputs,
+                &mut folded_early,
+            )
+            .await?;
+            processed.push(stored.position);
+        }
+        // Every output of the batch is durably appended: now the inputs may be committed.
+        sub.commit(&processed).await?;
+    }
+    stage.on_shutdown().await;
+    sub.close().await?;
+    info!(stage = name, "Stage stopped.");
+    Ok(())
+}
+
+async fn fold_history<S: Stage>(
+    stage: &mut S,
+    log: &dyn EventLog,
+    group: &str,
+    topic: &str,
+) -> Result<usize> {
+    let committed = log.committed(group, topic).await?;
+    let mut n = 0;
+    for (partition, end) in committed {
+        let mut from = 0;
+        while from < end {
+            let batch = log.read(topic, partition, from, 1000).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position.offset + 1;
+            for stored in batch.iter().filter(|s| s.position.offset < end) {
+                if let Ok(event) = codec::decode(&stored.record.value, None) {
+                    stage.fold(&event);
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+async fn process_one<S: Stage>(
+    stage: &mut S,
+    log: &dyn EventLog,
+    config: &RunnerConfig,
+    producer: &str,
+    stored: &Stored,
+    seen_inputs: &mut RecentIds,
+    folded_early: &mut HashSet<Uuid>,
+) -> Result<()> {
+    let event = match codec::decode(&stored.record.value, None) {
+        Ok(e) => e,
+        Err(e) => {
+            return dead_letter(log, stage.name(), producer, stored, None, &e.to_string()).await;
+        }
+    };
+    if !seen_inputs.insert(event.event_id) {
+        debug!(stage = stage.name(), event_id = %event.event_id, "Duplicate delivery dropped.");
+        return Ok(());
+    }
+    if !folded_early.remove(&event.event_id) {
+        stage.fold(&event);
+    }
+    let span = info_span!(
+        "handle",
+        stage = stage.name(),
+        event_type = event.event_type(),
+        event_id = %event.event_id,
+        correlation_id = %event.correlation_id,
+    );
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(config.retry_min_delay)
+        .with_max_delay(config.retry_max_delay)
+        .with_max_times(config.max_attempts.saturating_sub(1))
+        .with_jitter()
+        .build();
+    loop {
+        match stage.handle(&event).instrument(span.clone()).await {
+            Ok(output) => {
+                for (topic, out) in &output.facts {
+                    append_with_retry(log, topic, out).await?;
+                }
+                for (_, out) in &output.facts {
+                    stage.fold(out);
+                    folded_early.insert(out.event_id);
+                }
+                return Ok(());
+            }
+            Err(HandlerError::Transient(reason)) => match delays.next() {
+                Some(delay) => {
+                    warn!(parent: &span, %reason, ?delay, "Handler failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    let reason = format!("gave up after {} attempts: {reason}", config.max_attempts);
+                    return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason)
+                        .await;
+                }
+            },
+            Err(HandlerError::Poison(reason)) => {
+                return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason).await;
+            }
+        }
+    }
+}
+
+/// Appends one output, retrying transient log errors with backoff (a few minutes at most).
+async fn append_with_retry(log: &dyn EventLog, topic: &str, event: &Event) -> Result<()> {
+    let record = to_record(event)?;
+    let mut delays = ExponentialBuilder::default()
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(20)
+        .with_jitter()
+        .build();
+    loop {
+        match log.append(topic, vec![record.clone()]).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() => match delays.next() {
+                Some(d) => {
+                    warn!(error = %e, topic, "Append failed; retrying.");
+                    tokio::time::sleep(d).await;
+                }
+                None => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn dead_letter(
+    log: &dyn EventLog,
+    stage: &str,
+    producer: &str,
+    stored: &Stored,
+    event: Option<&Event>,
+    reason: &str,
+) -> Result<()> {
+    warn!(
+        stage,
+        topic = %stored.topic,
+        partition = stored.position.partition,
+        offset = stored.position.offset,
+        reason,
+        "Record dead-lettered."
+    );
+    let fact = EventDeadLettered {
+        stage: stage.to_owned(),
+        source_topic: stored.topic.clone(),
+        partition: stored.position.partition,
+        offset: stored.position.offset,
+        event_type: stored.header(sentinel_log::HEADER_EVENT_TYPE).map(str::to_owned),
+        reason: reason.to_owned(),
+        raw: stored.record.value.clone(),
+    };
+    let natural = format!(
+        "{stage}/{}/{}/{}",
+        stored.topic, stored.position.partition, stored.position.offset
+    );
+    let dl = match event {
+        Some(e) => e.caused(fact, producer, u32::MAX, None),
+        None => Event::origin(
+            fact,
+            Some(&natural),
+            stored.header(sentinel_log::HEADER_TENANT).unwrap_or(sentinel_events::DEFAULT_TENANT),
+            &stored.record.key,
+            sentinel_events::envelope::now(),
+            producer,
+        ),
+    };
+    append_with_retry(log, DLQ_TOPIC, &dl).await
+}
+
+/// Whether a fact is of one of the given types (a small helper for `match`-less filters).
+pub fn is_fact(event: &Event, types: &[&str]) -> bool {
+    types.contains(&event.event_type())
+}
+
+/// Re-exported so stages can name facts without another dependency line.
+pub use sentinel_events::facts;

@@ -1,0 +1,228 @@
+//! Stage runtime behaviour on the embedded log: at-least-once with idempotent output,
+//! resume after a crash between append and commit, retries, dead letters, shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sentinel_events::facts::{EventDeadLettered, TaskProgressed};
+use sentinel_events::{Event, Fact, codec};
+use sentinel_log::sqlite::SqliteLog;
+use sentinel_log::{EventLog, Record};
+use sentinel_runtime::{
+    DLQ_TOPIC, HandlerError, Output, RunnerConfig, Stage, append_events, run_stage,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const IN: &str = "test.in";
+const OUT: &str = "test.out";
+
+fn input(i: usize) -> Event {
+    Event::origin(
+        TaskProgressed { task_id: format!("t{i}"), progress: 0.0, message: format!("input {i}") },
+        Some(&format!("input-{i}")),
+        "default",
+        &format!("repo-{}", i % 3),
+        sentinel_events::envelope::now(),
+        "test@0",
+    )
+}
+
+/// Echoes every input to `test.out`. Optionally hangs forever on one input (to be killed
+/// mid-batch), fails transiently a number of times, or declares inputs poison.
+struct Echo {
+    hang_on: Option<String>,
+    hung: Option<mpsc::Sender<()>>,
+    transient_failures: Arc<AtomicUsize>,
+    poison: Option<String>,
+    handled: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    fn plain() -> Self {
+        Echo {
+            hang_on: None,
+            hung: None,
+            transient_failures: Arc::new(AtomicUsize::new(0)),
+            poison: None,
+            handled: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+#[async_trait]
+impl Stage for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn input_topic(&self) -> &'static str {
+        IN
+    }
+    async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
+        let Fact::TaskProgressed(p) = &event.fact else { return Ok(Output::none()) };
+        if self.hang_on.as_deref() == Some(p.task_id.as_str()) {
+            if let Some(tx) = self.hung.take() {
+                let _ = tx.send(()).await;
+            }
+            std::future::pending::<()>().await;
+        }
+        if self.poison.as_deref() == Some(p.task_id.as_str()) {
+            return Err(HandlerError::Poison("cannot process this one".into()));
+        }
+        if self
+            .transient_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(HandlerError::Transient("dependency down".into()));
+        }
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        let mut out = Output::none();
+        let echoed = TaskProgressed { progress: 1.0, ..p.clone() };
+        out.push_to(OUT, event.caused(echoed, "echo@test", 0, None));
+        Ok(out)
+    }
+}
+
+fn fast() -> RunnerConfig {
+    RunnerConfig {
+        batch_size: 100,
+        poll_wait: Duration::from_millis(50),
+        retry_min_delay: Duration::from_millis(5),
+        retry_max_delay: Duration::from_millis(20),
+        ..RunnerConfig::default()
+    }
+}
+
+async fn sqlite_log(dir: &tempfile::TempDir) -> Arc<dyn EventLog> {
+    let log = SqliteLog::open(&dir.path().join("log.db")).await.expect("open");
+    for t in [IN, OUT, DLQ_TOPIC] {
+        log.ensure_topic(t, 1).await.expect("topic");
+    }
+    Arc::new(log)
+}
+
+async fn read_all(log: &dyn EventLog, topic: &str) -> Vec<Event> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic).await.expect("partitions") {
+        let mut from = 0;
+        loop {
+            let batch = log.read(topic, p, from, 500).await.expect("read");
+            let Some(last) = batch.last() else { break };
+            from = last.position.offset + 1;
+            out.extend(batch.iter().map(|s| codec::decode(&s.record.value, None).expect("decode")));
+        }
+    }
+    out
+}
+
+async fn wait_for(log: &dyn EventLog, topic: &str, n: usize) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = read_all(log, topic).await;
+        if got.len() >= n || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn crash_between_append_and_commit_loses_nothing_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = sqlite_log(&dir).await;
+    let inputs: Vec<Event> = (0..20).map(input).collect();
+    append_events(log.as_ref(), IN, &inputs).await.expect("append");
+
+    // First run: hangs on input 12 after appending outputs of 0..11 in the same batch,
+    // then is killed before it can commit.
+    let (tx, mut rx) = mpsc::channel(1);
+    let stage = Echo { hang_on: Some("t12".into()), hung: Some(tx), ..Echo::plain() };
+    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), CancellationToken::new()));
+    rx.recv().await.expect("stage reached input 12");
+    task.abort();
+    let _ = task.await;
+    assert_eq!(read_all(log.as_ref(), OUT).await.len(), 12);
+    assert!(log.committed("sentinel-echo", IN).await.expect("committed").is_empty());
+
+    // Restart: re-processes everything from the last commit.
+    let stage = Echo::plain();
+    let handled = stage.handled.clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), shutdown.clone()));
+    let out = wait_for(log.as_ref(), OUT, 20).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+
+    assert_eq!(handled.load(Ordering::SeqCst), 20, "every input handled again after the crash");
+    let mut ids: Vec<_> = out.iter().map(|e| e.event_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(out.len(), 20, "the embedded log drops re-appended duplicates");
+    assert_eq!(ids.len(), 20);
+    for (i, e) in inputs.iter().enumerate() {
+        assert!(
+            out.iter().any(|o| o.causation_id == Some(e.event_id)),
+            "output for input {i} missing"
+        );
+    }
+    let committed = log.committed("sentinel-echo", IN).await.expect("committed");
+    let end = log.end_offsets(IN).await.expect("end")[0];
+    assert_eq!(committed, vec![(0, end)]);
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_poison_goes_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = sqlite_log(&dir).await;
+    let mut events: Vec<Event> = (0..5).map(input).collect();
+    append_events(log.as_ref(), IN, &events[..2]).await.expect("append");
+    // A record that is not an event at all.
+    log.append(IN, vec![Record { key: "k".into(), value: b"\x07garbage".to_vec(), headers: vec![] }])
+        .await
+        .expect("append garbage");
+    append_events(log.as_ref(), IN, &events.split_off(2)).await.expect("append");
+
+    let stage = Echo {
+        poison: Some("t3".into()),
+        transient_failures: Arc::new(AtomicUsize::new(2)),
+        ..Echo::plain()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), shutdown.clone()));
+    let out = wait_for(log.as_ref(), OUT, 4).await;
+    let dlq = wait_for(log.as_ref(), DLQ_TOPIC, 2).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+
+    assert_eq!(out.len(), 4, "all but the poison input are echoed (after retries)");
+    assert_eq!(dlq.len(), 2);
+    let reasons: Vec<EventDeadLettered> = dlq
+        .into_iter()
+        .map(|e| match e.fact {
+            Fact::EventDeadLettered(d) => d,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert!(reasons.iter().any(|d| d.raw == b"\x07garbage" && d.reason.contains("not an event")));
+    assert!(reasons.iter().any(|d| d.reason.contains("cannot process this one")));
+    assert!(reasons.iter().all(|d| d.stage == "echo" && d.source_topic == IN));
+}
+
+#[tokio::test]
+async fn a_handler_that_never_recovers_is_dead_lettered_after_max_attempts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = sqlite_log(&dir).await;
+    append_events(log.as_ref(), IN, &[input(0), input(1)]).await.expect("append");
+    let stage = Echo { transient_failures: Arc::new(AtomicUsize::new(5)), ..Echo::plain() };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), shutdown.clone()));
+    let dlq = wait_for(log.as_ref(), DLQ_TOPIC, 1).await;
+    let out = wait_for(log.as_ref(), OUT, 1).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(out.len(), 1, "the stage kept going after giving up on the first input");
+}
