@@ -48,11 +48,19 @@ static SCHEMAS: LazyLock<std::result::Result<Schemas, String>> = LazyLock::new(|
     let mut current: HashMap<&'static str, i32> = HashMap::new();
     for (ty, version, src) in SCHEMA_SOURCES {
         let schema = Schema::parse_str(src).map_err(|e| format!("{ty}.v{version}: {e}"))?;
-        facts.entry(*ty).or_insert_with(HashMap::new).insert(*version, schema);
+        facts
+            .entry(*ty)
+            .or_insert_with(HashMap::new)
+            .insert(*version, schema);
         let v = current.entry(ty).or_insert(*version);
         *v = (*v).max(*version);
     }
-    Ok(Schemas { envelope, envelope_header, facts, current })
+    Ok(Schemas {
+        envelope,
+        envelope_header,
+        facts,
+        current,
+    })
 });
 
 fn schemas() -> Result<&'static Schemas> {
@@ -115,7 +123,9 @@ pub fn encode_fact(fact: &Fact) -> Result<(i32, Vec<u8>)> {
 pub fn decode_fact(event_type: &str, version: i32, mut bytes: &[u8]) -> Result<Fact> {
     let writer = fact_schema(event_type, version)?;
     let current = current_version(event_type)?;
-    let reader = (current != version).then(|| fact_schema(event_type, current)).transpose()?;
+    let reader = (current != version)
+        .then(|| fact_schema(event_type, current))
+        .transpose()?;
     let value = from_avro_datum(writer, &mut bytes, reader)?;
     Fact::from_avro_value(event_type, &value)
 }
@@ -176,7 +186,10 @@ fn from_envelope_datum(mut bytes: &[u8]) -> Result<Event> {
         tenant: wire.tenant,
         subject: wire.subject,
         correlation_id: parse_uuid("correlation_id", &wire.correlation_id)?,
-        causation_id: wire.causation_id.map(|c| parse_uuid("causation_id", &c)).transpose()?,
+        causation_id: wire
+            .causation_id
+            .map(|c| parse_uuid("causation_id", &c))
+            .transpose()?,
         producer: wire.producer,
         fact,
     })
@@ -186,7 +199,10 @@ fn from_envelope_datum(mut bytes: &[u8]) -> Result<Event> {
 fn normalise_timestamps(value: Value) -> Value {
     match value {
         Value::Record(fields) => Value::Record(
-            fields.into_iter().map(|(k, v)| (k, normalise_timestamps(v))).collect(),
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, normalise_timestamps(v)))
+                .collect(),
         ),
         Value::TimestampMicros(v) | Value::TimestampMillis(v) => Value::Long(v),
         other => other,
@@ -234,7 +250,9 @@ pub fn decode(bytes: &[u8], confluent_envelope_id: Option<u32>) -> Result<Event>
     match bytes {
         [0xC3, 0x01, rest @ ..] => {
             let header = &schemas()?.envelope_header;
-            let fingerprint = rest.get(..8).ok_or_else(|| Error::Invalid("truncated".into()))?;
+            let fingerprint = rest
+                .get(..8)
+                .ok_or_else(|| Error::Invalid("truncated".into()))?;
             if fingerprint != &header[2..] {
                 return Err(Error::Invalid(format!(
                     "unknown schema fingerprint {}",
@@ -361,7 +379,10 @@ mod tests {
                 Value::Union(i, Box::new(sample(s, name)))
             }
             Schema::Record(RecordSchema { fields, .. }) => Value::Record(
-                fields.iter().map(|f| (f.name.clone(), sample(&f.schema, &f.name))).collect(),
+                fields
+                    .iter()
+                    .map(|f| (f.name.clone(), sample(&f.schema, &f.name)))
+                    .collect(),
             ),
             other => panic!("no sample for {other:?}"),
         }
@@ -382,8 +403,9 @@ mod tests {
             .iter()
             .map(|(ty, v, _)| {
                 let schema = fact_schema(ty, *v).expect("schema");
-                Fact::from_avro_value(ty, &sample(schema, ty))
-                    .unwrap_or_else(|e| panic!("{ty}: sample does not decode into the Rust type: {e}"))
+                Fact::from_avro_value(ty, &sample(schema, ty)).unwrap_or_else(|e| {
+                    panic!("{ty}: sample does not decode into the Rust type: {e}")
+                })
             })
             .collect()
     }
@@ -391,8 +413,14 @@ mod tests {
     fn sample_event(fact: Fact) -> Event {
         Event {
             event_id: Uuid::from_u128(1),
-            occurred_at: Utc.timestamp_micros(1_700_000_000_123_456).single().expect("ts"),
-            recorded_at: Utc.timestamp_micros(1_700_000_001_000_000).single().expect("ts"),
+            occurred_at: Utc
+                .timestamp_micros(1_700_000_000_123_456)
+                .single()
+                .expect("ts"),
+            recorded_at: Utc
+                .timestamp_micros(1_700_000_001_000_000)
+                .single()
+                .expect("ts"),
             tenant: "acme".into(),
             subject: "/srv/repos/app".into(),
             correlation_id: Uuid::from_u128(2),
@@ -411,8 +439,10 @@ mod tests {
             .filter(|n| n.ends_with(".avsc"))
             .collect();
         files.sort();
-        let mut registered: Vec<String> =
-            SCHEMA_SOURCES.iter().map(|(t, v, _)| format!("{t}.v{v}.avsc")).collect();
+        let mut registered: Vec<String> = SCHEMA_SOURCES
+            .iter()
+            .map(|(t, v, _)| format!("{t}.v{v}.avsc"))
+            .collect();
         registered.sort();
         assert_eq!(files, registered);
         assert_eq!(Fact::TYPES.len(), SCHEMA_SOURCES.len());
@@ -447,7 +477,10 @@ mod tests {
             let cf = to_confluent(&e, 17).expect("confluent");
             assert_eq!(&cf[..5], &[0, 0, 0, 0, 17]);
             assert_eq!(decode(&cf, Some(17)).expect("decode cf"), e);
-            assert!(decode(&cf, Some(18)).is_err(), "foreign schema id must be refused");
+            assert!(
+                decode(&cf, Some(18)).is_err(),
+                "foreign schema id must be refused"
+            );
             let json = serde_json::to_vec(&to_json(&e).expect("json")).expect("bytes");
             assert_eq!(decode(&json, None).expect("decode json"), e);
         }
@@ -466,8 +499,14 @@ mod tests {
     #[test]
     fn garbage_is_refused_with_a_clear_error() {
         assert!(matches!(decode(b"", None), Err(Error::Invalid(_))));
-        assert!(matches!(decode(&[0xC3, 0x01, 1, 2], None), Err(Error::Invalid(_))));
-        assert!(matches!(decode(&[0xC3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 5], None), Err(_)));
+        assert!(matches!(
+            decode(&[0xC3, 0x01, 1, 2], None),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            decode(&[0xC3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 5], None),
+            Err(_)
+        ));
         assert!(decode(b"{\"event_type\": \"nope\"}", None).is_err());
         let e = sample_event(all_samples().remove(0));
         let mut so = to_single_object(&e).expect("encode");

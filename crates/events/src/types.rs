@@ -240,3 +240,39 @@ pub struct Artifact {
     #[serde(default)]
     pub content: Option<String>,
 }
+
+/// The JSON payload of a `fix_failure` task (`TaskQueued.payload`): everything PatchBot
+/// needs to reproduce and fix the failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixTaskPayload {
+    /// The CiRunFailed fact.
+    pub failure_event_id: String,
+    /// Repository: a local path or a git URL.
+    pub repository: String,
+    /// Branch the failure happened on (the PR's base).
+    pub branch: String,
+    /// The failing commit.
+    pub commit: String,
+    /// The command that failed.
+    pub command: Option<String>,
+    /// The failure's class.
+    pub failure_type: FailureType,
+    /// The tool that reported it.
+    pub tool: Option<String>,
+    /// The classifier's fix-strategy hint (pattern id).
+    pub pattern_id: Option<String>,
+    /// The failure signature.
+    pub signature: String,
+    /// Modules named by the error (import errors).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Files named by the error.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// A bounded, redacted excerpt of the log.
+    #[serde(default)]
+    pub log_excerpt: String,
+}
+
+/// The task type of PatchBot's fix tasks.
+pub const TASK_FIX_FAILURE: &str = "fix_failure";

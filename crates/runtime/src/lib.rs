@@ -80,9 +80,18 @@ pub fn to_record(event: &Event) -> Result<Record, sentinel_events::Error> {
         key: event.key(),
         value: codec::to_single_object(event)?,
         headers: vec![
-            (sentinel_log::HEADER_EVENT_ID.into(), event.event_id.to_string().into_bytes()),
-            (sentinel_log::HEADER_EVENT_TYPE.into(), event.event_type().as_bytes().to_vec()),
-            (sentinel_log::HEADER_TENANT.into(), event.tenant.as_bytes().to_vec()),
+            (
+                sentinel_log::HEADER_EVENT_ID.into(),
+                event.event_id.to_string().into_bytes(),
+            ),
+            (
+                sentinel_log::HEADER_EVENT_TYPE.into(),
+                event.event_type().as_bytes().to_vec(),
+            ),
+            (
+                sentinel_log::HEADER_TENANT.into(),
+                event.tenant.as_bytes().to_vec(),
+            ),
         ],
     })
 }
@@ -97,7 +106,10 @@ pub async fn append_events(
     topic: &str,
     events: &[Event],
 ) -> Result<Vec<Position>> {
-    let records = events.iter().map(to_record).collect::<Result<Vec<_>, _>>()?;
+    let records = events
+        .iter()
+        .map(to_record)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(log.append(topic, records).await?)
 }
 
@@ -220,7 +232,11 @@ struct RecentIds {
 
 impl RecentIds {
     fn new(cap: usize) -> Self {
-        Self { set: HashSet::new(), order: VecDeque::new(), cap: cap.max(1) }
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
     }
 
     /// Returns false when the id was already present.
@@ -259,16 +275,21 @@ pub async fn run_stage<S: Stage>(
         let folded = fold_history(&mut stage, log.as_ref(), &group, topic).await?;
         debug!(stage = name, folded, "Folded history.");
     }
-    stage
-        .on_start()
-        .await
-        .map_err(|e| Error::Start { stage: name.to_owned(), reason: e.to_string() })?;
+    stage.on_start().await.map_err(|e| Error::Start {
+        stage: name.to_owned(),
+        reason: e.to_string(),
+    })?;
 
     let mut sub = log.subscribe(&group, topic).await?;
     let mut seen_inputs = RecentIds::new(config.dedupe_window);
     // Outputs folded the moment they were appended; skipped when read back.
     let mut folded_early: HashSet<Uuid> = HashSet::new();
-    info!(stage = name, topic, backend = log.backend(), "Stage started.");
+    info!(
+        stage = name,
+        topic,
+        backend = log.backend(),
+        "Stage started."
+    );
 
     while !shutdown.is_cancelled() {
         let batch = tokio::select! {
@@ -379,13 +400,15 @@ async fn process_one<S: Stage>(
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    let reason = format!("gave up after {} attempts: {reason}", config.max_attempts);
+                    let reason =
+                        format!("gave up after {} attempts: {reason}", config.max_attempts);
                     return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason)
                         .await;
                 }
             },
             Err(HandlerError::Poison(reason)) => {
-                return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason).await;
+                return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason)
+                    .await;
             }
         }
     }
@@ -435,7 +458,9 @@ async fn dead_letter(
         source_topic: stored.topic.clone(),
         partition: stored.position.partition,
         offset: stored.position.offset,
-        event_type: stored.header(sentinel_log::HEADER_EVENT_TYPE).map(str::to_owned),
+        event_type: stored
+            .header(sentinel_log::HEADER_EVENT_TYPE)
+            .map(str::to_owned),
         reason: reason.to_owned(),
         raw: stored.record.value.clone(),
     };
@@ -448,7 +473,9 @@ async fn dead_letter(
         None => Event::origin(
             fact,
             Some(&natural),
-            stored.header(sentinel_log::HEADER_TENANT).unwrap_or(sentinel_events::DEFAULT_TENANT),
+            stored
+                .header(sentinel_log::HEADER_TENANT)
+                .unwrap_or(sentinel_events::DEFAULT_TENANT),
             &stored.record.key,
             sentinel_events::envelope::now(),
             producer,

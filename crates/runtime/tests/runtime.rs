@@ -21,7 +21,11 @@ const OUT: &str = "test.out";
 
 fn input(i: usize) -> Event {
     Event::origin(
-        TaskProgressed { task_id: format!("t{i}"), progress: 0.0, message: format!("input {i}") },
+        TaskProgressed {
+            task_id: format!("t{i}"),
+            progress: 0.0,
+            message: format!("input {i}"),
+        },
         Some(&format!("input-{i}")),
         "default",
         &format!("repo-{}", i % 3),
@@ -61,7 +65,9 @@ impl Stage for Echo {
         IN
     }
     async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
-        let Fact::TaskProgressed(p) = &event.fact else { return Ok(Output::none()) };
+        let Fact::TaskProgressed(p) = &event.fact else {
+            return Ok(Output::none());
+        };
         if self.hang_on.as_deref() == Some(p.task_id.as_str()) {
             if let Some(tx) = self.hung.take() {
                 let _ = tx.send(()).await;
@@ -80,7 +86,10 @@ impl Stage for Echo {
         }
         self.handled.fetch_add(1, Ordering::SeqCst);
         let mut out = Output::none();
-        let echoed = TaskProgressed { progress: 1.0, ..p.clone() };
+        let echoed = TaskProgressed {
+            progress: 1.0,
+            ..p.clone()
+        };
         out.push_to(OUT, event.caused(echoed, "echo@test", 0, None));
         Ok(out)
     }
@@ -97,7 +106,9 @@ fn fast() -> RunnerConfig {
 }
 
 async fn sqlite_log(dir: &tempfile::TempDir) -> Arc<dyn EventLog> {
-    let log = SqliteLog::open(&dir.path().join("log.db")).await.expect("open");
+    let log = SqliteLog::open(&dir.path().join("log.db"))
+        .await
+        .expect("open");
     for t in [IN, OUT, DLQ_TOPIC] {
         log.ensure_topic(t, 1).await.expect("topic");
     }
@@ -112,7 +123,11 @@ async fn read_all(log: &dyn EventLog, topic: &str) -> Vec<Event> {
             let batch = log.read(topic, p, from, 500).await.expect("read");
             let Some(last) = batch.last() else { break };
             from = last.position.offset + 1;
-            out.extend(batch.iter().map(|s| codec::decode(&s.record.value, None).expect("decode")));
+            out.extend(
+                batch
+                    .iter()
+                    .map(|s| codec::decode(&s.record.value, None).expect("decode")),
+            );
         }
     }
     out
@@ -134,18 +149,34 @@ async fn crash_between_append_and_commit_loses_nothing_and_duplicates_nothing() 
     let dir = tempfile::tempdir().expect("tempdir");
     let log = sqlite_log(&dir).await;
     let inputs: Vec<Event> = (0..20).map(input).collect();
-    append_events(log.as_ref(), IN, &inputs).await.expect("append");
+    append_events(log.as_ref(), IN, &inputs)
+        .await
+        .expect("append");
 
     // First run: hangs on input 12 after appending outputs of 0..11 in the same batch,
     // then is killed before it can commit.
     let (tx, mut rx) = mpsc::channel(1);
-    let stage = Echo { hang_on: Some("t12".into()), hung: Some(tx), ..Echo::plain() };
-    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), CancellationToken::new()));
+    let stage = Echo {
+        hang_on: Some("t12".into()),
+        hung: Some(tx),
+        ..Echo::plain()
+    };
+    let task = tokio::spawn(run_stage(
+        stage,
+        log.clone(),
+        fast(),
+        CancellationToken::new(),
+    ));
     rx.recv().await.expect("stage reached input 12");
     task.abort();
     let _ = task.await;
     assert_eq!(read_all(log.as_ref(), OUT).await.len(), 12);
-    assert!(log.committed("sentinel-echo", IN).await.expect("committed").is_empty());
+    assert!(
+        log.committed("sentinel-echo", IN)
+            .await
+            .expect("committed")
+            .is_empty()
+    );
 
     // Restart: re-processes everything from the last commit.
     let stage = Echo::plain();
@@ -156,11 +187,19 @@ async fn crash_between_append_and_commit_loses_nothing_and_duplicates_nothing() 
     shutdown.cancel();
     task.await.expect("join").expect("clean stop");
 
-    assert_eq!(handled.load(Ordering::SeqCst), 20, "every input handled again after the crash");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        20,
+        "every input handled again after the crash"
+    );
     let mut ids: Vec<_> = out.iter().map(|e| e.event_id).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(out.len(), 20, "the embedded log drops re-appended duplicates");
+    assert_eq!(
+        out.len(),
+        20,
+        "the embedded log drops re-appended duplicates"
+    );
     assert_eq!(ids.len(), 20);
     for (i, e) in inputs.iter().enumerate() {
         assert!(
@@ -178,12 +217,23 @@ async fn transient_errors_are_retried_and_poison_goes_to_the_dead_letter_topic()
     let dir = tempfile::tempdir().expect("tempdir");
     let log = sqlite_log(&dir).await;
     let mut events: Vec<Event> = (0..5).map(input).collect();
-    append_events(log.as_ref(), IN, &events[..2]).await.expect("append");
-    // A record that is not an event at all.
-    log.append(IN, vec![Record { key: "k".into(), value: b"\x07garbage".to_vec(), headers: vec![] }])
+    append_events(log.as_ref(), IN, &events[..2])
         .await
-        .expect("append garbage");
-    append_events(log.as_ref(), IN, &events.split_off(2)).await.expect("append");
+        .expect("append");
+    // A record that is not an event at all.
+    log.append(
+        IN,
+        vec![Record {
+            key: "k".into(),
+            value: b"\x07garbage".to_vec(),
+            headers: vec![],
+        }],
+    )
+    .await
+    .expect("append garbage");
+    append_events(log.as_ref(), IN, &events.split_off(2))
+        .await
+        .expect("append");
 
     let stage = Echo {
         poison: Some("t3".into()),
@@ -197,7 +247,11 @@ async fn transient_errors_are_retried_and_poison_goes_to_the_dead_letter_topic()
     shutdown.cancel();
     task.await.expect("join").expect("clean stop");
 
-    assert_eq!(out.len(), 4, "all but the poison input are echoed (after retries)");
+    assert_eq!(
+        out.len(),
+        4,
+        "all but the poison input are echoed (after retries)"
+    );
     assert_eq!(dlq.len(), 2);
     let reasons: Vec<EventDeadLettered> = dlq
         .into_iter()
@@ -206,17 +260,34 @@ async fn transient_errors_are_retried_and_poison_goes_to_the_dead_letter_topic()
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert!(reasons.iter().any(|d| d.raw == b"\x07garbage" && d.reason.contains("not an event")));
-    assert!(reasons.iter().any(|d| d.reason.contains("cannot process this one")));
-    assert!(reasons.iter().all(|d| d.stage == "echo" && d.source_topic == IN));
+    assert!(
+        reasons
+            .iter()
+            .any(|d| d.raw == b"\x07garbage" && d.reason.contains("not an event"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|d| d.reason.contains("cannot process this one"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .all(|d| d.stage == "echo" && d.source_topic == IN)
+    );
 }
 
 #[tokio::test]
 async fn a_handler_that_never_recovers_is_dead_lettered_after_max_attempts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = sqlite_log(&dir).await;
-    append_events(log.as_ref(), IN, &[input(0), input(1)]).await.expect("append");
-    let stage = Echo { transient_failures: Arc::new(AtomicUsize::new(5)), ..Echo::plain() };
+    append_events(log.as_ref(), IN, &[input(0), input(1)])
+        .await
+        .expect("append");
+    let stage = Echo {
+        transient_failures: Arc::new(AtomicUsize::new(5)),
+        ..Echo::plain()
+    };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run_stage(stage, log.clone(), fast(), shutdown.clone()));
     let dlq = wait_for(log.as_ref(), DLQ_TOPIC, 1).await;
@@ -224,5 +295,9 @@ async fn a_handler_that_never_recovers_is_dead_lettered_after_max_attempts() {
     shutdown.cancel();
     task.await.expect("join").expect("clean stop");
     assert_eq!(dlq.len(), 1);
-    assert_eq!(out.len(), 1, "the stage kept going after giving up on the first input");
+    assert_eq!(
+        out.len(),
+        1,
+        "the stage kept going after giving up on the first input"
+    );
 }
