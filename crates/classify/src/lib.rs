@@ -8,6 +8,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod stage;
+pub use stage::ClassifierStage;
+
 use regex::{Regex, RegexSet};
 use sentinel_events::FailureType;
 use serde::Deserialize;
