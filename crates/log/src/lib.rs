@@ -10,7 +10,11 @@
 //!   consumer groups, offsets committed only after the output was durably appended.
 //!
 //! The log deals in raw records (key, value bytes, headers); the `sentinel-events` crate
-//! owns encoding. Both backends pass the same conformance suite (`tests/`).
+//! owns encoding. Both backends pass the same conformance suite (`tests/conformance.rs`).
+//!
+//! [`topology`] declares the topics (from the workspace's `topology/` directory) and
+//! creates or checks them; `testing` (feature `testing`) starts a throwaway
+//! Kafka-protocol broker for other crates' tests.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +25,9 @@ use async_trait::async_trait;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod topology;
 pub mod url;
 
 pub use url::LogUrl;
@@ -68,12 +75,14 @@ impl Error {
     /// temporarily unavailable), as opposed to a permanent error.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Sqlite(e) => matches!(
-                e,
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            ) || e
-                .as_database_error()
-                .is_some_and(|d| d.message().contains("database is locked")),
+            Error::Sqlite(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+                ) || e
+                    .as_database_error()
+                    .is_some_and(|d| d.message().contains("database is locked"))
+            }
             #[cfg(feature = "kafka")]
             Error::Kafka(_) => true,
             Error::Timeout(..) | Error::Io(_) => true,
@@ -231,14 +240,35 @@ mod tests {
     #[test]
     fn highest_per_partition_keeps_maximum() {
         let ps = [
-            Position { partition: 1, offset: 5 },
-            Position { partition: 0, offset: 9 },
-            Position { partition: 1, offset: 7 },
-            Position { partition: 1, offset: 6 },
+            Position {
+                partition: 1,
+                offset: 5,
+            },
+            Position {
+                partition: 0,
+                offset: 9,
+            },
+            Position {
+                partition: 1,
+                offset: 7,
+            },
+            Position {
+                partition: 1,
+                offset: 6,
+            },
         ];
         assert_eq!(
             highest_per_partition(&ps),
-            vec![Position { partition: 0, offset: 9 }, Position { partition: 1, offset: 7 }]
+            vec![
+                Position {
+                    partition: 0,
+                    offset: 9
+                },
+                Position {
+                    partition: 1,
+                    offset: 7
+                }
+            ]
         );
     }
 }

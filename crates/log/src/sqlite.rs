@@ -61,9 +61,15 @@ impl SqliteLog {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(Self { pool, appended: Arc::new(Notify::new()) })
+        Ok(Self {
+            pool,
+            appended: Arc::new(Notify::new()),
+        })
     }
 
     /// The connection pool (shared with the embedded projection store when both live in
@@ -73,7 +79,10 @@ impl SqliteLog {
     }
 
     async fn require_topic(&self, topic: &str) -> Result<()> {
-        let n: i64 = sqlx::query_scalar(TOPIC_EXISTS).bind(topic).fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar(TOPIC_EXISTS)
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await?;
         if n == 0 {
             return Err(crate::Error::UnknownTopic(topic.to_owned()));
         }
@@ -115,7 +124,9 @@ fn decode_headers(s: &str) -> Vec<Header> {
     items
         .into_iter()
         .filter_map(|item| {
-            let serde_json::Value::Array(pair) = item else { return None };
+            let serde_json::Value::Array(pair) = item else {
+                return None;
+            };
             let name = pair.first()?.as_str()?.to_owned();
             let value = match pair.get(1)? {
                 serde_json::Value::String(s) => s.clone().into_bytes(),
@@ -158,7 +169,10 @@ impl EventLog for SqliteLog {
                         .await?
                 }
             };
-            positions.push(Position { partition: 0, offset });
+            positions.push(Position {
+                partition: 0,
+                offset,
+            });
         }
         tx.commit().await?;
         self.appended.notify_waiters();
@@ -187,7 +201,10 @@ impl EventLog for SqliteLog {
                 let headers: String = row.try_get("headers")?;
                 Ok(Stored {
                     topic: topic.to_owned(),
-                    position: Position { partition: 0, offset: row.try_get("offset")? },
+                    position: Position {
+                        partition: 0,
+                        offset: row.try_get("offset")?,
+                    },
                     record: Record {
                         key: row.try_get("key")?,
                         value: row.try_get("value")?,
@@ -205,7 +222,10 @@ impl EventLog for SqliteLog {
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>> {
         self.require_topic(topic).await?;
-        let end: i64 = sqlx::query_scalar(END_OFFSET).bind(topic).fetch_one(&self.pool).await?;
+        let end: i64 = sqlx::query_scalar(END_OFFSET)
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(vec![end])
     }
 
@@ -221,11 +241,19 @@ impl EventLog for SqliteLog {
     }
 
     async fn committed(&self, group: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
-        Ok(self.load_committed(group, topic).await?.map(|o| (0, o)).into_iter().collect())
+        Ok(self
+            .load_committed(group, topic)
+            .await?
+            .map(|o| (0, o))
+            .into_iter()
+            .collect())
     }
 
     async fn ensure_topic(&self, topic: &str, _partitions: i32) -> Result<()> {
-        sqlx::query(ENSURE_TOPIC).bind(topic).execute(&self.pool).await?;
+        sqlx::query(ENSURE_TOPIC)
+            .bind(topic)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -291,7 +319,10 @@ mod tests {
 
     #[test]
     fn headers_round_trip_including_binary() {
-        let h = vec![("a".to_owned(), b"x".to_vec()), ("b".to_owned(), vec![0xff, 0])];
+        let h = vec![
+            ("a".to_owned(), b"x".to_vec()),
+            ("b".to_owned(), vec![0xff, 0]),
+        ];
         assert_eq!(decode_headers(&encode_headers(&h)), h);
     }
 }

@@ -20,7 +20,10 @@ impl LogUrl {
     ///
     /// [`Error::InvalidUrl`] for an unknown scheme or a Kafka URL without brokers.
     pub fn parse(s: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidUrl { url: s.to_owned(), reason: reason.into() };
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: s.to_owned(),
+            reason: reason.into(),
+        };
         if let Some(rest) = s.strip_prefix("kafka://") {
             let brokers = rest.trim_end_matches('/');
             if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
@@ -28,14 +31,19 @@ impl LogUrl {
             }
             return Ok(LogUrl::Kafka(brokers.to_owned()));
         }
-        if let Some(rest) = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")) {
+        if let Some(rest) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
             if rest.is_empty() {
                 return Err(invalid("expected sqlite://PATH"));
             }
             return Ok(LogUrl::Sqlite(PathBuf::from(rest)));
         }
         if s.contains("://") {
-            return Err(invalid("unknown scheme; use sqlite://PATH or kafka://HOST:PORT"));
+            return Err(invalid(
+                "unknown scheme; use sqlite://PATH or kafka://HOST:PORT",
+            ));
         }
         Ok(LogUrl::Sqlite(PathBuf::from(s)))
     }
@@ -64,7 +72,10 @@ mod tests {
             LogUrl::parse("sqlite:///tmp/x.db").ok(),
             Some(LogUrl::Sqlite("/tmp/x.db".into()))
         );
-        assert_eq!(LogUrl::parse("data/x.db").ok(), Some(LogUrl::Sqlite("data/x.db".into())));
+        assert_eq!(
+            LogUrl::parse("data/x.db").ok(),
+            Some(LogUrl::Sqlite("data/x.db".into()))
+        );
         assert!(LogUrl::parse("kafka://").is_err());
         assert!(LogUrl::parse("kafka://nohostport").is_err());
         assert!(LogUrl::parse("redis://x").is_err());
