@@ -1,0 +1,339 @@
+//! The projector: reads the fact log from the stored checkpoint and applies it, exactly
+//! once, to the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sentinel_events::codec;
+use sentinel_log::EventLog;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::store::Store;
+use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Result};
+
+/// How a [`Projector`] runs. The defaults suit both deployments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectorConfig {
+    /// Name under which checkpoints are stored (default `sentinel-projections`). Two
+    /// projectors with the same name share progress; a new name replays from offset 0.
+    pub name: String,
+    /// The topic to read (default `sentinel.events`).
+    pub topic: String,
+    /// Records read and applied per transaction (default 500).
+    pub batch_size: usize,
+    /// Pause of [`Projector::run`] when caught up (default 200 ms).
+    pub idle_sleep: Duration,
+    /// Longest pause of [`Projector::run`] after a transient error; pauses double from
+    /// `idle_sleep` up to this (default 30 s).
+    pub max_backoff: Duration,
+    /// The schema registry id of the envelope schema, when records use the Confluent wire
+    /// format (default none: single-object Avro or JSON).
+    pub confluent_envelope_id: Option<u32>,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            name: DEFAULT_PROJECTION.to_owned(),
+            topic: EVENTS_TOPIC.to_owned(),
+            batch_size: 500,
+            idle_sleep: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            confluent_envelope_id: None,
+        }
+    }
+}
+
+/// Counters since the projector was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectorStats {
+    /// Facts applied to the projections.
+    pub applied: u64,
+    /// Facts of types the projections do not use.
+    pub ignored: u64,
+    /// Records skipped: undecodable, or facts with malformed ids.
+    pub skipped: u64,
+    /// Transactions committed.
+    pub batches: u64,
+    /// Batches abandoned because another projector had moved the checkpoint.
+    pub conflicts: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    applied: AtomicU64,
+    ignored: AtomicU64,
+    skipped: AtomicU64,
+    batches: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+/// How far a projection is behind the log in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: i32,
+    /// The projection's next offset (0 when it has none).
+    pub next_offset: i64,
+    /// The log's end offset (high-water mark).
+    pub end_offset: i64,
+    /// `end_offset - next_offset`, at least 0. On the embedded log offsets are shared by
+    /// all topics, so this is an upper bound of the records left, not their count.
+    pub lag: i64,
+}
+
+/// Keeps the projections up to date with the fact log.
+///
+/// Each batch — up to [`ProjectorConfig::batch_size`] records of one partition — is
+/// decoded and applied in one database transaction that also moves the partition's
+/// checkpoint, so a crash at any point leaves rows and checkpoint consistent and the next
+/// run resumes exactly where the last commit ended. Records that do not decode are skipped
+/// with a warning and counted (the checkpoint moves past them). Several projectors with the
+/// same name may run against one store: the checkpoint update is conditional, so only one
+/// of them applies any batch.
+#[derive(Clone)]
+pub struct Projector {
+    log: Arc<dyn EventLog>,
+    store: Store,
+    config: ProjectorConfig,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("log", &self.log.backend())
+            .field("store", &self.store.backend())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Projector {
+    /// A projector with the default configuration.
+    pub fn new(log: Arc<dyn EventLog>, store: Store) -> Self {
+        Self::with_config(log, store, ProjectorConfig::default())
+    }
+
+    /// A projector with the given configuration.
+    pub fn with_config(log: Arc<dyn EventLog>, store: Store, config: ProjectorConfig) -> Self {
+        Projector {
+            log,
+            store,
+            config,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProjectorConfig {
+        &self.config
+    }
+
+    /// The store it writes.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Counters since creation (shared by clones).
+    pub fn stats(&self) -> ProjectorStats {
+        let c = &self.counters;
+        ProjectorStats {
+            applied: c.applied.load(Ordering::Relaxed),
+            ignored: c.ignored.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Catches up to the end of every partition and returns the number of facts applied
+    /// (facts of unused types and skipped records are not counted).
+    ///
+    /// # Errors
+    ///
+    /// Log or database errors; everything committed before stays committed.
+    pub async fn run_once(&self) -> Result<usize> {
+        self.catch_up(None).await
+    }
+
+    /// Runs until `shutdown` is cancelled: catches up, sleeps
+    /// [`ProjectorConfig::idle_sleep`] when there is nothing new, retries transient errors
+    /// with growing pauses. A batch in flight when shutdown is requested is finished.
+    ///
+    /// # Errors
+    ///
+    /// Permanent errors (a schema the database refuses, an unknown topic).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        info!(projection = %self.config.name, topic = %self.config.topic, "Projector started.");
+        let mut backoff = self.config.idle_sleep;
+        while !shutdown.is_cancelled() {
+            let pause = match self.catch_up(Some(&shutdown)).await {
+                Ok(0) => self.config.idle_sleep,
+                Ok(_) => {
+                    backoff = self.config.idle_sleep;
+                    continue;
+                }
+                Err(error) if error.is_transient() => {
+                    warn!(%error, projection = %self.config.name, "Projection failed; retrying.");
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    backoff
+                }
+                Err(error) => return Err(error),
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        info!(projection = %self.config.name, "Projector stopped.");
+        Ok(())
+    }
+
+    /// How far the projection is behind the log, per partition.
+    ///
+    /// # Errors
+    ///
+    /// Log or database errors.
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        let ends = self.log.end_offsets(&self.config.topic).await?;
+        let stored: HashMap<i32, i64> = self
+            .store
+            .checkpoints(&self.config.name, &self.config.topic)
+            .await?
+            .into_iter()
+            .map(|c| (c.partition, c.next_offset))
+            .collect();
+        Ok(ends
+            .into_iter()
+            .enumerate()
+            .map(|(p, end)| {
+                let partition = i32::try_from(p).unwrap_or(i32::MAX);
+                let next = stored.get(&partition).copied().unwrap_or(0);
+                PartitionLag {
+                    partition,
+                    next_offset: next,
+                    end_offset: end,
+                    lag: (end - next).max(0),
+                }
+            })
+            .collect())
+    }
+
+    async fn catch_up(&self, shutdown: Option<&CancellationToken>) -> Result<usize> {
+        let partitions = self.log.partitions(&self.config.topic).await?;
+        let mut pending: Vec<i32> = (0..partitions).collect();
+        let mut applied = 0;
+        // One batch per partition in turn, so a busy partition does not starve the others.
+        while !pending.is_empty() {
+            let mut still = Vec::with_capacity(pending.len());
+            for partition in pending {
+                if shutdown.is_some_and(CancellationToken::is_cancelled) {
+                    return Ok(applied);
+                }
+                match self.step(partition).await? {
+                    Step::Applied(n) => {
+                        applied += n;
+                        still.push(partition);
+                    }
+                    Step::Conflict => still.push(partition),
+                    Step::AtEnd => {}
+                }
+            }
+            pending = still;
+        }
+        Ok(applied)
+    }
+
+    /// Reads one batch of a partition from its checkpoint and applies it.
+    async fn step(&self, partition: i32) -> Result<Step> {
+        let cfg = &self.config;
+        // Read the checkpoint afresh each time: another projector may have moved it.
+        let from = self
+            .store
+            .checkpoints(&cfg.name, &cfg.topic)
+            .await?
+            .into_iter()
+            .find(|c| c.partition == partition)
+            .map_or(0, |c| c.next_offset);
+        let records = self
+            .log
+            .read(&cfg.topic, partition, from, cfg.batch_size.max(1))
+            .await?;
+        let Some(last) = records.last() else {
+            return Ok(Step::AtEnd);
+        };
+        let next = last.position.offset + 1;
+
+        let mut events = Vec::with_capacity(records.len());
+        let mut undecodable = 0_usize;
+        for stored in &records {
+            match codec::decode(&stored.record.value, cfg.confluent_envelope_id) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    warn!(
+                        %error,
+                        topic = %cfg.topic,
+                        partition,
+                        offset = stored.position.offset,
+                        event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
+                        "Skipping an undecodable record."
+                    );
+                    undecodable += 1;
+                }
+            }
+        }
+
+        let mut tx = self.store.begin().await?;
+        // The checkpoint first: on PostgreSQL this locks its row, queueing a concurrent
+        // projector of the same partition until we commit.
+        if !tx
+            .advance_checkpoint(&cfg.name, &cfg.topic, partition, from, next, 0)
+            .await?
+        {
+            tx.rollback().await?;
+            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                partition,
+                from, "Checkpoint moved by another projector; re-reading."
+            );
+            return Ok(Step::Conflict);
+        }
+        let outcome = tx.apply(&events).await?;
+        let skipped = undecodable + outcome.invalid;
+        if skipped > 0 {
+            // Count what was skipped with the checkpoint, in the same transaction.
+            let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
+            tx.advance_checkpoint(&cfg.name, &cfg.topic, partition, next, next, skipped)
+                .await?;
+        }
+        tx.commit().await?;
+
+        let c = &self.counters;
+        c.applied
+            .fetch_add(outcome.applied as u64, Ordering::Relaxed);
+        c.ignored
+            .fetch_add(outcome.ignored as u64, Ordering::Relaxed);
+        c.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            partition,
+            from,
+            next,
+            applied = outcome.applied,
+            ignored = outcome.ignored,
+            skipped,
+            "Projected a batch."
+        );
+        Ok(Step::Applied(outcome.applied))
+    }
+}
+
+enum Step {
+    Applied(usize),
+    Conflict,
+    AtEnd,
+}

@@ -1,0 +1,64 @@
+-- Read queries (SQLite). Ids, JSON and times are stored as text already.
+
+-- name: list_fixes
+-- Newest first, keyset-paginated on (created_at, id); diff and validation are left out.
+-- $1 repository, $2 status, $3 failure_type (each NULL for any), $4 cursor created_at,
+-- $5 cursor id (both NULL for the first page), $6 limit
+SELECT id, failure_id, tenant, repository, branch, commit_sha,
+       failure_type, signature, status, status_reason, strategy, candidate_id,
+       files_changed, confidence, NULL AS diff,
+       NULL AS validation, fix_branch, fix_commit, pr_url, pr_number, fix_success,
+       time_to_pr_seconds, time_to_fix_seconds, created_at, updated_at
+FROM failure_fixes
+WHERE ($1 IS NULL OR repository = $1)
+  AND ($2 IS NULL OR status = $2)
+  AND ($3 IS NULL OR failure_type = $3)
+  AND ($4 IS NULL OR (created_at, id) < ($4, $5))
+ORDER BY created_at DESC, id DESC
+LIMIT $6
+
+-- name: get_fix
+-- $1 id
+SELECT id, failure_id, tenant, repository, branch, commit_sha,
+       failure_type, signature, status, status_reason, strategy, candidate_id,
+       files_changed, confidence, diff, validation,
+       fix_branch, fix_commit, pr_url, pr_number, fix_success, time_to_pr_seconds,
+       time_to_fix_seconds, created_at, updated_at
+FROM failure_fixes
+WHERE id = $1
+
+-- name: list_agents
+SELECT id, name, version, status, status_reason,
+       capabilities, max_concurrency, health_score, created_at,
+       updated_at
+FROM agents
+ORDER BY name, id
+
+-- name: get_agent
+-- $1 id
+SELECT id, name, version, status, status_reason,
+       capabilities, max_concurrency, health_score, created_at,
+       updated_at
+FROM agents
+WHERE id = $1
+
+-- name: get_task
+-- $1 id
+SELECT id, agent_id, task_type, status, priority,
+       payload, result, error_message, attempts,
+       max_attempts, timeout_seconds, tenant, repository,
+       correlation_id, decision_id,
+       failure_id, created_at, started_at, completed_at, updated_at
+FROM agent_tasks
+WHERE id = $1
+
+-- name: list_failures
+-- Newest first. $1 repository, $2 failure_type (each NULL for any), $3 limit
+SELECT id, tenant, repository, branch, commit_sha, command, source, run_url,
+       job_name, author, sentinel_authored, failure_type, classification_confidence,
+       classification_method, signature, tool, classified_at, occurred_at, recorded_at
+FROM failures
+WHERE ($1 IS NULL OR repository = $1)
+  AND ($2 IS NULL OR failure_type = $2)
+ORDER BY occurred_at DESC, id DESC
+LIMIT $3

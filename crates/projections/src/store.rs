@@ -1,0 +1,582 @@
+//! The projection store: one enum over the SQLite and PostgreSQL backends, and the
+//! transaction in which a batch of facts and its checkpoint are written together.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sentinel_events::Event;
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Postgres, Row, Sqlite, Transaction};
+use tracing::warn;
+
+use crate::plan::{Op, Param, plan};
+use crate::sql::{Stmt, batch_sql, has_batch_form, sql};
+use crate::{Error, Result, migrate};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// SQLite (the embedded deployment; possibly the event log's own file).
+    Sqlite,
+    /// PostgreSQL (the distributed deployment).
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres`; also the name of the backend's `migrations/` folder.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The projection database. Cheap to clone: clones share the connection pool.
+///
+/// Writes go through [`Store::begin`] (the [`Projector`](crate::Projector) does this);
+/// the read queries (`list_fixes`, `get_agent`, …) are methods of the store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// A projection's stored input position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checkpoint {
+    /// The projection's name.
+    pub projection: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The next offset to read.
+    pub next_offset: i64,
+    /// How many records of this partition could not be applied (undecodable, or facts
+    /// with malformed ids) and were skipped.
+    pub skipped: i64,
+    /// When the checkpoint last moved (wall clock).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`StoreTx::apply`] did with a batch of events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Facts that the projections use, applied.
+    pub applied: usize,
+    /// Facts of types the projections do not use.
+    pub ignored: usize,
+    /// Facts with an id that is not a UUID where the tables need one; skipped with a warning.
+    pub invalid: usize,
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (relative; `sqlite:///abs/path` for an absolute path),
+    /// `sqlite::memory:`, or `postgres://…` / `postgresql://…`. Does not migrate.
+    ///
+    /// A SQLite file is created if missing and opened in WAL mode. An in-memory SQLite
+    /// database lives as long as the pool, which holds exactly one connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for another scheme; connection errors.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            return Ok(Store::Postgres(pool));
+        }
+        if !url.starts_with("sqlite:") {
+            return Err(invalid(
+                "expected sqlite://PATH, sqlite::memory: or postgres://…".into(),
+            ));
+        }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| invalid(e.to_string()))?
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?
+        } else {
+            let path = options.get_filename().to_owned();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| invalid(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let options = options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Rows and checkpoint commit together, so losing the last transactions on
+                // power loss only means re-applying them: NORMAL is enough.
+                .synchronous(SqliteSynchronous::Normal);
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?
+        };
+        Ok(Store::Sqlite(pool))
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet (recorded in
+    /// `_sqlx_migrations`, compatible with `sqlx migrate run`). Safe to call on every start
+    /// and from several processes at once (PostgreSQL takes an advisory lock).
+    ///
+    /// # Errors
+    ///
+    /// When a migration fails, or an applied migration's checksum differs from the
+    /// embedded file (a released migration was edited).
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = migrate::migrator(self.backend()).await?;
+        match self {
+            Store::Sqlite(pool) => migrator.run(pool).await?,
+            Store::Postgres(pool) => migrator.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction.
+    ///
+    /// # Errors
+    ///
+    /// When no connection can be had.
+    pub async fn begin(&self) -> Result<StoreTx> {
+        Ok(StoreTx {
+            inner: match self {
+                Store::Sqlite(pool) => TxInner::Sqlite(pool.begin().await?),
+                Store::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+            },
+        })
+    }
+
+    /// The stored checkpoints of `projection` on `topic`, by partition.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn checkpoints(&self, projection: &str, topic: &str) -> Result<Vec<Checkpoint>> {
+        let params = vec![text(projection), text(topic)];
+        self.fetch_all(Stmt::LoadCheckpoints, &params, |r| {
+            Ok(Checkpoint {
+                projection: r.text("projection")?,
+                topic: r.text("topic")?,
+                partition: i32::try_from(r.int("partition")?)
+                    .map_err(|e| Error::CorruptRow(format!("partition: {e}")))?,
+                next_offset: r.int("next_offset")?,
+                skipped: r.int("skipped")?,
+                updated_at: r.time("updated_at")?,
+            })
+        })
+        .await
+    }
+
+    /// Empties every projection table and forgets `projection`'s checkpoints, in one
+    /// transaction, so the next run replays the log from offset 0.
+    ///
+    /// Readers see empty tables until the replay catches up; the swap-based rebuild of
+    /// DESIGN §4 rule 4 is not implemented yet.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn reset(&self, projection: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.execute(&[
+            Op {
+                stmt: Stmt::ResetRows,
+                params: Vec::new(),
+            },
+            Op {
+                stmt: Stmt::ResetCheckpoints,
+                params: vec![text(projection)],
+            },
+        ])
+        .await?;
+        tx.commit().await
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Runs a read statement and maps every row.
+    pub(crate) async fn fetch_all<T>(
+        &self,
+        stmt: Stmt,
+        params: &[Param],
+        map: impl Fn(&dyn RowExt) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let backend = self.backend();
+        match self {
+            Store::Sqlite(pool) => {
+                let rows = bind_sqlite(sqlx::query(sql(backend, stmt)?), params)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+            Store::Postgres(pool) => {
+                let rows = bind_pg(sqlx::query(sql(backend, stmt)?), params)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+        }
+    }
+
+    /// Runs a read statement expected to return at most one row.
+    pub(crate) async fn fetch_optional<T>(
+        &self,
+        stmt: Stmt,
+        params: &[Param],
+        map: impl Fn(&dyn RowExt) -> Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.fetch_all(stmt, params, map).await?.into_iter().next())
+    }
+}
+
+fn text(s: &str) -> Param {
+    Param::Text(Some(s.to_owned()))
+}
+
+enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A write transaction on the store: apply events, move the checkpoint, then commit.
+/// Dropping it without [`StoreTx::commit`] rolls everything back.
+pub struct StoreTx {
+    inner: TxInner,
+}
+
+impl std::fmt::Debug for StoreTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.inner {
+            TxInner::Sqlite(_) => Backend::Sqlite,
+            TxInner::Postgres(_) => Backend::Postgres,
+        };
+        f.debug_struct("StoreTx")
+            .field("backend", &backend)
+            .finish()
+    }
+}
+
+impl StoreTx {
+    /// Applies events in order. Facts the projections do not use are counted as ignored;
+    /// facts whose ids are malformed are logged, counted as invalid and skipped.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; the transaction should then be dropped.
+    pub async fn apply(&mut self, events: &[Event]) -> Result<ApplyOutcome> {
+        let mut outcome = ApplyOutcome::default();
+        let mut ops = Vec::new();
+        for event in events {
+            match plan(event) {
+                Ok(planned) if planned.is_empty() => outcome.ignored += 1,
+                Ok(planned) => {
+                    outcome.applied += 1;
+                    ops.extend(planned);
+                }
+                Err(error) => {
+                    warn!(
+                        %error,
+                        event_id = %event.event_id,
+                        event_type = event.event_type(),
+                        "Skipping a fact the projections cannot key."
+                    );
+                    outcome.invalid += 1;
+                }
+            }
+        }
+        self.execute(&ops).await?;
+        Ok(outcome)
+    }
+
+    /// Moves `projection`'s checkpoint on `topic`/`partition` from `expected` (0 when none
+    /// is stored) to `next_offset`, adding `skipped` to its skipped count. Returns false,
+    /// changing nothing, when the stored checkpoint is not at `expected` — another
+    /// projector got there first, and this transaction must be rolled back.
+    ///
+    /// Call it first in the transaction: on PostgreSQL it locks the checkpoint row, so
+    /// concurrent projectors of one partition queue up instead of doing the work twice.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn advance_checkpoint(
+        &mut self,
+        projection: &str,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        next_offset: i64,
+        skipped: i64,
+    ) -> Result<bool> {
+        let params = vec![
+            text(projection),
+            text(topic),
+            Param::Int(Some(partition.into())),
+            Param::Int(Some(expected)),
+            Param::Int(Some(next_offset)),
+            Param::Int(Some(skipped)),
+            Param::Text(Some(crate::plan::time(Utc::now()))),
+        ];
+        let affected = self.run(Stmt::AdvanceCheckpoint, &params).await?;
+        Ok(affected == 1)
+    }
+
+    /// Commits.
+    ///
+    /// # Errors
+    ///
+    /// When the commit fails; nothing was written then.
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Rolls back everything done in this transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be told; it rolls back on its own then.
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(tx) => tx.rollback().await?,
+            TxInner::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// Runs one statement; returns the rows affected.
+    async fn run(&mut self, stmt: Stmt, params: &[Param]) -> Result<u64> {
+        Ok(match &mut self.inner {
+            TxInner::Sqlite(tx) => bind_sqlite(sqlx::query(sql(Backend::Sqlite, stmt)?), params)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            TxInner::Postgres(tx) => bind_pg(sqlx::query(sql(Backend::Postgres, stmt)?), params)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Runs statements in order. On PostgreSQL, runs of consecutive inserts into the same
+    /// table become one `UNNEST` insert.
+    pub(crate) async fn execute(&mut self, ops: &[Op]) -> Result<()> {
+        let mut i = 0;
+        while i < ops.len() {
+            let stmt = ops[i].stmt;
+            let run_len = ops[i..].iter().take_while(|o| o.stmt == stmt).count();
+            match &mut self.inner {
+                TxInner::Postgres(tx) if run_len > 1 && has_batch_form(stmt) => {
+                    let batch = &ops[i..i + run_len];
+                    let mut query = sqlx::query(batch_sql(stmt)?);
+                    for column in columns(batch)? {
+                        query = match column {
+                            Column::Text(v) => query.bind(v),
+                            Column::Int(v) => query.bind(v),
+                            Column::Float(v) => query.bind(v),
+                            Column::Bool(v) => query.bind(v),
+                        };
+                    }
+                    query.execute(&mut **tx).await?;
+                    i += run_len;
+                }
+                _ => {
+                    self.run(stmt, &ops[i].params).await?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One parameter across many rows, for `UNNEST`.
+enum Column {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+}
+
+/// Transposes the parameter lists of same-statement ops into one array per parameter.
+fn columns(ops: &[Op]) -> Result<Vec<Column>> {
+    let Some(first) = ops.first() else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<Column> = first
+        .params
+        .iter()
+        .map(|p| match p {
+            Param::Text(_) => Column::Text(Vec::with_capacity(ops.len())),
+            Param::Int(_) => Column::Int(Vec::with_capacity(ops.len())),
+            Param::Float(_) => Column::Float(Vec::with_capacity(ops.len())),
+            Param::Bool(_) => Column::Bool(Vec::with_capacity(ops.len())),
+        })
+        .collect();
+    for op in ops {
+        if op.params.len() != out.len() {
+            return Err(Error::CorruptRow(format!(
+                "{}: ragged batch",
+                op.stmt.name()
+            )));
+        }
+        for (column, param) in out.iter_mut().zip(&op.params) {
+            match (column, param) {
+                (Column::Text(c), Param::Text(v)) => c.push(v.clone()),
+                (Column::Int(c), Param::Int(v)) => c.push(*v),
+                (Column::Float(c), Param::Float(v)) => c.push(*v),
+                (Column::Bool(c), Param::Bool(v)) => c.push(*v),
+                _ => {
+                    return Err(Error::CorruptRow(format!(
+                        "{}: parameter types differ within a batch",
+                        op.stmt.name()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bind_sqlite<'q>(
+    mut query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    params: &'q [Param],
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    for p in params {
+        query = match p {
+            Param::Text(v) => query.bind(v.as_deref()),
+            Param::Int(v) => query.bind(*v),
+            Param::Float(v) => query.bind(*v),
+            Param::Bool(v) => query.bind(*v),
+        };
+    }
+    query
+}
+
+fn bind_pg<'q>(
+    mut query: Query<'q, Postgres, PgArguments>,
+    params: &'q [Param],
+) -> Query<'q, Postgres, PgArguments> {
+    for p in params {
+        query = match p {
+            Param::Text(v) => query.bind(v.as_deref()),
+            Param::Int(v) => query.bind(*v),
+            Param::Float(v) => query.bind(*v),
+            Param::Bool(v) => query.bind(*v),
+        };
+    }
+    query
+}
+
+/// Typed access to a result row of either backend.
+pub(crate) trait RowExt {
+    /// A non-null text column.
+    fn text(&self, col: &str) -> Result<String>;
+    /// A nullable text column.
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    /// A non-null integer column.
+    fn int(&self, col: &str) -> Result<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    /// A non-null double column.
+    fn float(&self, col: &str) -> Result<f64>;
+    /// A nullable double column.
+    fn opt_float(&self, col: &str) -> Result<Option<f64>>;
+    /// A non-null boolean column.
+    fn boolean(&self, col: &str) -> Result<bool>;
+    /// A nullable boolean column.
+    fn opt_bool(&self, col: &str) -> Result<Option<bool>>;
+    /// A non-null time column.
+    fn time(&self, col: &str) -> Result<DateTime<Utc>>;
+    /// A nullable time column.
+    fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
+}
+
+macro_rules! row_ext {
+    ($row:ty) => {
+        impl RowExt for $row {
+            fn text(&self, col: &str) -> Result<String> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>> {
+                Ok(self.try_get(col)?)
+            }
+            fn int(&self, col: &str) -> Result<i64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(col)?)
+            }
+            fn float(&self, col: &str) -> Result<f64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_float(&self, col: &str) -> Result<Option<f64>> {
+                Ok(self.try_get(col)?)
+            }
+            fn boolean(&self, col: &str) -> Result<bool> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_bool(&self, col: &str) -> Result<Option<bool>> {
+                Ok(self.try_get(col)?)
+            }
+            fn time(&self, col: &str) -> Result<DateTime<Utc>> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+                Ok(self.try_get(col)?)
+            }
+        }
+    };
+}
+
+row_ext!(SqliteRow);
+row_ext!(PgRow);

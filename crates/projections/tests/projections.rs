@@ -1,0 +1,1243 @@
+//! The projection scenarios, run once per backend (SQLite and PostgreSQL).
+//!
+//! Facts go through the real path: encoded with the single-object codec, appended to an
+//! embedded SQLite event log, read back and applied by the projector.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sentinel_events::facts::*;
+use sentinel_events::{AgentStatus, Event, FailureType, FixStatus};
+use sentinel_log::sqlite::SqliteLog;
+use sentinel_log::{EventLog, Record};
+use sentinel_projections::testing::{
+    self, FixChain, PATCHBOT, TENANT, TestDb, append, count, rows, snapshot,
+};
+use sentinel_projections::{
+    Backend, DEFAULT_PROJECTION, EVENTS_TOPIC, Error, FailureFilter, FixFilter, Projector,
+    ProjectorConfig, Store,
+};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Writes each scenario as a test for both backends.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(sentinel_projections::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(sentinel_projections::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    full_chain_fills_every_table,
+    merges_closes_and_outcomes_finish_fixes,
+    replays_never_double_rows,
+    rolled_back_batch_leaves_rows_and_checkpoint_untouched,
+    batch_size_and_restarts_do_not_change_the_result,
+    undecodable_records_are_skipped_and_counted,
+    unused_facts_only_advance_the_checkpoint,
+    task_failures_retries_and_cancellations,
+    reviews_follow_requests_completions_and_escalations,
+    fixes_filter_and_paginate,
+    concurrent_projectors_apply_each_batch_once,
+    run_follows_the_log_until_shutdown,
+    lag_reports_what_is_left,
+    migrations_are_idempotent,
+);
+
+struct Env {
+    db: TestDb,
+    log: Arc<SqliteLog>,
+    _dir: TempDir,
+}
+
+impl Env {
+    async fn new(backend: Backend) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = testing::sqlite_log(dir.path()).await;
+        Env {
+            db: TestDb::new(backend).await,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.db.store()
+    }
+
+    fn projector(&self) -> Projector {
+        Projector::new(self.log.clone(), self.store().clone())
+    }
+
+    fn projector_with(&self, batch_size: usize) -> Projector {
+        let config = ProjectorConfig {
+            batch_size,
+            idle_sleep: Duration::from_millis(10),
+            ..ProjectorConfig::default()
+        };
+        Projector::with_config(self.log.clone(), self.store().clone(), config)
+    }
+
+    async fn append(&self, events: &[Event]) {
+        append(self.log.as_ref(), events).await;
+    }
+
+    async fn end_offset(&self) -> i64 {
+        self.log
+            .end_offsets(EVENTS_TOPIC)
+            .await
+            .expect("end offsets")[0]
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .single()
+        .expect("t0")
+}
+
+fn secs(s: i64) -> chrono::Duration {
+    chrono::Duration::seconds(s)
+}
+
+/// Every table except the checkpoints.
+async fn tables(
+    store: &Store,
+) -> Vec<(
+    &'static str,
+    Vec<std::collections::BTreeMap<String, String>>,
+)> {
+    snapshot(store)
+        .await
+        .into_iter()
+        .filter(|(t, _)| *t != "projection_checkpoints")
+        .collect()
+}
+
+async fn full_chain_fills_every_table(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chain = FixChain::new("org/app", FailureType::Formatting, "delivery-1", t0());
+    let mut events = chain.events();
+    events.insert(8, chain.action());
+    env.append(&events).await;
+
+    let applied = env.projector().run_once().await.expect("project");
+    assert_eq!(applied, 12);
+    let store = env.store();
+
+    // failures
+    let failures = store
+        .list_failures(&FailureFilter::default())
+        .await
+        .expect("failures");
+    assert_eq!(failures.len(), 1);
+    let f = &failures[0];
+    assert_eq!(f.id, chain.failure_id());
+    assert_eq!(f.tenant, TENANT);
+    assert_eq!(f.repository, "org/app");
+    assert_eq!(f.branch, "main");
+    assert_eq!(f.command.as_deref(), Some("ruff check ."));
+    assert_eq!(f.source, "github");
+    assert_eq!(f.run_url.as_deref(), Some("https://ci.example/delivery-1"));
+    assert_eq!(f.failure_type.as_deref(), Some("formatting"));
+    assert_eq!(f.classification_confidence, Some(0.95));
+    assert_eq!(f.classification_method.as_deref(), Some("pattern"));
+    assert_eq!(f.signature.as_deref(), Some("ruff:F401:formatting"));
+    assert_eq!(f.tool.as_deref(), Some("ruff"));
+    assert_eq!(f.occurred_at, t0());
+    assert_eq!(f.classified_at, Some(t0() + secs(5)));
+
+    // policy_decisions
+    let decisions = rows(store, "policy_decisions", "kind DESC").await;
+    assert_eq!(decisions.len(), 2);
+    let d = &decisions[0];
+    assert_eq!(d["kind"], "dispatch");
+    assert_eq!(d["id"], chain.dispatch.event_id.to_string());
+    assert_eq!(d["decision"], "dispatch");
+    assert_eq!(d["reason_code"], "eligible");
+    assert_eq!(d["policy_version"], "sha256:policy1");
+    assert_eq!(d["failure_id"], chain.failure_id().to_string());
+    assert_eq!(
+        d["classification_id"],
+        chain.classified.event_id.to_string()
+    );
+    assert_eq!(d["failure_type"], "formatting");
+    assert_eq!(d["repository"], "org/app");
+    assert_eq!(d["task_id"], "NULL");
+    let a = &decisions[1];
+    assert_eq!(a["kind"], "action");
+    assert_eq!(a["decision"], "open_pr");
+    assert_eq!(a["task_id"], chain.task_id.to_string());
+    assert_eq!(a["candidate_id"], "cand-1");
+    assert_eq!(a["failure_id"], chain.failure_id().to_string());
+
+    // agents
+    let agents = store.list_agents().await.expect("agents");
+    assert_eq!(agents.len(), 1);
+    let agent = &agents[0];
+    assert_eq!(agent.id, PATCHBOT);
+    assert_eq!(agent.name, "patchbot");
+    assert_eq!(agent.version, "1.0.0");
+    assert_eq!(agent.status, "active");
+    assert_eq!(agent.capabilities, vec!["fix_failure".to_owned()]);
+    assert_eq!(agent.max_concurrency, 4);
+    assert_eq!(agent.health_score, 1.0);
+    assert_eq!(
+        store.get_agent(PATCHBOT).await.expect("agent").as_ref(),
+        Some(agent)
+    );
+
+    // agent_tasks
+    let task = store
+        .get_task(chain.task_id)
+        .await
+        .expect("task")
+        .expect("task row");
+    assert_eq!(task.agent_id, PATCHBOT);
+    assert_eq!(task.task_type, "fix_failure");
+    assert_eq!(task.status, "completed");
+    assert_eq!(task.priority, 5);
+    assert_eq!(task.payload["repository"], "org/app");
+    let result = task.result.as_ref().expect("result");
+    assert_eq!(result["outcome"], "completed");
+    assert_eq!(result["duration_ms"], 105_000);
+    assert_eq!(task.attempts, 1);
+    assert_eq!(task.max_attempts, 3);
+    assert_eq!(task.correlation_id, chain.failure_id());
+    assert_eq!(task.decision_id, Some(chain.dispatch.event_id));
+    assert_eq!(task.failure_id, Some(chain.failure_id()));
+    assert_eq!(task.created_at, t0() + secs(10));
+    assert_eq!(task.started_at, Some(t0() + secs(20)));
+    assert_eq!(task.completed_at, Some(t0() + secs(125)));
+    assert_eq!(task.error_message, None);
+
+    // failure_fixes
+    let fix = store
+        .get_fix(chain.task_id)
+        .await
+        .expect("fix")
+        .expect("fix row");
+    assert_eq!(fix.failure_id, chain.failure_id());
+    assert_eq!(fix.repository, "org/app");
+    assert_eq!(fix.branch.as_deref(), Some("main"));
+    assert!(
+        fix.commit_sha
+            .as_deref()
+            .is_some_and(|c| c.starts_with("c0ffee"))
+    );
+    assert_eq!(fix.failure_type.as_deref(), Some("formatting"));
+    assert_eq!(fix.signature.as_deref(), Some("ruff:F401:formatting"));
+    assert_eq!(fix.status, "pr_opened");
+    assert_eq!(fix.strategy.as_deref(), Some("ruff_fix"));
+    assert_eq!(fix.candidate_id.as_deref(), Some("cand-1"));
+    assert_eq!(fix.files_changed, Some(serde_json::json!(["src/app.py"])));
+    assert_eq!(fix.confidence, Some(0.92));
+    assert!(
+        fix.diff
+            .as_deref()
+            .is_some_and(|d| d.contains("-import os"))
+    );
+    let validation = fix.validation.as_ref().expect("validation");
+    assert_eq!(validation["passed"], true);
+    assert_eq!(validation["steps"][0]["command"], "ruff check .");
+    let short = &chain.task_id.to_string()[..8];
+    assert_eq!(fix.fix_branch, Some(format!("sentinel/fix-{short}")));
+    assert_eq!(fix.fix_commit.as_deref(), Some("f1x"));
+    assert_eq!(fix.pr_url, Some(chain.pr_url()));
+    assert_eq!(fix.pr_number, Some(7));
+    assert_eq!(fix.fix_success, None);
+    assert_eq!(fix.created_at, t0() + secs(10));
+    assert_eq!(fix.updated_at, t0() + secs(120));
+
+    // pull_requests
+    let prs = rows(store, "pull_requests", "url").await;
+    assert_eq!(prs.len(), 1);
+    assert_eq!(prs[0]["url"], chain.pr_url());
+    assert_eq!(prs[0]["task_id"], chain.task_id.to_string());
+    assert_eq!(prs[0]["state"], "open");
+    assert_eq!(prs[0]["number"], "7");
+    assert_eq!(prs[0]["draft"], "false");
+    assert_eq!(prs[0]["base"], "main");
+    assert_eq!(prs[0]["opened_at"], "2024-05-01T12:02:00.000000Z");
+
+    // the checkpoint is at the end of the log
+    let cps = store
+        .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+        .await
+        .expect("checkpoints");
+    assert_eq!(cps.len(), 1);
+    assert_eq!(cps[0].next_offset, env.end_offset().await);
+    assert_eq!(cps[0].skipped, 0);
+}
+
+async fn merges_closes_and_outcomes_finish_fixes(backend: Backend) {
+    let env = Env::new(backend).await;
+    let merged = FixChain::new("org/app", FailureType::Linting, "d-merged", t0());
+    let closed = FixChain::new("org/app", FailureType::Linting, "d-closed", t0() + secs(1));
+    let mut events = merged.events();
+    events.extend(closed.events());
+    events.extend(merged.merged(true));
+    events.extend(closed.closed());
+    // A checks report on the merged PR.
+    events.push(merged.pr.caused(
+        PullRequestChecksCompleted {
+            url: merged.pr_url(),
+            repository: "org/app".into(),
+            head_sha: "f1x".into(),
+            conclusion: "success".into(),
+        },
+        "tracker@test",
+        1,
+        None,
+    ));
+    env.append(&events).await;
+    env.projector().run_once().await.expect("project");
+    let store = env.store();
+
+    let fix = store
+        .get_fix(merged.task_id)
+        .await
+        .expect("get")
+        .expect("fix");
+    assert_eq!(fix.status, "merged");
+    assert_eq!(fix.fix_success, Some(true));
+    assert_eq!(fix.time_to_pr_seconds, Some(120.0));
+    assert_eq!(fix.time_to_fix_seconds, Some(3600.0));
+    let fix = store
+        .get_fix(closed.task_id)
+        .await
+        .expect("get")
+        .expect("fix");
+    assert_eq!(fix.status, "closed");
+    assert_eq!(fix.fix_success, Some(false));
+    assert_eq!(fix.time_to_fix_seconds, None);
+
+    let prs = rows(store, "pull_requests", "opened_at").await;
+    assert_eq!(prs[0]["state"], "merged");
+    assert_eq!(prs[0]["merged_by"], "maintainer");
+    assert_eq!(prs[0]["merge_commit"], "m3rge");
+    assert_eq!(prs[0]["merged_at"], "2024-05-01T13:00:00.000000Z");
+    assert_eq!(prs[0]["checks_conclusion"], "success");
+    assert_eq!(prs[1]["state"], "closed");
+    assert_eq!(prs[1]["closed_by"], "maintainer");
+
+    // A late close of the merged PR changes nothing.
+    env.append(&[merged.pr.caused(
+        PullRequestClosed {
+            url: merged.pr_url(),
+            repository: "org/app".into(),
+            closed_by: None,
+        },
+        "tracker@test",
+        9,
+        None,
+    )])
+    .await;
+    env.projector().run_once().await.expect("project");
+    assert_eq!(
+        store
+            .get_fix(merged.task_id)
+            .await
+            .expect("get")
+            .expect("fix")
+            .status,
+        "merged"
+    );
+    assert_eq!(
+        rows(store, "pull_requests", "opened_at").await[0]["state"],
+        "merged"
+    );
+}
+
+async fn replays_never_double_rows(backend: Backend) {
+    let env = Env::new(backend).await;
+    let a = FixChain::new("org/app", FailureType::Formatting, "d-a", t0());
+    let b = FixChain::new("org/lib", FailureType::ImportError, "d-b", t0() + secs(30));
+    let mut events = a.events();
+    events.extend(b.events());
+    events.extend(a.merged(true));
+    env.append(&events).await;
+    let store = env.store();
+
+    // The agent registration is the same fact in both chains: the log keeps it once.
+    assert_eq!(env.projector().run_once().await.expect("first"), 23);
+    let first = snapshot(store).await;
+    assert_eq!(count(store, "failure_fixes").await, 2);
+
+    // Caught up: a second run applies nothing and changes nothing.
+    assert_eq!(env.projector().run_once().await.expect("second"), 0);
+    assert_eq!(snapshot(store).await, first);
+
+    // Kafka may deliver a fact twice at different offsets: the embedded log deduplicates on
+    // the event_id header, so append copies without it.
+    let copies: Vec<Record> = events
+        .iter()
+        .map(|e| {
+            let mut r = testing::record(e);
+            r.headers
+                .retain(|(k, _)| k != sentinel_log::HEADER_EVENT_ID);
+            r
+        })
+        .collect();
+    env.log
+        .append(EVENTS_TOPIC, copies)
+        .await
+        .expect("append copies");
+    assert_eq!(env.projector().run_once().await.expect("duplicates"), 24);
+    assert_eq!(tables(store).await, tables_of(&first));
+
+    // Reset and replay everything from offset 0: the same rows again.
+    store.reset(DEFAULT_PROJECTION).await.expect("reset");
+    assert_eq!(count(store, "failures").await, 0);
+    assert!(
+        store
+            .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+            .await
+            .expect("cp")
+            .is_empty()
+    );
+    assert_eq!(env.projector().run_once().await.expect("replay"), 47);
+    assert_eq!(tables(store).await, tables_of(&first));
+}
+
+fn tables_of(
+    s: &std::collections::BTreeMap<&'static str, Vec<std::collections::BTreeMap<String, String>>>,
+) -> Vec<(
+    &'static str,
+    Vec<std::collections::BTreeMap<String, String>>,
+)> {
+    s.clone()
+        .into_iter()
+        .filter(|(t, _)| *t != "projection_checkpoints")
+        .collect()
+}
+
+async fn rolled_back_batch_leaves_rows_and_checkpoint_untouched(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-crash", t0());
+    let events = chain.events();
+    env.append(&events).await;
+    let store = env.store();
+    let end = env.end_offset().await;
+
+    // A projector that dies after writing rows and checkpoint but before COMMIT.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        tx.advance_checkpoint(DEFAULT_PROJECTION, EVENTS_TOPIC, 0, 0, end, 0)
+            .await
+            .expect("cp")
+    );
+    let outcome = tx.apply(&events).await.expect("apply");
+    assert_eq!(outcome.applied, 11);
+    tx.rollback().await.expect("rollback");
+
+    // And one that is dropped mid-transaction (its connection goes back, rolled back).
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        tx.advance_checkpoint(DEFAULT_PROJECTION, EVENTS_TOPIC, 0, 0, end, 0)
+            .await
+            .expect("cp")
+    );
+    tx.apply(&events[..4]).await.expect("apply");
+    drop(tx);
+
+    for table in [
+        "failures",
+        "policy_decisions",
+        "agents",
+        "agent_tasks",
+        "failure_fixes",
+    ] {
+        assert_eq!(
+            count(store, table).await,
+            0,
+            "{table} must be empty after rollback"
+        );
+    }
+    assert!(
+        store
+            .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+            .await
+            .expect("cp")
+            .is_empty()
+    );
+
+    // The restarted projector starts from offset 0 and applies everything once.
+    assert_eq!(env.projector().run_once().await.expect("project"), 11);
+    assert_eq!(count(store, "failure_fixes").await, 1);
+    assert_eq!(count(store, "agent_tasks").await, 1);
+    let cps = store
+        .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+        .await
+        .expect("cp");
+    assert_eq!(cps[0].next_offset, end);
+
+    // A stale projector (expecting the checkpoint at 0) is refused and writes nothing.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(
+        !tx.advance_checkpoint(DEFAULT_PROJECTION, EVENTS_TOPIC, 0, 0, end, 0)
+            .await
+            .expect("cp")
+    );
+    tx.rollback().await.expect("rollback");
+}
+
+/// Interleaves several chains so that runs of same-table inserts occur (PostgreSQL turns
+/// those into one UNNEST insert).
+fn interleaved(chains: &[FixChain]) -> Vec<Event> {
+    let per_chain: Vec<Vec<Event>> = chains.iter().map(FixChain::events).collect();
+    let mut out = Vec::new();
+    for step in 0..per_chain[0].len() {
+        for events in &per_chain {
+            out.push(events[step].clone());
+        }
+    }
+    out
+}
+
+async fn batch_size_and_restarts_do_not_change_the_result(backend: Backend) {
+    let chains: Vec<FixChain> = (0..4)
+        .map(|i| {
+            FixChain::new(
+                &format!("org/repo{}", i % 2),
+                FailureType::ALL[i],
+                &format!("d-{i}"),
+                t0() + secs(i64::try_from(i).expect("small") * 60),
+            )
+        })
+        .collect();
+    let events = interleaved(&chains);
+    let mut decisions = Vec::new();
+    for c in &chains {
+        decisions.push(c.action());
+    }
+    // Consecutive non-fix tasks: a run of plain task inserts.
+    for (i, c) in chains.iter().enumerate() {
+        decisions.push(c.failure.caused(
+            TaskQueued {
+                task_id: Uuid::new_v5(&c.task_id, b"triage").to_string(),
+                agent_id: PATCHBOT.to_string(),
+                task_type: "triage".into(),
+                priority: i32::try_from(i).expect("small"),
+                decision_id: None,
+                failure_event_id: None,
+                payload: "{}".into(),
+                timeout_seconds: 60,
+                max_attempts: 1,
+            },
+            "controller@test",
+            9,
+            None,
+        ));
+    }
+
+    // All at once, large batches.
+    let one = Env::new(backend).await;
+    one.append(&events).await;
+    one.append(&decisions).await;
+    one.projector_with(1000).run_once().await.expect("project");
+
+    // In small batches, with restarts (new projector instances) between appends.
+    let two = Env::new(backend).await;
+    two.append(&events[..7]).await;
+    two.projector_with(2).run_once().await.expect("first part");
+    two.append(&events[7..]).await;
+    two.projector_with(3).run_once().await.expect("second part");
+    two.append(&decisions).await;
+    two.projector_with(1).run_once().await.expect("third part");
+
+    let a = snapshot(one.store()).await;
+    assert_eq!(a["failure_fixes"].len(), 4);
+    assert_eq!(a["policy_decisions"].len(), 8);
+    assert_eq!(a["agent_tasks"].len(), 8);
+    assert_eq!(a, snapshot(two.store()).await);
+}
+
+async fn undecodable_records_are_skipped_and_counted(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-bad", t0());
+    let events = chain.events();
+    env.append(&events[..3]).await;
+    env.log
+        .append(
+            EVENTS_TOPIC,
+            vec![Record {
+                key: "acme/org/app".into(),
+                value: b"\xc3\x01garbage".to_vec(),
+                headers: vec![("event_id".into(), b"junk-1".to_vec())],
+            }],
+        )
+        .await
+        .expect("append garbage");
+    // Decodes, but names its failure with something that is not a UUID.
+    let malformed = chain.failure.caused(
+        FailureClassified {
+            failure_event_id: "not-a-uuid".into(),
+            failure_type: FailureType::Linting,
+            confidence: 0.5,
+            method: "pattern".into(),
+            pattern_id: None,
+            tool: None,
+            signature: "x".into(),
+            files: vec![],
+            lines: vec![],
+            modules: vec![],
+            symbols: vec![],
+        },
+        "classifier@test",
+        7,
+        None,
+    );
+    env.append(&[malformed]).await;
+    env.append(&events[3..]).await;
+
+    let projector = env.projector_with(4);
+    assert_eq!(projector.run_once().await.expect("project"), 11);
+    assert_eq!(projector.stats().skipped, 2);
+    let cps = env
+        .store()
+        .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+        .await
+        .expect("cp");
+    assert_eq!(cps[0].skipped, 2);
+    assert_eq!(cps[0].next_offset, env.end_offset().await);
+    let fix = env
+        .store()
+        .get_fix(chain.task_id)
+        .await
+        .expect("get")
+        .expect("fix");
+    assert_eq!(fix.failure_type.as_deref(), Some("formatting"));
+    assert_eq!(fix.status, "pr_opened");
+}
+
+async fn unused_facts_only_advance_the_checkpoint(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-unused", t0());
+    let progress = chain.started.caused(
+        TaskProgressed {
+            task_id: chain.task_id.to_string(),
+            progress: 0.5,
+            message: "m".into(),
+        },
+        "patchbot@test",
+        0,
+        None,
+    );
+    let logs = chain.failure.caused(
+        FailureLogsCaptured {
+            failure_event_id: chain.failure_id().to_string(),
+            excerpt: "E".into(),
+            full_size_bytes: 1,
+            redactions: 0,
+            failing_command: None,
+            exit_code: Some(1),
+        },
+        "logfetch@test",
+        0,
+        None,
+    );
+    env.append(&[progress, logs]).await;
+    let projector = env.projector();
+    assert_eq!(projector.run_once().await.expect("project"), 0);
+    assert_eq!(projector.stats().ignored, 2);
+    assert_eq!(projector.stats().skipped, 0);
+    let cps = env
+        .store()
+        .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+        .await
+        .expect("cp");
+    assert_eq!(cps[0].next_offset, env.end_offset().await);
+    assert!(
+        tables(env.store())
+            .await
+            .iter()
+            .all(|(_, rows)| rows.is_empty())
+    );
+}
+
+async fn task_failures_retries_and_cancellations(backend: Backend) {
+    let env = Env::new(backend).await;
+    let store = env.store();
+    let chain = FixChain::new("org/app", FailureType::TestFailure, "d-retry", t0());
+    let tid = chain.task_id.to_string();
+    let failed = |attempt: i32, index: u32| {
+        chain.started.caused(
+            TaskFailed {
+                task_id: tid.clone(),
+                agent_id: PATCHBOT.to_string(),
+                attempt,
+                error: format!("sandbox timeout #{attempt}"),
+                retryable: true,
+                duration_ms: 1000,
+            },
+            "patchbot@test",
+            index,
+            Some(t0() + secs(30 + i64::from(index))),
+        )
+    };
+    let mut events = chain.events()[..6].to_vec();
+    events.push(failed(1, 0));
+    env.append(&events).await;
+    env.projector().run_once().await.expect("project");
+    let task = store
+        .get_task(chain.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(task.status, "failed");
+    assert_eq!(task.error_message.as_deref(), Some("sandbox timeout #1"));
+    assert_eq!(task.result.as_ref().expect("result")["retryable"], true);
+    assert_eq!(
+        store
+            .get_fix(chain.task_id)
+            .await
+            .expect("get")
+            .expect("fix")
+            .status,
+        "failed"
+    );
+    assert_eq!(
+        store
+            .get_agent(PATCHBOT)
+            .await
+            .expect("get")
+            .expect("agent")
+            .health_score,
+        0.0
+    );
+
+    // Second attempt; a late copy of the first failure must not undo it.
+    let restarted = chain.queued.caused(
+        TaskStarted {
+            task_id: tid.clone(),
+            agent_id: PATCHBOT.to_string(),
+            attempt: 2,
+            worker: "w2".into(),
+        },
+        "patchbot@test",
+        1,
+        Some(t0() + secs(40)),
+    );
+    let mut late = failed(1, 5);
+    late.event_id = Uuid::new_v4();
+    let not_found = restarted.caused(
+        FixNotFound {
+            task_id: tid.clone(),
+            status: FixStatus::NoFix,
+            reason: "no strategy applies".into(),
+        },
+        "patchbot@test",
+        0,
+        Some(t0() + secs(50)),
+    );
+    env.append(&[restarted, late]).await;
+    env.projector().run_once().await.expect("project");
+    let task = store
+        .get_task(chain.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(task.status, "running");
+    assert_eq!(task.attempts, 2);
+    assert_eq!(task.completed_at, None);
+    assert_eq!(
+        store
+            .get_fix(chain.task_id)
+            .await
+            .expect("get")
+            .expect("fix")
+            .status,
+        "in_progress"
+    );
+
+    let done = not_found.caused(
+        TaskCompleted {
+            task_id: tid.clone(),
+            agent_id: PATCHBOT.to_string(),
+            outcome: sentinel_events::TaskOutcome::Completed,
+            duration_ms: 10,
+            artifacts: vec![],
+            metrics: Default::default(),
+        },
+        "patchbot@test",
+        0,
+        None,
+    );
+    let paused = Event::origin(
+        AgentStatusChanged {
+            agent_id: PATCHBOT.to_string(),
+            status: AgentStatus::Paused,
+            reason: Some("maintenance".into()),
+        },
+        Some("pause-1"),
+        TENANT,
+        "agent/patchbot",
+        t0() + secs(3600),
+        "controller@test",
+    );
+    env.append(&[not_found, done, paused]).await;
+    env.projector().run_once().await.expect("project");
+    let fix = store
+        .get_fix(chain.task_id)
+        .await
+        .expect("get")
+        .expect("fix");
+    assert_eq!(fix.status, "no_fix");
+    assert_eq!(fix.status_reason.as_deref(), Some("no strategy applies"));
+    let task = store
+        .get_task(chain.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(task.status, "completed");
+    let agent = store
+        .get_agent(PATCHBOT)
+        .await
+        .expect("get")
+        .expect("agent");
+    assert_eq!(agent.health_score, 1.0);
+    assert_eq!(agent.status, "paused");
+    assert_eq!(agent.status_reason.as_deref(), Some("maintenance"));
+    assert_eq!(agent.updated_at, t0() + secs(3600));
+
+    // Cancellation of a queued fix task.
+    let other = FixChain::new(
+        "org/app",
+        FailureType::Linting,
+        "d-cancel",
+        t0() + secs(100),
+    );
+    let cancelled = other.queued.caused(
+        TaskCancelled {
+            task_id: other.task_id.to_string(),
+            reason: "superseded".into(),
+            requested_by: Some("ops".into()),
+        },
+        "controller@test",
+        0,
+        None,
+    );
+    let mut events = other.events()[..5].to_vec();
+    events.push(cancelled);
+    env.append(&events).await;
+    env.projector().run_once().await.expect("project");
+    let task = store
+        .get_task(other.task_id)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(task.status, "cancelled");
+    assert_eq!(task.error_message.as_deref(), Some("superseded"));
+    let fix = store
+        .get_fix(other.task_id)
+        .await
+        .expect("get")
+        .expect("fix");
+    assert_eq!(fix.status, "cancelled");
+    assert_eq!(fix.status_reason.as_deref(), Some("superseded"));
+}
+
+async fn reviews_follow_requests_completions_and_escalations(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-review", t0());
+    let request = |id: &str, index: u32| {
+        chain.validated.caused(
+            ReviewRequested {
+                review_id: id.into(),
+                task_id: chain.task_id.to_string(),
+                decision_event_id: chain.dispatch.event_id.to_string(),
+                reason: "touches CI config".into(),
+            },
+            "policy@test",
+            index,
+            None,
+        )
+    };
+    let (r1, r2) = (request("review-1", 0), request("review-2", 1));
+    let approved = r1.caused(
+        ReviewCompleted {
+            review_id: "review-1".into(),
+            approved: true,
+            reviewer: "alice".into(),
+            comment: Some("lgtm".into()),
+        },
+        "api@test",
+        0,
+        Some(t0() + secs(600)),
+    );
+    let escalated = r2.caused(
+        ReviewEscalated {
+            review_id: "review-2".into(),
+            waited_hours: 24.0,
+        },
+        "policy@test",
+        0,
+        Some(t0() + secs(86_400)),
+    );
+    let late = r1.caused(
+        ReviewEscalated {
+            review_id: "review-1".into(),
+            waited_hours: 24.0,
+        },
+        "policy@test",
+        0,
+        Some(t0() + secs(86_400)),
+    );
+    env.append(&[r1, r2, approved, escalated, late]).await;
+    assert_eq!(env.projector().run_once().await.expect("project"), 5);
+    let reviews = rows(env.store(), "reviews", "id").await;
+    assert_eq!(reviews.len(), 2);
+    assert_eq!(reviews[0]["status"], "approved");
+    assert_eq!(reviews[0]["reviewer"], "alice");
+    assert_eq!(reviews[0]["comment"], "lgtm");
+    assert_eq!(reviews[0]["task_id"], chain.task_id.to_string());
+    assert_eq!(
+        reviews[0]["decision_id"],
+        chain.dispatch.event_id.to_string()
+    );
+    assert_eq!(reviews[0]["escalated_at"], "NULL");
+    assert_eq!(reviews[1]["status"], "escalated");
+    assert_eq!(reviews[1]["waited_hours"], "24");
+    assert_eq!(reviews[1]["escalated_at"], "2024-05-02T12:00:00.000000Z");
+}
+
+async fn fixes_filter_and_paginate(backend: Backend) {
+    let env = Env::new(backend).await;
+    let a1 = FixChain::new("org/a", FailureType::Formatting, "d-a1", t0());
+    let a2 = FixChain::new("org/a", FailureType::Linting, "d-a2", t0() + secs(3600));
+    let b1 = FixChain::new("org/b", FailureType::Linting, "d-b1", t0() + secs(7200));
+    let mut events = a1.events();
+    events.extend(a2.events());
+    events.extend(b1.events());
+    events.extend(a1.merged(true));
+    env.append(&events).await;
+    env.projector().run_once().await.expect("project");
+    let store = env.store();
+    let ids =
+        |fixes: Vec<sentinel_projections::Fix>| fixes.into_iter().map(|f| f.id).collect::<Vec<_>>();
+
+    let all = store.list_fixes(&FixFilter::default()).await.expect("all");
+    assert_eq!(
+        ids(all.clone()),
+        [b1.task_id, a2.task_id, a1.task_id],
+        "newest first"
+    );
+    assert!(
+        all.iter()
+            .all(|f| f.diff.is_none() && f.validation.is_none()),
+        "lists stay small"
+    );
+    let repo_a = FixFilter {
+        repository: Some("org/a".into()),
+        ..FixFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_fixes(&repo_a).await.expect("a")),
+        [a2.task_id, a1.task_id]
+    );
+    let linting = FixFilter {
+        failure_type: Some("linting".into()),
+        ..FixFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_fixes(&linting).await.expect("lint")),
+        [b1.task_id, a2.task_id]
+    );
+    let merged = FixFilter {
+        status: Some("merged".into()),
+        ..FixFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_fixes(&merged).await.expect("merged")),
+        [a1.task_id]
+    );
+    let none = FixFilter {
+        repository: Some("org/none".into()),
+        ..FixFilter::default()
+    };
+    assert!(store.list_fixes(&none).await.expect("none").is_empty());
+
+    let page1 = store
+        .list_fixes(&FixFilter {
+            limit: 2,
+            ..FixFilter::default()
+        })
+        .await
+        .expect("p1");
+    assert_eq!(ids(page1.clone()), [b1.task_id, a2.task_id]);
+    let cursor = page1.last().expect("last").cursor();
+    let text = cursor.to_string();
+    assert_eq!(
+        text.parse::<sentinel_projections::FixCursor>()
+            .expect("parse"),
+        cursor
+    );
+    let page2 = store
+        .list_fixes(&FixFilter {
+            limit: 2,
+            after: Some(cursor),
+            ..FixFilter::default()
+        })
+        .await
+        .expect("p2");
+    assert_eq!(ids(page2.clone()), [a1.task_id]);
+    let page3 = store
+        .list_fixes(&FixFilter {
+            after: Some(page2[0].cursor()),
+            ..FixFilter::default()
+        })
+        .await
+        .expect("p3");
+    assert!(page3.is_empty());
+
+    let failures = store
+        .list_failures(&FailureFilter {
+            repository: Some("org/b".into()),
+            ..FailureFilter::default()
+        })
+        .await
+        .expect("failures");
+    assert_eq!(
+        failures.iter().map(|f| f.id).collect::<Vec<_>>(),
+        [b1.failure_id()]
+    );
+    assert!(store.get_fix(Uuid::new_v4()).await.expect("get").is_none());
+    assert!(store.get_task(Uuid::new_v4()).await.expect("get").is_none());
+    assert!(
+        store
+            .get_agent(Uuid::new_v4())
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+async fn concurrent_projectors_apply_each_batch_once(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chains: Vec<FixChain> = (0..3)
+        .map(|i| {
+            FixChain::new(
+                "org/app",
+                FailureType::Formatting,
+                &format!("d-c{i}"),
+                t0() + secs(i),
+            )
+        })
+        .collect();
+    let events = interleaved(&chains);
+    env.append(&events).await;
+    // The agent registration is the same fact in every chain: the log keeps it once.
+    let facts = events.len() - 2;
+
+    let (p1, p2) = (env.projector_with(2), env.projector_with(3));
+    let (a, b) = tokio::join!(p1.run_once(), p2.run_once());
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(a + b, facts, "every fact applied by exactly one projector");
+    assert_eq!(p1.stats().applied + p2.stats().applied, facts as u64);
+    assert_eq!(count(env.store(), "failure_fixes").await, 3);
+    assert_eq!(count(env.store(), "failures").await, 3);
+    let cps = env
+        .store()
+        .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+        .await
+        .expect("cp");
+    assert_eq!(cps[0].next_offset, env.end_offset().await);
+}
+
+async fn run_follows_the_log_until_shutdown(backend: Backend) {
+    let env = Env::new(backend).await;
+    let projector = env.projector_with(100);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (projector, shutdown) = (projector.clone(), shutdown.clone());
+        async move { projector.run(shutdown).await }
+    });
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-run", t0());
+    env.append(&chain.events()).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let fix = env.store().get_fix(chain.task_id).await.expect("get");
+        if fix.is_some_and(|f| f.status == "pr_opened") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projector did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops promptly")
+        .expect("join")
+        .expect("clean stop");
+    assert_eq!(projector.stats().applied, 11);
+}
+
+async fn lag_reports_what_is_left(backend: Backend) {
+    let env = Env::new(backend).await;
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-lag", t0());
+    env.append(&chain.events()).await;
+    let projector = env.projector();
+    let lag = projector.lag().await.expect("lag");
+    assert_eq!(lag.len(), 1);
+    assert_eq!(lag[0].next_offset, 0);
+    assert_eq!(lag[0].end_offset, env.end_offset().await);
+    assert!(lag[0].lag >= 11);
+    projector.run_once().await.expect("project");
+    let lag = projector.lag().await.expect("lag");
+    assert_eq!(lag[0].lag, 0);
+}
+
+async fn migrations_are_idempotent(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    db.store().migrate().await.expect("second migrate");
+    db.store().migrate().await.expect("third migrate");
+    let applied = rows(db.store(), "_sqlx_migrations", "version").await;
+    assert_eq!(
+        applied.len(),
+        sentinel_projections::migrations(backend).len()
+    );
+    assert_eq!(applied[0]["version"], "1");
+    assert_eq!(applied[0]["success"], "true");
+}
+
+#[tokio::test]
+async fn sqlite_store_can_share_the_embedded_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = testing::sqlite_log(dir.path()).await;
+    let store = Store::Sqlite(log.pool().clone());
+    store.migrate().await.expect("migrate into the log file");
+    let chain = FixChain::new("org/app", FailureType::Formatting, "d-shared", t0());
+    append(log.as_ref(), &chain.events()).await;
+    let projector = Projector::new(log.clone(), store.clone());
+    assert_eq!(projector.run_once().await.expect("project"), 11);
+    assert_eq!(
+        store
+            .get_fix(chain.task_id)
+            .await
+            .expect("get")
+            .expect("fix")
+            .status,
+        "pr_opened"
+    );
+}
+
+#[tokio::test]
+async fn connect_understands_store_urls() {
+    let memory = Store::connect("sqlite::memory:").await.expect("memory");
+    memory.migrate().await.expect("migrate memory");
+    assert_eq!(memory.backend(), Backend::Sqlite);
+    assert!(memory.list_agents().await.expect("agents").is_empty());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested/dir/p.db");
+    let file = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("file");
+    file.migrate().await.expect("migrate file");
+    assert!(path.exists());
+
+    let pg = Store::connect(&testing::admin_url())
+        .await
+        .expect("postgres");
+    assert_eq!(pg.backend(), Backend::Postgres);
+
+    for bad in ["mysql://localhost/db", "sentinel.db", ""] {
+        assert!(
+            matches!(Store::connect(bad).await, Err(Error::InvalidUrl { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn documented_queries_run_against_postgres() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/queries.md"
+    ))
+    .expect("docs/queries.md");
+    let queries = sql_blocks(&doc);
+    assert!(
+        queries.len() >= 5,
+        "docs/queries.md should hold its queries in ```sql blocks"
+    );
+
+    let env = Env::new(Backend::Postgres).await;
+    let mut events = Vec::new();
+    for i in 0..6 {
+        let ty = [
+            FailureType::Formatting,
+            FailureType::Linting,
+            FailureType::ImportError,
+        ][i % 3];
+        let chain = FixChain::new(
+            &format!("org/repo{}", i % 2),
+            ty,
+            &format!("d-doc-{i}"),
+            t0() + secs(i64::try_from(i).expect("small") * 600),
+        );
+        events.extend(chain.events());
+        events.extend(if i % 3 == 2 {
+            chain.closed()
+        } else {
+            chain.merged(true)
+        });
+    }
+    env.append(&events).await;
+    env.projector().run_once().await.expect("project");
+
+    let Store::Postgres(pool) = env.store() else {
+        panic!("postgres store")
+    };
+    for (i, query) in queries.iter().enumerate() {
+        let rows = sqlx::query(query)
+            .fetch_all(pool)
+            .await
+            .unwrap_or_else(|e| panic!("query {} of docs/queries.md failed: {e}\n{query}", i + 1));
+        assert!(
+            !rows.is_empty(),
+            "query {} returned no rows:\n{query}",
+            i + 1
+        );
+    }
+}
+
+/// The bodies of the ```sql fenced blocks of a Markdown document.
+fn sql_blocks(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l.starts_with("```sql") => current = Some(String::new()),
+            (Some(_), l) if l.starts_with("```") => out.extend(current.take()),
+            (Some(body), _) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
