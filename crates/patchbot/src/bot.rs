@@ -1,0 +1,791 @@
+//! [`PatchBot`]: check out, fix, validate, commit.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sentinel_events::{FailureType, ValidationStep};
+use sentinel_forge::git;
+use sentinel_sandbox::{Limits, RunOutput, RunSpec, Sandbox};
+use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::redact::redacted_tail;
+use crate::strategy::{self, Action, Choice, Plan};
+use crate::tools::{Tool, ToolCache, ToolEnv};
+use crate::{Error, Result, imports};
+
+/// `PATH` entries after the tools' own bin dirs.
+const BASE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Lines and bytes of output kept per validation step.
+const TAIL_LINES: usize = 60;
+const TAIL_BYTES: usize = 8 * 1024;
+/// Largest diff carried in an attempt; the commit holds the whole change regardless.
+pub const MAX_DIFF_BYTES: usize = 512 * 1024;
+/// Largest `requirements.txt` PatchBot edits.
+const MAX_REQUIREMENTS_BYTES: u64 = 1 << 20;
+
+/// Paths a fix may not touch without a human review (reported in
+/// [`FixAttempt::protected_paths_touched`]; the policy decides). Entries ending in `/` are
+/// directory prefixes, others exact paths.
+pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
+    ".github/workflows/",
+    ".github/actions/",
+    ".gitlab-ci.yml",
+    ".gitlab/",
+    ".circleci/",
+    "Jenkinsfile",
+    ".env",
+    "secrets/",
+];
+
+/// PatchBot's configuration.
+#[derive(Debug, Clone)]
+pub struct PatchBotConfig {
+    /// Root of the [`ToolCache`] (bound read-only into every sandboxed command).
+    pub tool_cache: PathBuf,
+    /// Where every command on repository content runs.
+    pub sandbox: Arc<dyn Sandbox>,
+    /// Wall-clock limit of each sandboxed command (fix, validation, tests).
+    pub command_timeout: Duration,
+    /// Resource limits of each sandboxed command.
+    pub limits: Limits,
+    /// Parent of the per-attempt work dirs; the system temp dir when `None`.
+    pub work_root: Option<PathBuf>,
+    /// Commit author name.
+    pub author_name: String,
+    /// Commit author e-mail.
+    pub author_email: String,
+    /// Python used to create tool virtualenvs.
+    pub python: PathBuf,
+    /// npm used to install Node tools.
+    pub npm: PathBuf,
+    /// Version pins overriding the defaults ([`Tool::default_version`]).
+    pub tool_versions: BTreeMap<Tool, String>,
+    /// Paths reported when a fix touches them (see [`DEFAULT_PROTECTED_PATHS`]).
+    pub protected_paths: Vec<String>,
+}
+
+impl PatchBotConfig {
+    /// Defaults: 5-minute command timeout, [`Limits::default`], the system temp dir,
+    /// author `Sentinel PatchBot <patchbot@sentinel.invalid>`, `python3` and `npm` from
+    /// `PATH`, default pins and [`DEFAULT_PROTECTED_PATHS`].
+    pub fn new(tool_cache: impl Into<PathBuf>, sandbox: Arc<dyn Sandbox>) -> Self {
+        PatchBotConfig {
+            tool_cache: tool_cache.into(),
+            sandbox,
+            command_timeout: Duration::from_secs(300),
+            limits: Limits::default(),
+            work_root: None,
+            author_name: "Sentinel PatchBot".into(),
+            author_email: "patchbot@sentinel.invalid".into(),
+            python: "python3".into(),
+            npm: "npm".into(),
+            tool_versions: BTreeMap::new(),
+            protected_paths: DEFAULT_PROTECTED_PATHS
+                .iter()
+                .map(|p| (*p).to_string())
+                .collect(),
+        }
+    }
+}
+
+/// A classified failure to fix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixRequest {
+    /// The task this attempt belongs to.
+    pub task_id: Uuid,
+    /// The repository: a local path or a git URL.
+    pub repository: String,
+    /// The failing commit.
+    pub commit: String,
+    /// The command that failed in CI; re-run to validate a candidate.
+    pub command: String,
+    /// The classifier's verdict.
+    pub failure_type: FailureType,
+    /// The classifier's tool hint (`black`, `ruff`, `ruff-format`, `flake8`, `prettier`, …).
+    pub tool: Option<String>,
+    /// The repository's test command, run after the failing command passes.
+    pub test_command: Option<String>,
+    /// The (redacted) log excerpt the classification was made from.
+    pub log_excerpt: String,
+}
+
+/// The outcome of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixStatus {
+    /// A candidate changed the code and passed validation.
+    Fixed,
+    /// No candidate, or none that passed validation; the reason says which.
+    NoFix,
+    /// The failure type is never fixed by a code change (infrastructure, unknown).
+    NotFixable,
+}
+
+/// Everything an attempt produced: the evidence for the fact and the PR description, and
+/// (when fixed) the work dir holding the staged change.
+#[derive(Debug, Serialize)]
+pub struct FixAttempt {
+    /// The task this attempt belongs to.
+    pub task_id: Uuid,
+    /// The outcome.
+    pub status: FixStatus,
+    /// The strategy tried, if any (`black`, `ruff_fix`, …).
+    pub strategy: Option<String>,
+    /// Why the attempt ended as it did, for people.
+    pub reason: String,
+    /// The commit that was checked out (full id), once checked out.
+    pub base_commit: Option<String>,
+    /// The candidate's `git diff` (bounded by [`MAX_DIFF_BYTES`]); empty when none.
+    pub diff: String,
+    /// Files the candidate changed, relative to the repository root.
+    pub files_changed: Vec<String>,
+    /// Changed files under a protected path (a human review gate applies).
+    pub protected_paths_touched: Vec<String>,
+    /// The failing command run before any change (evidence that the failure reproduces).
+    pub baseline: Option<ValidationStep>,
+    /// The fix commands as run.
+    pub fix_steps: Vec<ValidationStep>,
+    /// Validation: the failing command, then the test command, after the change.
+    pub validation: Vec<ValidationStep>,
+    /// Tool name → version used.
+    pub tool_versions: BTreeMap<String, String>,
+    /// Strategy prior × validation evidence; 0 unless fixed.
+    pub confidence: f64,
+    /// The sandbox that ran the commands (e.g. `local-jail/bubblewrap`).
+    pub sandbox: String,
+    /// The work tree: the repository checked out at `base_commit` with the fix staged
+    /// (deleted when dropped). Kept only when fixed, for [`PatchBot::commit`] and for
+    /// pushing (`git -C <workdir> push …` works: its `.git` file points at the git dir).
+    #[serde(skip)]
+    pub workdir: Option<TempDir>,
+    /// The work tree's git dir, kept outside it (see [`sentinel_forge::git::clone_at_with_git_dir`]).
+    #[serde(skip)]
+    git_dir: Option<TempDir>,
+}
+
+impl FixAttempt {
+    fn new(req: &FixRequest, sandbox: String) -> Self {
+        FixAttempt {
+            task_id: req.task_id,
+            status: FixStatus::NoFix,
+            strategy: None,
+            reason: String::new(),
+            base_commit: None,
+            diff: String::new(),
+            files_changed: Vec::new(),
+            protected_paths_touched: Vec::new(),
+            baseline: None,
+            fix_steps: Vec::new(),
+            validation: Vec::new(),
+            tool_versions: BTreeMap::new(),
+            confidence: 0.0,
+            sandbox,
+            workdir: None,
+            git_dir: None,
+        }
+    }
+
+    fn end(mut self, status: FixStatus, reason: impl Into<String>) -> Self {
+        self.status = status;
+        self.reason = reason.into();
+        if status != FixStatus::Fixed {
+            self.confidence = 0.0;
+            self.workdir = None;
+            self.git_dir = None;
+        }
+        self
+    }
+
+    /// The checked-out repository with the candidate (a git work tree), while kept.
+    pub fn repo_dir(&self) -> Option<PathBuf> {
+        self.workdir.as_ref().map(|d| d.path().to_path_buf())
+    }
+
+    fn work(&self) -> Option<Work> {
+        Some(Work {
+            repo: self.workdir.as_ref()?.path().to_path_buf(),
+            git: self.git_dir.as_ref()?.path().join("git"),
+        })
+    }
+}
+
+/// Paths of one attempt's checkout: the work tree (sandbox-writable) and its git dir
+/// (outside the work tree; read-only in the sandbox).
+struct Work {
+    repo: PathBuf,
+    git: PathBuf,
+}
+
+/// The fixer. See the crate docs for the flow.
+#[derive(Debug)]
+pub struct PatchBot {
+    config: PatchBotConfig,
+    tools: ToolCache,
+    config_error: Option<String>,
+}
+
+impl PatchBot {
+    /// A PatchBot with `config`. A configuration error (a bad version pin or author) is
+    /// reported by every [`attempt`](PatchBot::attempt) and [`commit`](PatchBot::commit).
+    pub fn new(config: PatchBotConfig) -> Self {
+        let mut tools = ToolCache::new(&config.tool_cache)
+            .with_python(&config.python)
+            .with_npm(&config.npm);
+        let mut config_error = None;
+        for (tool, version) in &config.tool_versions {
+            match tools.pin(*tool, version) {
+                Ok(pinned) => tools = pinned,
+                Err(e) => {
+                    config_error = Some(e.to_string());
+                    tools = ToolCache::new(&config.tool_cache)
+                        .with_python(&config.python)
+                        .with_npm(&config.npm);
+                }
+            }
+        }
+        let bad_identity = |s: &str| s.trim().is_empty() || s.contains(['<', '>', '\n', '\0']);
+        if bad_identity(&config.author_name) || bad_identity(&config.author_email) {
+            config_error =
+                Some("author name and e-mail must be non-empty single lines without <>".into());
+        }
+        PatchBot {
+            config,
+            tools,
+            config_error,
+        }
+    }
+
+    fn check_config(&self) -> Result<()> {
+        match &self.config_error {
+            Some(e) => Err(Error::InvalidRequest(format!(
+                "PatchBot configuration: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PatchBotConfig {
+        &self.config
+    }
+
+    /// The tool cache (e.g. to provision tools ahead of time).
+    pub fn tool_cache(&self) -> &ToolCache {
+        &self.tools
+    }
+
+    /// Tries to fix one failure. Never touches the original repository: the failing
+    /// commit is cloned into a fresh work dir, every command on repository content runs
+    /// in the sandbox, and the result is either a validated, staged change
+    /// ([`FixStatus::Fixed`], work dir kept) or a reason.
+    ///
+    /// # Errors
+    ///
+    /// Only when the attempt itself could not run: a tool could not be provisioned, the
+    /// checkout failed, the sandbox or git failed. A fix that does not validate is an
+    /// `Ok` attempt with [`FixStatus::NoFix`].
+    pub async fn attempt(&self, req: &FixRequest) -> Result<FixAttempt> {
+        let span = tracing::info_span!(
+            "patchbot.attempt",
+            task_id = %req.task_id,
+            failure_type = %req.failure_type,
+            repository = %req.repository,
+        );
+        async move {
+            let attempt = self.run_attempt(req).await?;
+            tracing::info!(
+                status = ?attempt.status,
+                strategy = attempt.strategy.as_deref().unwrap_or("-"),
+                confidence = attempt.confidence,
+                reason = %attempt.reason,
+                "Fix attempt finished."
+            );
+            Ok(attempt)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_attempt(&self, req: &FixRequest) -> Result<FixAttempt> {
+        self.check_config()?;
+        if req.command.trim().is_empty() || req.command.contains('\0') {
+            return Err(Error::InvalidRequest("the failing command is empty".into()));
+        }
+        let mut attempt = FixAttempt::new(req, self.config.sandbox.describe());
+        let plan = match strategy::choose(
+            req.failure_type,
+            req.tool.as_deref(),
+            &req.command,
+            &req.log_excerpt,
+        ) {
+            Choice::NotFixable(reason) => return Ok(attempt.end(FixStatus::NotFixable, reason)),
+            Choice::NoFix(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            Choice::Plan(plan) => plan,
+        };
+        attempt.strategy = Some(plan.name.clone());
+
+        let mut envs = Vec::new();
+        for tool in &plan.tools {
+            let env = self.tools.ensure(*tool).await?;
+            attempt
+                .tool_versions
+                .insert(tool.name().to_string(), env.version.clone());
+            envs.push(env);
+        }
+
+        let work_tree = self.temp_dir("sentinel-patchbot-").await?;
+        let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
+        let work = Work {
+            repo: work_tree.path().to_path_buf(),
+            // git refuses to create a separate git dir that already exists, even empty.
+            git: git_dir.path().join("git"),
+        };
+        let base = git::clone_at_with_git_dir(&req.repository, &req.commit, &work.repo, &work.git)
+            .await
+            .map_err(|source| Error::Checkout {
+                repository: req.repository.clone(),
+                commit: req.commit.clone(),
+                source,
+            })?;
+        attempt.base_commit = Some(base);
+
+        match &plan.action {
+            Action::Run(commands) => {
+                let baseline = self.run_step(&work, &envs, &req.command).await?;
+                let reproduced = baseline.exit_code != 0;
+                attempt.baseline = Some(baseline);
+                if !reproduced {
+                    return Ok(attempt.end(
+                        FixStatus::NoFix,
+                        "the failing command passes at this commit in the sandbox: nothing to \
+                         fix (flaky, or it depends on the CI environment)",
+                    ));
+                }
+                for command in commands {
+                    let step = self.run_step(&work, &envs, command).await?;
+                    let timed_out = step.exit_code == -1;
+                    attempt.fix_steps.push(step);
+                    if timed_out {
+                        return Ok(attempt.end(
+                            FixStatus::NoFix,
+                            format!("fix command `{command}` was killed (timeout or signal)"),
+                        ));
+                    }
+                }
+            }
+            Action::AddRequirement {
+                module,
+                distribution,
+            } => {
+                if let Err(reason) = self.add_requirement(&work, module, distribution).await? {
+                    return Ok(attempt.end(FixStatus::NoFix, reason));
+                }
+            }
+        }
+
+        // Only tracked files: whatever else the commands left behind (caches, bytecode,
+        // build output) is not part of the fix.
+        self.git(&work, &["add", "--update"]).await?;
+        let diff = self
+            .git(
+                &work,
+                &[
+                    "diff",
+                    "--cached",
+                    "--no-ext-diff",
+                    "--no-textconv",
+                    "--no-color",
+                ],
+            )
+            .await?;
+        let files = self
+            .git(&work, &["diff", "--cached", "--name-only", "-z"])
+            .await?;
+        attempt.files_changed = files
+            .split('\0')
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        attempt.diff = bound_diff(diff);
+        attempt.protected_paths_touched = attempt
+            .files_changed
+            .iter()
+            .filter(|f| is_protected(f, &self.config.protected_paths))
+            .cloned()
+            .collect();
+        if attempt.files_changed.is_empty() {
+            return Ok(attempt.end(
+                FixStatus::NoFix,
+                format!("strategy {} changed nothing", plan.name),
+            ));
+        }
+
+        if let Action::AddRequirement {
+            module,
+            distribution,
+        } = &plan.action
+        {
+            return Ok(attempt.end(
+                FixStatus::NoFix,
+                format!(
+                    "candidate adds `{distribution}` (provides `{module}`) to requirements.txt, \
+                     but it cannot be validated here: installing it needs network access, which \
+                     the sandbox denies; not proposing an unvalidated fix"
+                ),
+            ));
+        }
+
+        let (passed, reason) = self.validate(&work, &envs, req, &mut attempt).await?;
+        restore_gitfile(&work).await?;
+        if !passed {
+            return Ok(attempt.end(FixStatus::NoFix, reason));
+        }
+        attempt.confidence = confidence(&plan, req.test_command.is_some());
+        attempt.workdir = Some(work_tree);
+        attempt.git_dir = Some(git_dir);
+        Ok(attempt.end(FixStatus::Fixed, reason))
+    }
+
+    /// Re-runs the failing command, then the test command; both must exit 0.
+    async fn validate(
+        &self,
+        work: &Work,
+        envs: &[ToolEnv],
+        req: &FixRequest,
+        attempt: &mut FixAttempt,
+    ) -> Result<(bool, String)> {
+        let commands = std::iter::once(&req.command).chain(req.test_command.as_ref());
+        for command in commands {
+            let step = self.run_step(work, envs, command).await?;
+            let code = step.exit_code;
+            attempt.validation.push(step);
+            if code != 0 {
+                return Ok((
+                    false,
+                    format!("validation failed: `{command}` exited {code} after the fix"),
+                ));
+            }
+        }
+        let what = match &req.test_command {
+            Some(t) => format!("`{}` and `{t}` pass", req.command),
+            None => format!("`{}` passes (no test command given)", req.command),
+        };
+        Ok((true, format!("validated: {what} after the fix")))
+    }
+
+    /// Commits the staged fix in the attempt's work dir as the configured author with the
+    /// message `Fix: <message>\n\nGenerated by PatchBot`, returning the commit id. Calling
+    /// it again returns the same commit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotCommittable`] unless the attempt is [`FixStatus::Fixed`] with its work
+    /// dir; [`Error::Git`] when git fails.
+    pub async fn commit(&self, attempt: &FixAttempt, message: &str) -> Result<String> {
+        self.check_config()?;
+        if attempt.status != FixStatus::Fixed {
+            return Err(Error::NotCommittable(format!(
+                "attempt status is {:?}",
+                attempt.status
+            )));
+        }
+        let work = attempt
+            .work()
+            .ok_or_else(|| Error::NotCommittable("the work dir was not kept".into()))?;
+        let head = self.git(&work, &["rev-parse", "HEAD"]).await?;
+        let head = head.trim();
+        if attempt
+            .base_commit
+            .as_deref()
+            .is_some_and(|base| base != head)
+        {
+            return Ok(head.to_string());
+        }
+        let summary = one_line(message, 100);
+        let summary = summary.strip_prefix("Fix: ").unwrap_or(&summary);
+        let message = format!("Fix: {summary}\n\nGenerated by PatchBot");
+        let name = format!("user.name={}", self.config.author_name);
+        let email = format!("user.email={}", self.config.author_email);
+        self.git(
+            &work,
+            &[
+                "-c",
+                &name,
+                "-c",
+                &email,
+                "-c",
+                "commit.gpgsign=false",
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                &message,
+            ],
+        )
+        .await?;
+        let sha = self.git(&work, &["rev-parse", "HEAD"]).await?;
+        Ok(sha.trim().to_string())
+    }
+
+    async fn temp_dir(&self, prefix: &str) -> Result<TempDir> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(prefix);
+        Ok(match &self.config.work_root {
+            Some(dir) => {
+                tokio::fs::create_dir_all(dir).await?;
+                builder.tempdir_in(dir)?
+            }
+            None => builder.tempdir()?,
+        })
+    }
+
+    /// Runs one command on the work tree in the sandbox with the tools first on `PATH`.
+    async fn run_step(
+        &self,
+        work: &Work,
+        envs: &[ToolEnv],
+        command: &str,
+    ) -> Result<ValidationStep> {
+        let mut path: Vec<String> = envs
+            .iter()
+            .map(|e| e.bin_dir.display().to_string())
+            .collect();
+        path.push(BASE_PATH.to_string());
+        tokio::fs::create_dir_all(&self.config.tool_cache).await?;
+        let mut ro = vec![self.config.tool_cache.clone(), work.git.clone()];
+        ro.extend(
+            envs.iter()
+                .filter(|e| !e.bin_dir.starts_with(&self.config.tool_cache))
+                .map(|e| e.bin_dir.clone()),
+        );
+        // No network in the sandbox: make package managers fail fast instead of waiting
+        // for DNS, and keep tool caches out of the work tree.
+        let mut spec = RunSpec::new(&work.repo, command)
+            .env("PATH", path.join(":"))
+            .env("RUFF_NO_CACHE", "true")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PIP_NO_INDEX", "1")
+            .env("NPM_CONFIG_OFFLINE", "true")
+            .env("NPM_CONFIG_UPDATE_NOTIFIER", "false")
+            .env("NO_COLOR", "1");
+        for env in envs.iter().rev() {
+            for (key, value) in &env.env {
+                spec = spec.env(key.clone(), value.clone());
+            }
+        }
+        spec.timeout = self.config.command_timeout;
+        spec.limits = self.config.limits;
+        spec.extra_ro_paths = ro;
+        let out = self.config.sandbox.run(&spec).await?;
+        tracing::debug!(
+            command,
+            exit_code = out.exit_code,
+            "Sandboxed step finished."
+        );
+        Ok(step(command, &out))
+    }
+
+    /// Adds `distribution` to `requirements.txt`; `Ok(Err(reason))` when that is not the
+    /// right fix.
+    async fn add_requirement(
+        &self,
+        work: &Work,
+        module: &str,
+        distribution: &str,
+    ) -> Result<std::result::Result<(), String>> {
+        if self.is_stdlib(module).await {
+            return Ok(Err(format!(
+                "`{module}` is a standard-library module: the failure is a Python version \
+                 mismatch, not a missing dependency"
+            )));
+        }
+        for local in [
+            format!("{module}.py"),
+            module.to_string(),
+            format!("src/{module}.py"),
+            format!("src/{module}"),
+        ] {
+            if tokio::fs::symlink_metadata(work.repo.join(&local))
+                .await
+                .is_ok()
+            {
+                return Ok(Err(format!(
+                    "`{module}` is the repository's own module ({local}): an import path or \
+                     packaging problem, not a missing dependency"
+                )));
+            }
+        }
+        let path = work.repo.join("requirements.txt");
+        // Repository content is untrusted: never write through a symlink out of the tree.
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Err(format!(
+                    "`{module}` is missing but the repository has no requirements.txt to add \
+                     `{distribution}` to"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !meta.is_file() || meta.len() > MAX_REQUIREMENTS_BYTES {
+            return Ok(Err(
+                "requirements.txt is not a regular file of reasonable size".into(),
+            ));
+        }
+        let contents = tokio::fs::read_to_string(&path).await?;
+        match imports::add_requirement(&contents, distribution) {
+            Some(updated) => {
+                tokio::fs::write(&path, updated).await?;
+                Ok(Ok(()))
+            }
+            None => Ok(Err(format!(
+                "`{distribution}` is already in requirements.txt: the CI environment did not \
+                 install it (an environment problem, not a code change)"
+            ))),
+        }
+    }
+
+    async fn is_stdlib(&self, module: &str) -> bool {
+        let out = tokio::process::Command::new(&self.config.python)
+            .args([
+                "-c",
+                "import sys; print('\\n'.join(sorted(sys.stdlib_module_names)))",
+            ])
+            .kill_on_drop(true)
+            .output()
+            .await;
+        out.is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|m| m == module)
+        })
+    }
+
+    /// git on the host against the attempt's own git dir, never through the work tree's
+    /// `.git` (which sandboxed commands could have replaced), with hooks and fsmonitor off.
+    async fn git(&self, work: &Work, args: &[&str]) -> Result<String> {
+        let git_dir = format!("--git-dir={}", work.git.display());
+        let work_tree = format!("--work-tree={}", work.repo.display());
+        let mut all: Vec<&str> = vec![
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.quotePath=false",
+            &git_dir,
+            &work_tree,
+        ];
+        all.extend(args);
+        git::run(Some(&work.repo), all).await.map_err(Error::Git)
+    }
+}
+
+/// Points the work tree's `.git` back at the real git dir, whatever a sandboxed command
+/// left there, so later git commands in the work dir (e.g. the forge's push) are safe.
+async fn restore_gitfile(work: &Work) -> Result<()> {
+    let dot_git = work.repo.join(".git");
+    match tokio::fs::symlink_metadata(&dot_git).await {
+        Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&dot_git).await?,
+        Ok(_) => tokio::fs::remove_file(&dot_git).await?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    tokio::fs::write(&dot_git, format!("gitdir: {}\n", work.git.display())).await?;
+    Ok(())
+}
+
+fn step(command: &str, out: &RunOutput) -> ValidationStep {
+    ValidationStep {
+        command: command.to_string(),
+        exit_code: if out.timed_out { -1 } else { out.exit_code },
+        duration_ms: i64::try_from(out.duration.as_millis()).unwrap_or(i64::MAX),
+        output_tail: redacted_tail(&out.output, TAIL_LINES, TAIL_BYTES),
+    }
+}
+
+/// Prior × validation: full prior when the change cannot alter behaviour or the tests
+/// passed too; a lint autofix validated only by the linter loses a little.
+fn confidence(plan: &Plan, tests_ran: bool) -> f64 {
+    let evidence = if plan.behaviour_preserving || tests_ran {
+        1.0
+    } else {
+        0.9
+    };
+    plan.prior * evidence
+}
+
+fn is_protected(path: &str, protected: &[String]) -> bool {
+    protected.iter().any(|p| {
+        if p.ends_with('/') {
+            path.starts_with(p.as_str())
+        } else {
+            path == p
+        }
+    })
+}
+
+fn bound_diff(mut diff: String) -> String {
+    if diff.len() <= MAX_DIFF_BYTES {
+        return diff;
+    }
+    let total = diff.len();
+    let mut cut = MAX_DIFF_BYTES;
+    while !diff.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    diff.truncate(cut);
+    diff.push_str(&format!("\n[diff truncated: {total} bytes in all]\n"));
+    diff
+}
+
+fn one_line(text: &str, max_chars: usize) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("CI failure");
+    line.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_paths_match_dirs_and_exact_files() {
+        let protected: Vec<String> = DEFAULT_PROTECTED_PATHS
+            .iter()
+            .map(|p| (*p).to_string())
+            .collect();
+        assert!(is_protected(".github/workflows/ci.yml", &protected));
+        assert!(is_protected(".gitlab-ci.yml", &protected));
+        assert!(!is_protected("src/.github/workflows/x", &protected));
+        assert!(!is_protected("app.py", &protected));
+    }
+
+    #[test]
+    fn commit_summaries_are_one_bounded_line() {
+        assert_eq!(
+            one_line("\n  black would reformat app.py\nmore", 100),
+            "black would reformat app.py"
+        );
+        assert_eq!(one_line("", 100), "CI failure");
+        assert_eq!(one_line(&"x".repeat(300), 100).len(), 100);
+    }
+
+    #[test]
+    fn large_diffs_are_bounded() {
+        let d = bound_diff("é".repeat(MAX_DIFF_BYTES));
+        assert!(d.len() < MAX_DIFF_BYTES + 100);
+        assert!(d.ends_with("bytes in all]\n"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Missing Python modules: which distribution provides an import name, and adding it to
+//! `requirements.txt`. Pure functions.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Import names whose distribution on PyPI has a different name.
+const IMPORT_TO_DISTRIBUTION: &[(&str, &str)] = &[
+    ("Crypto", "pycryptodome"),
+    ("Levenshtein", "Levenshtein"),
+    ("MySQLdb", "mysqlclient"),
+    ("OpenSSL", "pyOpenSSL"),
+    ("PIL", "Pillow"),
+    ("attr", "attrs"),
+    ("bs4", "beautifulsoup4"),
+    ("cv2", "opencv-python"),
+    ("dateutil", "python-dateutil"),
+    ("dns", "dnspython"),
+    ("docx", "python-docx"),
+    ("dotenv", "python-dotenv"),
+    ("fitz", "PyMuPDF"),
+    ("git", "GitPython"),
+    ("jose", "python-jose"),
+    ("jwt", "PyJWT"),
+    ("kafka", "kafka-python"),
+    ("magic", "python-magic"),
+    ("multipart", "python-multipart"),
+    ("nacl", "PyNaCl"),
+    ("pkg_resources", "setuptools"),
+    ("pptx", "python-pptx"),
+    ("serial", "pyserial"),
+    ("skimage", "scikit-image"),
+    ("sklearn", "scikit-learn"),
+    ("slugify", "python-slugify"),
+    ("telegram", "python-telegram-bot"),
+    ("usb", "pyusb"),
+    ("websocket", "websocket-client"),
+    ("yaml", "PyYAML"),
+    ("zmq", "pyzmq"),
+];
+
+static MODULE_NOT_FOUND: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r#"No module named ['"]?([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)['"]?"#)
+        .expect("valid regex")
+});
+
+/// The top-level module of the first `No module named 'x.y'` in a log.
+pub fn missing_module(log: &str) -> Option<String> {
+    MODULE_NOT_FOUND
+        .captures(log)
+        .and_then(|c| c.get(1))
+        .and_then(|m| m.as_str().split('.').next().map(str::to_string))
+}
+
+/// The PyPI distribution that provides `module` (the module name itself unless the map
+/// says otherwise).
+pub fn distribution_for(module: &str) -> String {
+    IMPORT_TO_DISTRIBUTION
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map_or_else(|| module.replace('_', "-"), |(_, d)| (*d).to_string())
+}
+
+/// PEP 503 normalised project name.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The project named by one requirements line, if it names one (not a comment, option or
+/// URL).
+fn requirement_name(line: &str) -> Option<String> {
+    let line = line.split('#').next().unwrap_or("").trim();
+    if line.is_empty() || line.starts_with('-') || line.contains("://") {
+        return None;
+    }
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(line.len());
+    (end > 0).then(|| normalize(&line[..end]))
+}
+
+/// `contents` with `distribution` appended, or `None` when it is already listed.
+pub fn add_requirement(contents: &str, distribution: &str) -> Option<String> {
+    let wanted = normalize(distribution);
+    if contents
+        .lines()
+        .filter_map(requirement_name)
+        .any(|name| name == wanted)
+    {
+        return None;
+    }
+    let mut out = contents.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(distribution);
+    out.push('\n');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_top_level_missing_module() {
+        let log = "Traceback (most recent call last):\n  File \"app.py\", line 1\n    import \
+                   yaml.loader\nModuleNotFoundError: No module named 'yaml.loader'\n";
+        assert_eq!(missing_module(log).as_deref(), Some("yaml"));
+        assert_eq!(
+            missing_module("ImportError: No module named cv2").as_deref(),
+            Some("cv2")
+        );
+        assert_eq!(missing_module("error: cannot find module 'x'"), None);
+    }
+
+    #[test]
+    fn maps_import_names_to_distributions() {
+        for (module, dist) in [
+            ("yaml", "PyYAML"),
+            ("cv2", "opencv-python"),
+            ("PIL", "Pillow"),
+            ("sklearn", "scikit-learn"),
+            ("bs4", "beautifulsoup4"),
+            ("dateutil", "python-dateutil"),
+            ("requests", "requests"),
+            ("typing_extensions", "typing-extensions"),
+        ] {
+            assert_eq!(distribution_for(module), dist);
+        }
+    }
+
+    #[test]
+    fn appends_unless_already_listed() {
+        assert_eq!(
+            add_requirement("requests==2.31\n# tools\n-r dev.txt", "PyYAML").as_deref(),
+            Some("requests==2.31\n# tools\n-r dev.txt\nPyYAML\n")
+        );
+        assert_eq!(add_requirement("", "PyYAML").as_deref(), Some("PyYAML\n"));
+        assert_eq!(add_requirement("pyyaml>=6  # config\n", "PyYAML"), None);
+        assert_eq!(
+            add_requirement("Python_Dateutil\n", "python-dateutil"),
+            None
+        );
+    }
+}

@@ -1,0 +1,639 @@
+//! PatchBot end to end: real git repositories in temp dirs, real pinned tools (provisioned
+//! from PyPI and npm on first use into a shared cache), the real local jail.
+//!
+//! The tool cache is `$SENTINEL_TOOL_CACHE`, or `target/tmp/sentinel-tool-cache`, so
+//! repeated runs do not reinstall.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sentinel_events::FailureType;
+use sentinel_forge::{Forge, LocalGitForge, PullRequestRequest, RepoRef};
+use sentinel_patchbot::{
+    FixAttempt, FixRequest, FixStatus, PatchBot, PatchBotConfig, Tool, ToolCache,
+};
+use sentinel_sandbox::{Isolation, LocalJail, Sandbox};
+use tempfile::TempDir;
+
+fn tool_cache() -> PathBuf {
+    std::env::var_os("SENTINEL_TOOL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("sentinel-tool-cache"))
+}
+
+async fn bot() -> PatchBot {
+    let jail = LocalJail::detect().await;
+    eprintln!("sandbox: {}", jail.describe());
+    let mut config = PatchBotConfig::new(tool_cache(), Arc::new(jail));
+    config.command_timeout = Duration::from_secs(120);
+    PatchBot::new(config)
+}
+
+/// git with no global or system config and a fixed identity.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.invalid",
+        ])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with `files` committed on `main`; returns it and the commit.
+fn repo(files: &[(&str, &str)]) -> (TempDir, String) {
+    let dir = TempDir::new().unwrap();
+    git(dir.path(), &["init", "--quiet"]);
+    for (path, contents) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "--quiet", "-m", "initial"]);
+    let sha = git(dir.path(), &["rev-parse", "HEAD"]);
+    (dir, sha)
+}
+
+/// What the original repository looks like; must not change.
+fn snapshot(dir: &Path) -> (String, String, Vec<(String, Vec<u8>)>) {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    (
+        git(dir, &["rev-parse", "HEAD"]),
+        git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+        files,
+    )
+}
+
+fn request(
+    repo: &Path,
+    commit: &str,
+    failure_type: FailureType,
+    command: &str,
+    hint: Option<&str>,
+) -> FixRequest {
+    FixRequest {
+        task_id: uuid::Uuid::new_v4(),
+        repository: repo.display().to_string(),
+        commit: commit.into(),
+        command: command.into(),
+        failure_type,
+        tool: hint.map(str::to_string),
+        test_command: None,
+        log_excerpt: String::new(),
+    }
+}
+
+fn assert_fixed(attempt: &FixAttempt) {
+    assert_eq!(
+        attempt.status,
+        FixStatus::Fixed,
+        "{}\nbaseline: {:#?}\nfix: {:#?}\nvalidation: {:#?}",
+        attempt.reason,
+        attempt.baseline,
+        attempt.fix_steps,
+        attempt.validation
+    );
+    assert!(attempt.baseline.as_ref().unwrap().exit_code != 0);
+    assert!(attempt.validation.iter().all(|s| s.exit_code == 0));
+    assert!(attempt.repo_dir().unwrap().join(".git").is_file());
+}
+
+const UGLY_PY: &str = "import sys\nx = {  'a':37,'b':42,\n'c':927}\ndef f(a,b):\n  return a+b\n\
+                       print(f(x['a'],len(sys.argv)))\n";
+
+#[tokio::test]
+async fn black_formatting_is_fixed_validated_committed_and_pushed() {
+    let (origin, sha) = repo(&[("app.py", UGLY_PY), ("README.md", "demo\n")]);
+    let before = snapshot(origin.path());
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "black --check .",
+        Some("black"),
+    );
+    req.test_command = Some("python3 app.py".into());
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("black"));
+    assert_eq!(
+        attempt.tool_versions["black"],
+        sentinel_patchbot::tools::BLACK_VERSION
+    );
+    assert_eq!(attempt.base_commit.as_deref(), Some(sha.as_str()));
+    assert_eq!(attempt.files_changed, ["app.py"]);
+    assert!(
+        attempt.diff.contains("-x = {  'a':37,'b':42,"),
+        "{}",
+        attempt.diff
+    );
+    assert!(
+        attempt
+            .diff
+            .contains("+x = {\"a\": 37, \"b\": 42, \"c\": 927}")
+    );
+    assert_eq!(attempt.validation.len(), 2);
+    assert!((attempt.confidence - 0.95).abs() < 1e-9);
+    assert!(
+        attempt
+            .baseline
+            .as_ref()
+            .unwrap()
+            .output_tail
+            .contains("would reformat"),
+        "{:?}",
+        attempt.baseline
+    );
+    assert!(attempt.protected_paths_touched.is_empty());
+
+    let commit = bot
+        .commit(&attempt, "black would reformat app.py")
+        .await
+        .unwrap();
+    let work = attempt.repo_dir().unwrap();
+    assert_eq!(git(&work, &["rev-parse", "HEAD"]), commit);
+    assert_eq!(git(&work, &["rev-parse", "HEAD^"]), sha);
+    assert_eq!(
+        git(&work, &["log", "-1", "--format=%an <%ae>|%cn <%ce>"]),
+        "Sentinel PatchBot <patchbot@sentinel.invalid>|Sentinel PatchBot <patchbot@sentinel.invalid>"
+    );
+    assert_eq!(
+        git(&work, &["log", "-1", "--format=%B"]),
+        "Fix: black would reformat app.py\n\nGenerated by PatchBot"
+    );
+    assert_eq!(git(&work, &["status", "--porcelain"]), "");
+    assert_eq!(bot.commit(&attempt, "again").await.unwrap(), commit);
+
+    // The committed tree passes the pinned black, run directly on the host.
+    let black = bot.tool_cache().ensure(Tool::Black).await.unwrap();
+    let check = std::process::Command::new(black.bin_dir.join("black"))
+        .args(["--check", "."])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Push and open the pull request through the local forge.
+    let records = TempDir::new().unwrap();
+    let forge = LocalGitForge::new(records.path());
+    let repo_ref = RepoRef::new(origin.path().display().to_string());
+    let branch = format!("sentinel/fix-{}", req.task_id);
+    let pushed = forge.push_branch(&repo_ref, &work, &branch).await.unwrap();
+    assert_eq!(pushed.commit, commit);
+    let pr = forge
+        .open_pull_request(&PullRequestRequest {
+            repository: repo_ref.to_string(),
+            branch: branch.clone(),
+            base: "main".into(),
+            title: "Fix: black would reformat app.py".into(),
+            body: attempt.diff.clone(),
+            draft: false,
+            labels: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(pr.head_commit, commit);
+
+    // The original's checked-out branch, working tree and files are untouched.
+    assert_eq!(snapshot(origin.path()), before);
+    assert_eq!(git(origin.path(), &["rev-parse", &branch]), commit);
+}
+
+#[tokio::test]
+async fn ruff_format_is_fixed_and_validated() {
+    let (origin, sha) = repo(&[("pkg/mod.py", UGLY_PY)]);
+    let before = snapshot(origin.path());
+    let bot = bot().await;
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "ruff format --check .",
+        Some("ruff-format"),
+    );
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("ruff_format"));
+    assert_eq!(
+        attempt.tool_versions["ruff"],
+        sentinel_patchbot::tools::RUFF_VERSION
+    );
+    assert_eq!(attempt.files_changed, ["pkg/mod.py"]);
+    assert_eq!(attempt.fix_steps[0].command, "ruff format .");
+    bot.commit(&attempt, "Fix: ruff format").await.unwrap();
+    assert_eq!(
+        git(&attempt.repo_dir().unwrap(), &["log", "-1", "--format=%s"]),
+        "Fix: ruff format"
+    );
+    let ruff = bot.tool_cache().ensure(Tool::Ruff).await.unwrap();
+    let check = std::process::Command::new(ruff.bin_dir.join("ruff"))
+        .args(["format", "--check", "--no-cache", "."])
+        .current_dir(attempt.repo_dir().unwrap())
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    assert_eq!(snapshot(origin.path()), before);
+}
+
+#[tokio::test]
+async fn an_unused_import_is_removed_by_ruff_check_fix() {
+    let (origin, sha) = repo(&[(
+        "app.py",
+        "import os\nimport sys\n\n\ndef main():\n    return len(sys.argv)\n",
+    )]);
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Linting,
+        "ruff check .",
+        Some("ruff"),
+    );
+    req.test_command = Some("python3 -c 'import app; assert app.main() >= 0'".into());
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("ruff_fix"));
+    assert!(attempt.diff.contains("-import os"), "{}", attempt.diff);
+    assert!(!attempt.diff.contains("-import sys"));
+    assert!(
+        attempt
+            .baseline
+            .as_ref()
+            .unwrap()
+            .output_tail
+            .contains("F401"),
+        "{:?}",
+        attempt.baseline
+    );
+    assert_eq!(attempt.validation.len(), 2);
+    assert!((attempt.confidence - 0.9).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn flake8_violations_are_fixed_through_ruff_and_checked_by_flake8() {
+    let source = "import os\nimport json\n\nprint(json.dumps({}))   \n";
+    let (origin, sha) = repo(&[("app.py", source)]);
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Linting,
+        "flake8 .",
+        Some("flake8"),
+    );
+    req.log_excerpt = "./app.py:1:1: F401 'os' imported but unused\n./app.py:4:22: W291 \
+                       trailing whitespace\n"
+        .into();
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("flake8_via_ruff"));
+    assert_eq!(
+        attempt.fix_steps[0].command,
+        "ruff check --fix --select F401,W291 ."
+    );
+    assert_eq!(
+        attempt.tool_versions["flake8"],
+        sentinel_patchbot::tools::FLAKE8_VERSION
+    );
+    assert_eq!(attempt.validation[0].command, "flake8 .");
+}
+
+#[tokio::test]
+async fn prettier_formatting_is_fixed() {
+    let (origin, sha) = repo(&[(
+        "src/index.js",
+        "const a = {b:1,\n  c:2}\nfunction f( x ){return x*2}\nconsole.log(f(a.b))\n",
+    )]);
+    let bot = bot().await;
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "npx prettier --check src",
+        None,
+    );
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("prettier"));
+    assert_eq!(attempt.fix_steps[0].command, "prettier src --write");
+    assert!(
+        attempt.diff.contains("+const a = { b: 1, c: 2 };"),
+        "{}",
+        attempt.diff
+    );
+}
+
+#[tokio::test]
+async fn infrastructure_failures_are_not_fixable_and_nothing_is_checked_out() {
+    let (origin, sha) = repo(&[("app.py", UGLY_PY)]);
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Infrastructure,
+        "black --check .",
+        Some("black"),
+    );
+    req.log_excerpt = "Could not resolve host: pypi.org".into();
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_eq!(attempt.status, FixStatus::NotFixable);
+    assert_eq!(attempt.base_commit, None);
+    assert!(attempt.workdir.is_none());
+    assert_eq!(attempt.confidence, 0.0);
+    assert!(bot.commit(&attempt, "x").await.is_err());
+
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::TestFailure,
+        "pytest",
+        None,
+    );
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_eq!(attempt.status, FixStatus::NoFix);
+    assert!(
+        attempt.reason.contains("no deterministic strategy"),
+        "{}",
+        attempt.reason
+    );
+}
+
+#[tokio::test]
+async fn a_candidate_that_breaks_the_tests_is_rejected_and_the_original_untouched() {
+    let (origin, sha) = repo(&[("app.py", UGLY_PY)]);
+    // Uncommitted local work in the original must survive too.
+    std::fs::write(origin.path().join("notes.txt"), "wip\n").unwrap();
+    let before = snapshot(origin.path());
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "black --check .",
+        None,
+    );
+    req.test_command = Some("echo 'test_app.py F' && exit 1".into());
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_eq!(attempt.status, FixStatus::NoFix, "{}", attempt.reason);
+    assert!(
+        attempt.reason.contains("validation failed"),
+        "{}",
+        attempt.reason
+    );
+    assert_eq!(attempt.validation.len(), 2);
+    assert_eq!(attempt.validation[0].exit_code, 0);
+    assert_eq!(attempt.validation[1].exit_code, 1);
+    assert!(
+        !attempt.diff.is_empty(),
+        "the rejected diff is still evidence"
+    );
+    assert!(attempt.workdir.is_none());
+    assert_eq!(attempt.confidence, 0.0);
+    assert_eq!(snapshot(origin.path()), before);
+}
+
+#[tokio::test]
+async fn a_failure_that_does_not_reproduce_is_not_fixed() {
+    let (origin, sha) = repo(&[("app.py", "x = 1\n")]);
+    let bot = bot().await;
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "black --check .",
+        None,
+    );
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_eq!(attempt.status, FixStatus::NoFix);
+    assert!(
+        attempt.reason.contains("passes at this commit"),
+        "{}",
+        attempt.reason
+    );
+    assert_eq!(attempt.baseline.as_ref().unwrap().exit_code, 0);
+    assert!(attempt.fix_steps.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_module_yields_an_unvalidated_requirement_not_a_fix() {
+    let (origin, sha) = repo(&[
+        ("app.py", "import yaml\n"),
+        ("requirements.txt", "requests==2.32.0\n"),
+    ]);
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::ImportError,
+        "python app.py",
+        None,
+    );
+    req.log_excerpt = "Traceback (most recent call last):\n  File \"app.py\", line 1, in \
+                       <module>\nModuleNotFoundError: No module named 'yaml'\n"
+        .into();
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_eq!(attempt.status, FixStatus::NoFix);
+    assert_eq!(attempt.strategy.as_deref(), Some("add_requirement"));
+    assert!(
+        attempt.reason.contains("cannot be validated"),
+        "{}",
+        attempt.reason
+    );
+    assert_eq!(attempt.files_changed, ["requirements.txt"]);
+    assert!(attempt.diff.contains("+PyYAML"), "{}", attempt.diff);
+    assert!(attempt.validation.is_empty());
+
+    // Already listed, a stdlib module or the repository's own module: no candidate.
+    let (origin, sha) = repo(&[
+        ("app.py", "import tomllib, helpers\n"),
+        ("helpers/__init__.py", ""),
+        ("requirements.txt", "pyyaml\n"),
+    ]);
+    for (module, expect) in [
+        ("yaml", "already in requirements.txt"),
+        ("tomllib", "standard-library"),
+        ("helpers", "repository's own module"),
+    ] {
+        req.repository = origin.path().display().to_string();
+        req.commit = sha.clone();
+        req.log_excerpt = format!("ModuleNotFoundError: No module named '{module}'");
+        let attempt = bot.attempt(&req).await.unwrap();
+        assert_eq!(attempt.status, FixStatus::NoFix);
+        assert!(
+            attempt.reason.contains(expect),
+            "{module}: {}",
+            attempt.reason
+        );
+        assert!(attempt.diff.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn sandboxed_commands_cannot_plant_git_config_for_the_host() {
+    let jail = LocalJail::with_isolation(Isolation::Bubblewrap)
+        .await
+        .expect("this test needs bubblewrap isolation (apt-get install bubblewrap)");
+    let mut config = PatchBotConfig::new(tool_cache(), Arc::new(jail));
+    config.command_timeout = Duration::from_secs(120);
+    let bot = PatchBot::new(config);
+    let marker = TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let pwned = marker.path().join("pwned");
+    let (origin, sha) = repo(&[("app.py", UGLY_PY)]);
+    // The "failing command" a malicious repository ships tries to make the host's next git
+    // command run its code: via the real git dir, and by replacing the `.git` file.
+    let evil = format!(
+        "gitdir=$(sed 's/^gitdir: //' .git); \
+         printf '[core]\\n\\tfsmonitor = touch {p}\\n' >> \"$gitdir/config\"; \
+         mkdir -p evil && cp -r \"$gitdir\"/. evil/ 2>/dev/null; \
+         printf '[core]\\n\\tfsmonitor = touch {p}\\n' >> evil/config; \
+         rm -f .git && echo 'gitdir: evil' > .git; \
+         black --check .",
+        p = pwned.display()
+    );
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        &evil,
+        Some("black"),
+    );
+    let attempt = bot.attempt(&req).await.unwrap();
+    let base = attempt.baseline.as_ref().unwrap();
+    assert!(
+        base.output_tail.contains("Read-only file system"),
+        "{}",
+        base.output_tail
+    );
+    assert!(!pwned.exists(), "host git ran a sandbox-planted fsmonitor");
+    if let Some(work) = attempt.repo_dir() {
+        bot.commit(&attempt, "x").await.unwrap();
+        assert!(!pwned.exists());
+        let dot_git = std::fs::read_to_string(work.join(".git")).unwrap();
+        assert!(!dot_git.contains("evil"), "{dot_git}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_reported_by_every_attempt() {
+    let mut config = PatchBotConfig::new(tool_cache(), Arc::new(LocalJail::detect().await));
+    config
+        .tool_versions
+        .insert(Tool::Black, "--index-url=http://evil".into());
+    let bot = PatchBot::new(config);
+    let (origin, sha) = repo(&[("app.py", UGLY_PY)]);
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "black --check .",
+        None,
+    );
+    let err = bot.attempt(&req).await.unwrap_err();
+    assert!(err.to_string().contains("cannot pin black"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_installs_of_one_tool_share_a_single_install() {
+    let root = TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = Arc::new(ToolCache::new(root.path()));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let cache = Arc::clone(&cache);
+        tasks.push(tokio::spawn(
+            async move { cache.ensure(Tool::Flake8).await },
+        ));
+    }
+    // A second cache on the same root, like another process.
+    let other = ToolCache::new(root.path())
+        .ensure(Tool::Flake8)
+        .await
+        .unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), other);
+    }
+    assert_eq!(other.version, sentinel_patchbot::tools::FLAKE8_VERSION);
+    let installs: Vec<_> = std::fs::read_dir(root.path().join("python"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(installs.len(), 1, "{installs:?}");
+    let out = std::process::Command::new(other.bin_dir.join("flake8"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&other.version));
+}
+
+#[tokio::test]
+async fn rustfmt_from_the_toolchain_fixes_cargo_fmt_failures() {
+    let (origin, sha) = repo(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        ("src/lib.rs", "pub fn add(a:u32,b:u32)->u32{a+b}\n"),
+    ]);
+    let bot = bot().await;
+    let req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "cargo fmt --all -- --check",
+        Some("rustfmt"),
+    );
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("cargo_fmt"));
+    assert_eq!(attempt.fix_steps[0].command, "cargo fmt --all");
+    assert!(
+        attempt.tool_versions["rustfmt"].starts_with("rustfmt "),
+        "{:?}",
+        attempt.tool_versions
+    );
+    assert_eq!(attempt.files_changed, ["src/lib.rs"]);
+    assert!(
+        attempt
+            .diff
+            .contains("+pub fn add(a: u32, b: u32) -> u32 {"),
+        "{}",
+        attempt.diff
+    );
+}
