@@ -30,9 +30,12 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
     }
     .resolve()
     .expect("settings");
-    let path_prefix =
-        sentinel::patchbot_stage::provision_demo_tools(&settings).await.expect("provision tools");
-    let running = sentinel::app::start(&settings, &["all"]).await.expect("start");
+    let path_prefix = sentinel::patchbot_stage::provision_demo_tools(&settings)
+        .await
+        .expect("provision tools");
+    let running = sentinel::app::start(&settings, &["all"])
+        .await
+        .expect("start");
     let addr = running.http_addr.expect("http");
     let client = reqwest::Client::new();
     for (f, (branch, commit)) in FAILURES.iter().zip(&commits) {
@@ -58,13 +61,20 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(js.iter().all(|j| j.done), "pipeline did not finish: {js:#?}");
+    assert!(
+        js.iter().all(|j| j.done),
+        "pipeline did not finish: {js:#?}"
+    );
 
     // The projector catches up asynchronously: poll the API until every fix is there.
     let get = |path: String| {
         let client = client.clone();
         async move {
-            let r = client.get(format!("http://{addr}{path}")).send().await.expect("get");
+            let r = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .expect("get");
             assert!(r.status().is_success(), "{path}: {}", r.status());
             r.json::<serde_json::Value>().await.expect("json")
         }
@@ -76,7 +86,8 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
         fixes = get(format!("/api/v1/fixes?repository={}", urlencode(&repo))).await;
         let settled = fixes.as_array().is_some_and(|a| {
             a.len() == js.iter().filter(|j| j.task_id.is_some()).count()
-                && a.iter().all(|f| f["status"] != "queued" && f["status"] != "in_progress")
+                && a.iter()
+                    .all(|f| f["status"] != "queued" && f["status"] != "in_progress")
         });
         if settled {
             break;
@@ -88,7 +99,13 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
     let task = get(format!("/api/v1/tasks/{task_id}")).await;
     running.shutdown.cancel();
     running.join().await.expect("clean shutdown");
-    Run { journeys: js, fixes, agents, task, tool_cache: settings.tool_cache.clone() }
+    Run {
+        journeys: js,
+        fixes,
+        agents,
+        task,
+        tool_cache: settings.tool_cache.clone(),
+    }
 }
 
 fn urlencode(s: &str) -> String {
@@ -103,8 +120,16 @@ fn urlencode(s: &str) -> String {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git").current_dir(dir).args(args).output().expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -112,7 +137,10 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// really passes the failing command.
 fn check(run: &Run, repo_dir: &Path) {
     let by_branch = |b: &str| {
-        run.journeys.iter().find(|j| j.branch == b).unwrap_or_else(|| panic!("no journey for {b}"))
+        run.journeys
+            .iter()
+            .find(|j| j.branch == b)
+            .unwrap_or_else(|| panic!("no journey for {b}"))
     };
     let format = by_branch("feature/format");
     assert_eq!(format.failure_type.as_deref(), Some("formatting"));
@@ -133,18 +161,37 @@ fn check(run: &Run, repo_dir: &Path) {
     let tools = &run.tool_cache;
     let wt = tempfile::tempdir().expect("tempdir");
     let checkout = wt.path().join("fix");
-    git(repo_dir, &["worktree", "add", "-q", "--detach", &checkout.to_string_lossy(), &fix_branch]);
+    git(
+        repo_dir,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            &checkout.to_string_lossy(),
+            &fix_branch,
+        ],
+    );
     let black = find_tool(tools, "black");
     let status = std::process::Command::new(&black)
         .args(["--check", "."])
         .current_dir(&checkout)
         .status()
         .expect("run black");
-    assert!(status.success(), "the pushed fix branch passes `black --check .`");
+    assert!(
+        status.success(),
+        "the pushed fix branch passes `black --check .`"
+    );
     let msg = git(&checkout, &["log", "-1", "--format=%B"]);
-    assert!(msg.starts_with("Fix: ") && msg.contains("Generated by PatchBot"), "{msg}");
+    assert!(
+        msg.starts_with("Fix: ") && msg.contains("Generated by PatchBot"),
+        "{msg}"
+    );
     // The failing branch itself was not touched.
-    assert_ne!(git(repo_dir, &["rev-parse", "feature/format"]), git(repo_dir, &["rev-parse", &fix_branch]));
+    assert_ne!(
+        git(repo_dir, &["rev-parse", "feature/format"]),
+        git(repo_dir, &["rev-parse", &fix_branch])
+    );
 
     // Projections, read over the API.
     let fixes = run.fixes.as_array().expect("fixes array");
@@ -155,11 +202,23 @@ fn check(run: &Run, repo_dir: &Path) {
     assert_eq!(f["failure_type"], "formatting");
     assert!(f["pr_url"].as_str().is_some_and(|u| !u.is_empty()));
     assert!(f["confidence"].as_f64().is_some_and(|c| c > 0.0));
-    for key in ["id", "repository", "failure_type", "status", "confidence", "branch", "pr_url", "created_at"] {
+    for key in [
+        "id",
+        "repository",
+        "failure_type",
+        "status",
+        "confidence",
+        "branch",
+        "pr_url",
+        "created_at",
+    ] {
         assert!(f.get(key).is_some(), "fix lacks {key}");
     }
     let agents = run.agents.as_array().expect("agents");
-    assert!(agents.iter().any(|a| a["name"] == "patchbot"), "{agents:#?}");
+    assert!(
+        agents.iter().any(|a| a["name"] == "patchbot"),
+        "{agents:#?}"
+    );
     assert!(run.task.get("status").is_some(), "{:#?}", run.task);
 }
 
@@ -195,8 +254,13 @@ async fn failure_to_fix_branch_with_postgres_projections() {
     let admin = std::env::var("SENTINEL_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("sentinel_e2e_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&admin).await.expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create db");
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create db");
     let url = match admin.rfind('/') {
         Some(i) => format!("{}/{name}", &admin[..i]),
         None => panic!("admin URL without a database: {admin}"),
@@ -206,10 +270,11 @@ async fn failure_to_fix_branch_with_postgres_projections() {
     let run = pipeline(&repo, &data, Some(url.clone())).await;
     check(&run, &repo);
     let db = sqlx::PgPool::connect(&url).await.expect("connect");
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM failure_fixes WHERE fix_branch IS NOT NULL")
-        .fetch_one(&db)
-        .await
-        .expect("query");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM failure_fixes WHERE fix_branch IS NOT NULL")
+            .fetch_one(&db)
+            .await
+            .expect("query");
     assert!(rows >= 1);
     db.close().await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -1,0 +1,263 @@
+//! Wiring: open the log and the projection store, build the stages, serve HTTP.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use sentinel_log::sqlite::SqliteLog;
+use sentinel_log::topology::Topology;
+use sentinel_log::{EventLog, LogUrl};
+use sentinel_runtime::{RunnerConfig, Stage, run_stage};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::Settings;
+
+/// The stages `sentinel run` accepts.
+pub const STAGES: &[&str] = &[
+    "ingest",
+    "classifier",
+    "policy",
+    "controller",
+    "patchbot",
+    "projector",
+    "api",
+];
+
+/// Opens the event log named by the settings and makes sure every declared topic exists
+/// (embedded: registered; Kafka: created if missing).
+///
+/// # Errors
+///
+/// Unreachable log, invalid URL.
+pub async fn open_log(settings: &Settings) -> Result<Arc<dyn EventLog>> {
+    let url = LogUrl::parse(&settings.log_url)?;
+    let topology = Topology::builtin()?;
+    match url {
+        LogUrl::Sqlite(path) => {
+            let log = SqliteLog::open(&path)
+                .await
+                .with_context(|| format!("cannot open the event log at {}", path.display()))?;
+            topology.apply_embedded(&log).await?;
+            Ok(Arc::new(log))
+        }
+        LogUrl::Kafka(brokers) => {
+            let log = sentinel_log::kafka::KafkaLog::connect(
+                &brokers,
+                sentinel_log::kafka::KafkaOptions::default(),
+            )
+            .await
+            .with_context(|| format!("cannot connect to Kafka at {brokers}"))?;
+            let report = topology.apply_to(&log).await?;
+            info!(%report, "Topics checked.");
+            Ok(Arc::new(log))
+        }
+    }
+}
+
+/// Opens the projection store and applies its migrations.
+///
+/// # Errors
+///
+/// Unreachable database or failed migration.
+pub async fn open_store(settings: &Settings) -> Result<sentinel_projections::Store> {
+    if let Some(path) = settings.database_url.strip_prefix("sqlite://") {
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+    }
+    let store = sentinel_projections::Store::connect(&settings.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the projection database {}",
+                settings.database_url
+            )
+        })?;
+    store
+        .migrate()
+        .await
+        .context("migrating the projection database")?;
+    Ok(store)
+}
+
+/// Everything running in one process.
+pub struct Running {
+    /// Cancel to stop everything.
+    pub shutdown: CancellationToken,
+    tasks: JoinSet<(String, Result<()>)>,
+    /// The bound HTTP address, when HTTP is served.
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
+impl Running {
+    /// Waits for every task to finish (after `shutdown` was cancelled).
+    ///
+    /// # Errors
+    ///
+    /// The first task that failed.
+    pub async fn join(mut self) -> Result<()> {
+        let mut first_err = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((name, Ok(()))) => info!(task = name, "Stopped."),
+                Ok((name, Err(e))) => {
+                    error!(task = name, error = format!("{e:#}"), "Failed.");
+                    first_err.get_or_insert(e.context(name));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(anyhow::anyhow!("task panicked: {e}"));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn spawn_stage<S: Stage>(
+    tasks: &mut JoinSet<(String, Result<()>)>,
+    stage: S,
+    log: &Arc<dyn EventLog>,
+    shutdown: &CancellationToken,
+) {
+    let name = stage.name().to_owned();
+    let log = log.clone();
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let r = run_stage(stage, log, RunnerConfig::default(), shutdown).await;
+        (name, r.map_err(anyhow::Error::from))
+    });
+}
+
+/// Starts the named components (`all` = every stage and HTTP) in this process.
+///
+/// # Errors
+///
+/// Unknown stage names, unreachable log or database, a port that cannot be bound.
+pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> {
+    for c in components {
+        if *c != "all" && !STAGES.contains(c) {
+            bail!("unknown stage {c:?}; known stages: {}", STAGES.join(", "));
+        }
+    }
+    let want = |c: &str| components.contains(&"all") || components.contains(&c);
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let log = open_log(settings).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    if want("classifier") {
+        let catalogue = sentinel_classify::Catalogue::builtin()?;
+        spawn_stage(
+            &mut tasks,
+            sentinel_classify::ClassifierStage::new(catalogue),
+            &log,
+            &shutdown,
+        );
+    }
+    if want("policy") {
+        let policy = sentinel_policy::load(settings.policy.as_deref())?;
+        info!(version = %policy.version(), "Policy loaded.");
+        spawn_stage(
+            &mut tasks,
+            sentinel_policy::PolicyStage::new(policy),
+            &log,
+            &shutdown,
+        );
+    }
+    if want("controller") {
+        let registration = sentinel_controller::patchbot_registration(
+            env!("CARGO_PKG_VERSION"),
+            sentinel_events::envelope::now(),
+        );
+        sentinel_runtime::append_events(
+            log.as_ref(),
+            sentinel_runtime::EVENTS_TOPIC,
+            std::slice::from_ref(&registration),
+        )
+        .await?;
+        spawn_stage(
+            &mut tasks,
+            sentinel_controller::ControllerStage::default(),
+            &log,
+            &shutdown,
+        );
+    }
+    if want("patchbot") {
+        let stage = crate::patchbot_stage::PatchBotStage::new(settings).await?;
+        spawn_stage(&mut tasks, stage, &log, &shutdown);
+    }
+    let store = if want("projector") || want("api") {
+        Some(open_store(settings).await?)
+    } else {
+        None
+    };
+    if want("projector") {
+        if let Some(store) = store.clone() {
+            let projector = sentinel_projections::Projector::new(log.clone(), store);
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                (
+                    "projector".to_owned(),
+                    projector.run(token).await.map_err(anyhow::Error::from),
+                )
+            });
+        }
+    }
+    let mut http_addr = None;
+    if want("ingest") || want("api") {
+        let mut router = axum::Router::new();
+        if want("ingest") {
+            router = router.merge(sentinel_ingest::router(
+                log.clone(),
+                &sentinel_ingest::IngestConfig::default(),
+            ));
+        }
+        if let Some(store) = store.filter(|_| want("api")) {
+            router = router.merge(sentinel_api::router(sentinel_api::ApiState::new(store)));
+        }
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        http_addr = Some(addr);
+        info!(%addr, "HTTP listening.");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .context("HTTP server");
+            ("http".to_owned(), r)
+        });
+    }
+    Ok(Running {
+        shutdown,
+        tasks,
+        http_addr,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,146 @@
+//! Configuration: flags override environment variables, which override the `--config` TOML
+//! file, which overrides the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+/// Options shared by every command that runs stages.
+#[derive(Debug, Clone, Args, Default)]
+pub struct GlobalOpts {
+    /// TOML configuration file (keys as the long flags, with underscores).
+    #[arg(long, env = "SENTINEL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for the embedded log, projections, tool cache and work dirs
+    /// [default: ./sentinel-data].
+    #[arg(long, env = "SENTINEL_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "SENTINEL_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Event log: `sqlite://PATH` or `kafka://HOST:PORT[,HOST:PORT]`
+    /// [default: SQLite at DATA_DIR/sentinel.db].
+    #[arg(long = "log", env = "SENTINEL_LOG", global = true)]
+    pub log_url: Option<String>,
+    /// Projection database: `sqlite://PATH` or `postgres://…`
+    /// [default: SQLite at DATA_DIR/sentinel.db].
+    #[arg(long, env = "SENTINEL_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Auto-remediation policy (TOML) [default: built-in seed values].
+    #[arg(long, env = "SENTINEL_POLICY", global = true)]
+    pub policy: Option<PathBuf>,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    log: Option<String>,
+    database_url: Option<String>,
+    policy: Option<PathBuf>,
+    tool_cache: Option<PathBuf>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Event log URL.
+    pub log_url: String,
+    /// Projection database URL.
+    pub database_url: String,
+    /// Policy file, if any.
+    pub policy: Option<PathBuf>,
+    /// Where pinned tools are provisioned.
+    pub tool_cache: PathBuf,
+}
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./sentinel-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl GlobalOpts {
+    /// Resolves flags, environment, config file and defaults.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or invalid config file.
+    pub fn resolve(&self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let default_db = format!("sqlite://{}", data_dir.join("sentinel.db").display());
+        let listen = match self.listen.or(file.listen) {
+            Some(l) => l,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        Ok(Settings {
+            listen,
+            log_url: self
+                .log_url
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| default_db.clone()),
+            database_url: self
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or(default_db),
+            policy: self.policy.clone().or(file.policy),
+            tool_cache: std::env::var_os("SENTINEL_TOOL_CACHE")
+                .map(PathBuf::from)
+                .or(file.tool_cache)
+                .unwrap_or_else(|| data_dir.join("tools")),
+            data_dir,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "data_dir = \"/x\"\nlisten = \"127.0.0.1:9\"\n").expect("write");
+        let opts = GlobalOpts {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:7".parse().expect("addr")),
+            ..GlobalOpts::default()
+        };
+        let s = opts.resolve().expect("resolve");
+        assert_eq!(s.data_dir, PathBuf::from("/x"));
+        assert_eq!(s.listen.port(), 7);
+        assert_eq!(s.log_url, "sqlite:///x/sentinel.db");
+        std::fs::write(&file, "datadir = \"/x\"\n").expect("write");
+        let err = GlobalOpts {
+            config: Some(file),
+            ..GlobalOpts::default()
+        }
+        .resolve();
+        assert!(format!("{:#}", err.expect_err("unknown key")).contains("datadir"));
+    }
+}

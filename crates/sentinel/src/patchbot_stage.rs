@@ -1,0 +1,455 @@
+//! The PatchBot stage: runs fix tasks, and once the policy has decided, pushes the fix
+//! branch and opens the pull request.
+//!
+//! * `TaskQueued` (for PatchBot) → `TaskStarted`, then `FixCandidateProposed` +
+//!   `FixValidated` (validation runs in the sandbox under the task's dispatch decision), or
+//!   `FixNotFound` + `TaskCompleted`.
+//! * `ActionDecided` → `BranchPushed` + `PullRequestOpened` + `TaskCompleted` (draft PR
+//!   when review is required), or `TaskCompleted` (partial) when rejected.
+//!
+//! Side effects are idempotent: the branch name derives from the task id and the forge
+//! returns the existing PR for a branch, so re-processing after a crash opens nothing twice.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sentinel_events::facts::{
+    BranchPushed, FixCandidateProposed, FixNotFound, FixValidated, PullRequestOpened,
+    TaskCompleted, TaskFailed, TaskStarted,
+};
+use sentinel_events::types::Artifact;
+use sentinel_events::{ActionDecision, Event, Fact, FixStatus, FixTaskPayload, TaskOutcome};
+use sentinel_forge::Forge;
+use sentinel_patchbot::{FixAttempt, FixRequest, PatchBot, PatchBotConfig};
+use sentinel_runtime::{HandlerError, Output, Stage, producer};
+use uuid::Uuid;
+
+use crate::config::Settings;
+
+/// A task PatchBot has seen queued.
+struct Task {
+    agent_id: String,
+    decision_id: String,
+    payload: FixTaskPayload,
+    started: Option<Instant>,
+    /// The validated attempt, kept until the policy decides (its work dir holds the fix).
+    attempt: Option<FixAttempt>,
+}
+
+/// The PatchBot stage.
+pub struct PatchBotStage {
+    bot: PatchBot,
+    forge: Arc<dyn Forge>,
+    tasks: HashMap<String, Task>,
+    producer: String,
+}
+
+/// The fix branch of a task: `sentinel/fix-<first 8 hex digits of the task id>`.
+pub fn fix_branch(task_id: &str) -> String {
+    let short: String = task_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    format!("sentinel/fix-{short}")
+}
+
+impl PatchBotStage {
+    /// Builds the stage from the settings: local jail sandbox, local git forge.
+    ///
+    /// # Errors
+    ///
+    /// When the sandbox cannot be set up.
+    pub async fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let sandbox = Arc::new(sentinel_sandbox::LocalJail::detect().await);
+        tracing::info!(isolation = ?sandbox.isolation(), "Sandbox ready.");
+        let bot = PatchBot::new(PatchBotConfig {
+            command_timeout: Duration::from_secs(300),
+            ..PatchBotConfig::new(settings.tool_cache.clone(), sandbox)
+        });
+        let forge: Arc<dyn Forge> = Arc::new(sentinel_forge::LocalGitForge::new(
+            settings.data_dir.join("forge"),
+        ));
+        Ok(Self {
+            bot,
+            forge,
+            tasks: HashMap::new(),
+            producer: producer("patchbot"),
+        })
+    }
+
+    async fn run_task(&mut self, event: &Event, task_id: &str) -> Result<Output, HandlerError> {
+        let mut out = Output::none();
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return Ok(out);
+        };
+        task.started = Some(Instant::now());
+        out.push(event.caused(
+            TaskStarted {
+                task_id: task_id.to_owned(),
+                agent_id: task.agent_id.clone(),
+                attempt: 1,
+                worker: self.producer.clone(),
+            },
+            &self.producer,
+            0,
+            None,
+        ));
+        let p = &task.payload;
+        let req = FixRequest {
+            task_id: Uuid::parse_str(task_id).unwrap_or_else(|_| Uuid::new_v4()),
+            repository: p.repository.clone(),
+            commit: p.commit.clone(),
+            command: p.command.clone().unwrap_or_default(),
+            failure_type: p.failure_type,
+            tool: p.tool.clone(),
+            test_command: None,
+            log_excerpt: p.log_excerpt.clone(),
+        };
+        let attempt = self
+            .bot
+            .attempt(&req)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        match attempt.status {
+            sentinel_patchbot::FixStatus::Fixed => {
+                let candidate_id = Uuid::new_v5(&event.event_id, b"candidate-0").to_string();
+                out.push(event.caused(
+                    FixCandidateProposed {
+                        task_id: task_id.to_owned(),
+                        candidate_id: candidate_id.clone(),
+                        strategy: attempt.strategy.clone().unwrap_or_default(),
+                        diff: attempt.diff.clone(),
+                        files_changed: attempt.files_changed.clone(),
+                        tool_versions: attempt.tool_versions.clone(),
+                    },
+                    &self.producer,
+                    1,
+                    None,
+                ));
+                out.push(event.caused(
+                    FixValidated {
+                        task_id: task_id.to_owned(),
+                        candidate_id,
+                        decision_id: task.decision_id.clone(),
+                        passed: true,
+                        confidence: attempt.confidence,
+                        steps: attempt.validation.clone(),
+                    },
+                    &self.producer,
+                    2,
+                    None,
+                ));
+                task.attempt = Some(attempt);
+            }
+            status => {
+                let status = match status {
+                    sentinel_patchbot::FixStatus::NotFixable => FixStatus::NotFixable,
+                    _ => FixStatus::NoFix,
+                };
+                out.push(event.caused(
+                    FixNotFound {
+                        task_id: task_id.to_owned(),
+                        status,
+                        reason: attempt.reason.clone(),
+                    },
+                    &self.producer,
+                    1,
+                    None,
+                ));
+                out.push(event.caused(
+                    completed(
+                        task,
+                        task_id,
+                        TaskOutcome::Partial,
+                        vec![report(&attempt.reason)],
+                    ),
+                    &self.producer,
+                    2,
+                    None,
+                ));
+                self.tasks.remove(task_id);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn act(
+        &mut self,
+        event: &Event,
+        task_id: &str,
+        decision: ActionDecision,
+    ) -> Result<Output, HandlerError> {
+        let mut out = Output::none();
+        if !self.tasks.contains_key(task_id) {
+            return Ok(out);
+        }
+        if decision == ActionDecision::Reject {
+            if let Some(task) = self.tasks.remove(task_id) {
+                out.push(event.caused(
+                    completed(
+                        &task,
+                        task_id,
+                        TaskOutcome::Partial,
+                        vec![report("rejected by policy")],
+                    ),
+                    &self.producer,
+                    0,
+                    None,
+                ));
+            }
+            return Ok(out);
+        }
+        // After a restart the work dir is gone: produce the (deterministic) fix again.
+        if self.tasks.get(task_id).is_some_and(|t| t.attempt.is_none()) {
+            let _ = self.run_task(event, task_id).await?;
+        }
+        let Some(task) = self.tasks.get(task_id) else {
+            return Ok(out);
+        };
+        let Some(attempt) = &task.attempt else {
+            return Err(HandlerError::Poison(format!(
+                "task {task_id}: the fix could not be reproduced"
+            )));
+        };
+        let decision_id = event.event_id.to_string();
+        let p = &task.payload;
+        let title = format!(
+            "Fix: {} failure in `{}`",
+            p.failure_type,
+            p.command.as_deref().unwrap_or("CI")
+        );
+        self.bot
+            .commit(attempt, &title)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("commit: {e}")))?;
+        let workdir = attempt
+            .workdir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .ok_or_else(|| HandlerError::Poison("fixed attempt without a work dir".into()))?;
+        let branch = fix_branch(task_id);
+        let repo = sentinel_forge::RepoRef::new(&p.repository);
+        let pushed = self
+            .forge
+            .push_branch(&repo, &workdir, &branch)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("push: {e}")))?;
+        let draft = decision == ActionDecision::RequireReview;
+        let body = pr_body(p, attempt, decision);
+        let pr = self
+            .forge
+            .open_pull_request(&sentinel_forge::PullRequestRequest {
+                repository: p.repository.clone(),
+                branch: branch.clone(),
+                base: p.branch.clone(),
+                title: title.clone(),
+                body,
+                draft,
+                labels: vec!["sentinel".into(), p.failure_type.to_string()],
+            })
+            .await
+            .map_err(|e| HandlerError::Transient(format!("open PR: {e}")))?;
+        out.push(event.caused(
+            BranchPushed {
+                task_id: task_id.to_owned(),
+                repository: p.repository.clone(),
+                branch: branch.clone(),
+                commit: pushed.commit.clone(),
+                decision_id: decision_id.clone(),
+            },
+            &self.producer,
+            10,
+            None,
+        ));
+        out.push(event.caused(
+            PullRequestOpened {
+                task_id: task_id.to_owned(),
+                repository: p.repository.clone(),
+                forge: self.forge.name().to_owned(),
+                number: i64::try_from(pr.number).unwrap_or_default(),
+                url: pr.url.clone(),
+                branch: branch.clone(),
+                base: p.branch.clone(),
+                title,
+                draft,
+                decision_id,
+            },
+            &self.producer,
+            11,
+            None,
+        ));
+        let artifacts = vec![
+            Artifact {
+                kind: "pull_request".into(),
+                name: branch,
+                uri: Some(pr.url.clone()),
+                content: None,
+            },
+            Artifact {
+                kind: "fix_diff".into(),
+                name: "diff".into(),
+                uri: None,
+                content: Some(attempt.diff.clone()),
+            },
+        ];
+        out.push(event.caused(
+            completed(task, task_id, TaskOutcome::Completed, artifacts),
+            &self.producer,
+            12,
+            None,
+        ));
+        self.tasks.remove(task_id);
+        Ok(out)
+    }
+}
+
+fn report(text: &str) -> Artifact {
+    Artifact {
+        kind: "report".into(),
+        name: "patchbot".into(),
+        uri: None,
+        content: Some(text.to_owned()),
+    }
+}
+
+fn completed(
+    task: &Task,
+    task_id: &str,
+    outcome: TaskOutcome,
+    artifacts: Vec<Artifact>,
+) -> TaskCompleted {
+    let ms = task
+        .started
+        .map(|s| s.elapsed().as_millis())
+        .unwrap_or_default();
+    TaskCompleted {
+        task_id: task_id.to_owned(),
+        agent_id: task.agent_id.clone(),
+        outcome,
+        duration_ms: i64::try_from(ms).unwrap_or(i64::MAX),
+        artifacts,
+        metrics: Default::default(),
+    }
+}
+
+fn pr_body(p: &FixTaskPayload, a: &FixAttempt, decision: ActionDecision) -> String {
+    let mut s = format!(
+        "## Sentinel fix\n\n**Failure:** {} (`{}`) on `{}` at {}\n\n**Strategy:** {}  \n**Confidence:** {:.2}  \n**Policy decision:** {}\n\n",
+        p.failure_type,
+        p.command.as_deref().unwrap_or("?"),
+        p.branch,
+        p.commit,
+        a.strategy.as_deref().unwrap_or("?"),
+        a.confidence,
+        decision.as_str(),
+    );
+    s.push_str("### Validation\n\n| command | exit | ms |\n|---|---|---|\n");
+    for v in &a.validation {
+        s.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            v.command, v.exit_code, v.duration_ms
+        ));
+    }
+    s.push_str(&format!(
+        "\n### Diff\n\n```diff\n{}\n```\n\nGenerated by PatchBot.\n",
+        a.diff
+    ));
+    s
+}
+
+#[async_trait]
+impl Stage for PatchBotStage {
+    fn name(&self) -> &'static str {
+        "patchbot"
+    }
+
+    fn needs_history(&self) -> bool {
+        true
+    }
+
+    fn fold(&mut self, event: &Event) {
+        match &event.fact {
+            Fact::TaskQueued(t)
+                if t.agent_id
+                    == sentinel_controller::agent_id(sentinel_controller::PATCHBOT).to_string() =>
+            {
+                if let Ok(payload) = serde_json::from_str::<FixTaskPayload>(&t.payload) {
+                    self.tasks.entry(t.task_id.clone()).or_insert(Task {
+                        agent_id: t.agent_id.clone(),
+                        decision_id: t.decision_id.clone().unwrap_or_default(),
+                        payload,
+                        started: None,
+                        attempt: None,
+                    });
+                }
+            }
+            Fact::TaskCompleted(t) => {
+                self.tasks.remove(&t.task_id);
+            }
+            Fact::TaskCancelled(t) => {
+                self.tasks.remove(&t.task_id);
+            }
+            _ => {}
+        }
+    }
+
+    async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
+        match &event.fact {
+            Fact::TaskQueued(t) if self.tasks.contains_key(&t.task_id) => {
+                let task_id = t.task_id.clone();
+                match self.run_task(event, &task_id).await {
+                    Err(HandlerError::Poison(reason)) => {
+                        let mut out = Output::none();
+                        out.push(event.caused(
+                            TaskFailed {
+                                task_id: task_id.clone(),
+                                agent_id: t.agent_id.clone(),
+                                attempt: 1,
+                                error: reason,
+                                retryable: false,
+                                duration_ms: 0,
+                            },
+                            &self.producer,
+                            9,
+                            None,
+                        ));
+                        self.tasks.remove(&task_id);
+                        Ok(out)
+                    }
+                    other => other,
+                }
+            }
+            Fact::ActionDecided(a) => {
+                let task_id = a.task_id.clone();
+                self.act(event, &task_id, a.decision).await
+            }
+            _ => Ok(Output::none()),
+        }
+    }
+}
+
+/// Provisions the tools the demo's failing commands use and returns a PATH prefix with
+/// their bin directories.
+///
+/// # Errors
+///
+/// When a tool cannot be installed.
+pub async fn provision_demo_tools(settings: &Settings) -> anyhow::Result<String> {
+    let cache = sentinel_patchbot::ToolCache::new(settings.tool_cache.clone());
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for tool in ["black", "ruff"] {
+        let env = cache
+            .ensure(tool.parse::<sentinel_patchbot::Tool>()?)
+            .await?;
+        dirs.push(env.bin_dir.clone());
+    }
+    Ok(dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":"))
+}
