@@ -219,10 +219,10 @@ impl Catalogue {
             for idx in matches.iter() {
                 if let Some(caps) = self.patterns[idx].regex.captures(&line) {
                     push_unique(&mut extracted.files, caps.name("file").map(|m| m.as_str()));
-                    if let Some(l) = caps.name("line").and_then(|m| m.as_str().parse().ok()) {
-                        if !extracted.lines.contains(&l) {
-                            extracted.lines.push(l);
-                        }
+                    if let Some(l) = caps.name("line").and_then(|m| m.as_str().parse().ok())
+                        && !extracted.lines.contains(&l)
+                    {
+                        extracted.lines.push(l);
                     }
                     push_unique(
                         &mut extracted.modules,
@@ -269,10 +269,10 @@ impl Catalogue {
 }
 
 fn push_unique(v: &mut Vec<String>, s: Option<&str>) {
-    if let Some(s) = s {
-        if !v.iter().any(|x| x == s) {
-            v.push(s.to_owned());
-        }
+    if let Some(s) = s
+        && !v.iter().any(|x| x == s)
+    {
+        v.push(s.to_owned());
     }
 }
 

@@ -129,6 +129,10 @@ fn tail_bytes(s: String, max: usize) -> String {
     s[start..].to_owned()
 }
 
+fn is_commit_id(s: &str) -> bool {
+    (4..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// Validates a report; returns the fact and its metadata or the list of bad fields.
 fn validate(report: GenericReport) -> Result<(CiRunFailed, String, DateTime<Utc>), Vec<String>> {
     let mut problems = Vec::new();
@@ -150,11 +154,7 @@ fn validate(report: GenericReport) -> Result<(CiRunFailed, String, DateTime<Utc>
     if report.log.is_none() {
         problems.push("log: required".into());
     }
-    if !commit.is_empty()
-        && !(commit.len() >= 4
-            && commit.len() <= 64
-            && commit.chars().all(|c| c.is_ascii_hexdigit()))
-    {
+    if !commit.is_empty() && !is_commit_id(&commit) {
         problems.push("commit: must be a hexadecimal commit id (4 to 64 digits)".into());
     }
     let occurred_at = match report.occurred_at.as_deref() {

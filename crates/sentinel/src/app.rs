@@ -62,10 +62,10 @@ pub async fn open_log(settings: &Settings) -> Result<Arc<dyn EventLog>> {
 ///
 /// Unreachable database or failed migration.
 pub async fn open_store(settings: &Settings) -> Result<sentinel_projections::Store> {
-    if let Some(path) = settings.database_url.strip_prefix("sqlite://") {
-        if let Some(dir) = Path::new(path).parent() {
-            std::fs::create_dir_all(dir).ok();
-        }
+    if let Some(path) = settings.database_url.strip_prefix("sqlite://")
+        && let Some(dir) = Path::new(path).parent()
+    {
+        std::fs::create_dir_all(dir).ok();
     }
     let store = sentinel_projections::Store::connect(&settings.database_url)
         .await
@@ -194,8 +194,10 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
     } else {
         None
     };
-    if want("projector") {
-        if let Some(store) = store.clone() {
+    if want("projector")
+        && let Some(store) = store.clone()
+    {
+        {
             let projector = sentinel_projections::Projector::new(log.clone(), store);
             let token = shutdown.clone();
             tasks.spawn(async move {
