@@ -30,7 +30,7 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
     }
     .resolve()
     .expect("settings");
-    let path_prefix = sentinel::patchbot_stage::provision_demo_tools(&settings)
+    let path_prefix = sentinel::demo::provision_tools(&settings)
         .await
         .expect("provision tools");
     let running = sentinel::app::start(&settings, &["all"])

@@ -28,6 +28,7 @@ mod bot;
 mod error;
 pub mod imports;
 pub mod redact;
+pub mod stage;
 pub mod strategy;
 pub mod tools;
 

@@ -186,7 +186,11 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         );
     }
     if want("patchbot") {
-        let stage = crate::patchbot_stage::PatchBotStage::new(settings).await?;
+        let stage = sentinel_patchbot::stage::PatchBotStage::new(
+            settings.tool_cache.clone(),
+            settings.data_dir.join("forge"),
+        )
+        .await;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
     }
     let store = if want("projector") || want("api") {

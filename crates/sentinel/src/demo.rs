@@ -182,7 +182,7 @@ pub async fn run(global: &GlobalOpts, keep: bool, timeout: Duration) -> Result<E
         "Provisioning pinned tools into {} (first run downloads them)…",
         settings.tool_cache.display()
     );
-    let path_prefix = crate::patchbot_stage::provision_demo_tools(&settings).await?;
+    let path_prefix = provision_tools(&settings).await?;
 
     let running = crate::app::start(&settings, &["all"]).await?;
     let addr = running.http_addr.context("HTTP server not started")?;
@@ -256,4 +256,26 @@ pub async fn run(global: &GlobalOpts, keep: bool, timeout: Duration) -> Result<E
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Provisions the tools the demo's failing commands use and returns a PATH prefix with
+/// their bin directories.
+///
+/// # Errors
+///
+/// When a tool cannot be installed.
+pub async fn provision_tools(settings: &Settings) -> anyhow::Result<String> {
+    let cache = sentinel_patchbot::ToolCache::new(settings.tool_cache.clone());
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for tool in ["black", "ruff"] {
+        let env = cache
+            .ensure(tool.parse::<sentinel_patchbot::Tool>()?)
+            .await?;
+        dirs.push(env.bin_dir.clone());
+    }
+    Ok(dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":"))
 }

@@ -7,5 +7,4 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod patchbot_stage;
 pub mod summary;

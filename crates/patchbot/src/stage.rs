@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::{FixAttempt, FixRequest, PatchBot, PatchBotConfig};
 use async_trait::async_trait;
 use sentinel_events::facts::{
     BranchPushed, FixCandidateProposed, FixNotFound, FixValidated, PullRequestOpened,
@@ -23,11 +24,8 @@ use sentinel_events::facts::{
 use sentinel_events::types::Artifact;
 use sentinel_events::{ActionDecision, Event, Fact, FixStatus, FixTaskPayload, TaskOutcome};
 use sentinel_forge::Forge;
-use sentinel_patchbot::{FixAttempt, FixRequest, PatchBot, PatchBotConfig};
 use sentinel_runtime::{HandlerError, Output, Stage, producer};
 use uuid::Uuid;
-
-use crate::config::Settings;
 
 /// A task PatchBot has seen queued.
 struct Task {
@@ -58,27 +56,22 @@ pub fn fix_branch(task_id: &str) -> String {
 }
 
 impl PatchBotStage {
-    /// Builds the stage from the settings: local jail sandbox, local git forge.
-    ///
-    /// # Errors
-    ///
-    /// When the sandbox cannot be set up.
-    pub async fn new(settings: &Settings) -> anyhow::Result<Self> {
+    /// Builds the stage: the strongest local jail this machine supports, pinned tools under
+    /// `tool_cache`, and the local git forge keeping its records under `forge_dir`.
+    pub async fn new(tool_cache: PathBuf, forge_dir: PathBuf) -> Self {
         let sandbox = Arc::new(sentinel_sandbox::LocalJail::detect().await);
         tracing::info!(isolation = ?sandbox.isolation(), "Sandbox ready.");
         let bot = PatchBot::new(PatchBotConfig {
             command_timeout: Duration::from_secs(300),
-            ..PatchBotConfig::new(settings.tool_cache.clone(), sandbox)
+            ..PatchBotConfig::new(tool_cache, sandbox)
         });
-        let forge: Arc<dyn Forge> = Arc::new(sentinel_forge::LocalGitForge::new(
-            settings.data_dir.join("forge"),
-        ));
-        Ok(Self {
+        let forge: Arc<dyn Forge> = Arc::new(sentinel_forge::LocalGitForge::new(forge_dir));
+        Self {
             bot,
             forge,
             tasks: HashMap::new(),
             producer: producer("patchbot"),
-        })
+        }
     }
 
     async fn run_task(&mut self, event: &Event, task_id: &str) -> Result<Output, HandlerError> {
@@ -115,7 +108,7 @@ impl PatchBotStage {
             .await
             .map_err(|e| HandlerError::Transient(e.to_string()))?;
         match attempt.status {
-            sentinel_patchbot::FixStatus::Fixed => {
+            crate::FixStatus::Fixed => {
                 let candidate_id = Uuid::new_v5(&event.event_id, b"candidate-0").to_string();
                 out.push(event.caused(
                     FixCandidateProposed {
@@ -147,7 +140,7 @@ impl PatchBotStage {
             }
             status => {
                 let status = match status {
-                    sentinel_patchbot::FixStatus::NotFixable => FixStatus::NotFixable,
+                    crate::FixStatus::NotFixable => FixStatus::NotFixable,
                     _ => FixStatus::NoFix,
                 };
                 out.push(event.caused(
@@ -430,26 +423,4 @@ impl Stage for PatchBotStage {
             _ => Ok(Output::none()),
         }
     }
-}
-
-/// Provisions the tools the demo's failing commands use and returns a PATH prefix with
-/// their bin directories.
-///
-/// # Errors
-///
-/// When a tool cannot be installed.
-pub async fn provision_demo_tools(settings: &Settings) -> anyhow::Result<String> {
-    let cache = sentinel_patchbot::ToolCache::new(settings.tool_cache.clone());
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for tool in ["black", "ruff"] {
-        let env = cache
-            .ensure(tool.parse::<sentinel_patchbot::Tool>()?)
-            .await?;
-        dirs.push(env.bin_dir.clone());
-    }
-    Ok(dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":"))
 }
