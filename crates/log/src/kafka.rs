@@ -92,7 +92,7 @@ struct Inner {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// The group-less reader behind [`EventLog::read`], created on first use.
-    reader: tokio::sync::Mutex<Option<StreamConsumer>>,
+    reader: tokio::sync::Mutex<Option<StreamConsumer<ReaderContext>>>,
     /// Topics known to exist (checked before producing so a missing topic fails fast).
     known_topics: StdMutex<HashSet<String>>,
 }
@@ -435,7 +435,7 @@ impl KafkaLog {
         .await
     }
 
-    fn new_reader(&self) -> Result<StreamConsumer> {
+    fn new_reader(&self) -> Result<StreamConsumer<ReaderContext>> {
         // librdkafka only assigns partitions to a consumer with a group id; this one never
         // joins its group nor commits, so the id only has to be unique.
         let group = format!(
@@ -457,7 +457,7 @@ impl KafkaLog {
                 // Reads stop at the end of the partition: no point in long polls.
                 .set("fetch.wait.max.ms", "10");
         })
-        .create()?)
+        .create_with_context(ReaderContext)?)
     }
 
     /// Reads partitions of `topic` from the given offsets with the shared reader until each
@@ -906,3 +906,20 @@ impl Drop for KafkaSubscription {
         }
     }
 }
+
+/// Context of the group-less reader: it asks for partition-EOF events to find the end of a
+/// partition, which librdkafka also reports as a global error; those are expected and not
+/// logged. Other errors are logged as usual.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::error!(%error, reason, "librdkafka error.");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
