@@ -520,6 +520,8 @@ mod tests {
         let c = origin.caused(fact, "classifier@1", 1, None);
         assert_eq!(a.event_id, b.event_id);
         assert_ne!(a.event_id, c.event_id);
+        let upgraded = origin.caused(all_samples().remove(1), "classifier@2", 0, None);
+        assert_eq!(a.event_id, upgraded.event_id, "an upgrade keeps output ids");
         assert_eq!(a.correlation_id, origin.correlation_id);
         assert_eq!(a.causation_id, Some(origin.event_id));
     }

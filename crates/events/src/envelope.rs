@@ -74,8 +74,9 @@ impl Event {
         }
     }
 
-    /// A fact caused by `self`, with a deterministic id: the same cause, producer and
-    /// `index` always give the same id, so a stage that re-processes an input after a crash
+    /// A fact caused by `self`, with a deterministic id: the same cause, stage (the part of
+    /// `producer` before `@`, so an upgrade does not change ids) and `index` always give the
+    /// same id, so a stage that re-processes an input after a crash
     /// appends facts the log and consumers recognise as duplicates. Keeps the tenant,
     /// subject and correlation id; event time is the cause's unless `occurred_at` is given.
     pub fn caused(
@@ -86,9 +87,10 @@ impl Event {
         occurred_at: Option<DateTime<Utc>>,
     ) -> Event {
         let fact = fact.into();
+        let stage = producer.split('@').next().unwrap_or(producer);
         let event_id = Uuid::new_v5(
             &self.event_id,
-            format!("{producer}/{}/{index}", fact.event_type()).as_bytes(),
+            format!("{stage}/{}/{index}", fact.event_type()).as_bytes(),
         );
         Event {
             event_id,

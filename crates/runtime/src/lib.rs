@@ -223,6 +223,9 @@ pub fn producer(stage: &str) -> String {
     format!("{stage}@{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Longest time handled records stay uncommitted within a batch.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A bounded set of recently seen ids.
 struct RecentIds {
     set: HashSet<Uuid>,
@@ -300,7 +303,13 @@ pub async fn run_stage<S: Stage>(
             continue;
         }
         let mut processed = Vec::with_capacity(batch.len());
+        let mut last_commit = tokio::time::Instant::now();
         for stored in &batch {
+            // Stop between records, not between batches: a batch of slow tasks must not
+            // hold up shutdown (what was not handled is redelivered after the restart).
+            if shutdown.is_cancelled() {
+                break;
+            }
             process_one(
                 &mut stage,
                 log.as_ref(),
@@ -312,9 +321,17 @@ pub async fn run_stage<S: Stage>(
             )
             .await?;
             processed.push(stored.position);
+            // Slow handlers commit as they go, so a crash redoes as little as possible.
+            if last_commit.elapsed() >= COMMIT_INTERVAL {
+                sub.commit(&processed).await?;
+                processed.clear();
+                last_commit = tokio::time::Instant::now();
+            }
         }
-        // Every output of the batch is durably appended: now the inputs may be committed.
-        sub.commit(&processed).await?;
+        // Every output up to here is durably appended: now the inputs may be committed.
+        if !processed.is_empty() {
+            sub.commit(&processed).await?;
+        }
     }
     stage.on_shutdown().await;
     sub.close().await?;
@@ -329,6 +346,9 @@ async fn fold_history<S: Stage>(
     topic: &str,
 ) -> Result<usize> {
     let committed = log.committed(group, topic).await?;
+    // Kafka keeps duplicates appended by a stage that crashed before committing: fold
+    // each fact once, as live processing does.
+    let mut seen = HashSet::new();
     let mut n = 0;
     for (partition, end) in committed {
         let mut from = 0;
@@ -337,7 +357,9 @@ async fn fold_history<S: Stage>(
             let Some(last) = batch.last() else { break };
             from = last.position.offset + 1;
             for stored in batch.iter().filter(|s| s.position.offset < end) {
-                if let Ok(event) = codec::decode(&stored.record.value, None) {
+                if let Ok(event) = codec::decode(&stored.record.value, None)
+                    && seen.insert(event.event_id)
+                {
                     stage.fold(&event);
                     n += 1;
                 }
@@ -385,12 +407,32 @@ async fn process_one<S: Stage>(
     loop {
         match stage.handle(&event).instrument(span.clone()).await {
             Ok(output) => {
-                for (topic, out) in &output.facts {
-                    append_with_retry(log, topic, out).await?;
+                // One append per topic: on the embedded log a handler's facts for one topic
+                // land together or not at all.
+                let mut topics: Vec<&str> = Vec::new();
+                for (topic, _) in &output.facts {
+                    if !topics.contains(&topic.as_str()) {
+                        topics.push(topic);
+                    }
                 }
-                for (_, out) in &output.facts {
+                for topic in topics {
+                    let events: Vec<&Event> = output
+                        .facts
+                        .iter()
+                        .filter(|(t, _)| t == topic)
+                        .map(|(_, e)| e)
+                        .collect();
+                    append_with_retry(log, topic, &events).await?;
+                }
+                for (topic, out) in &output.facts {
                     stage.fold(out);
-                    folded_early.insert(out.event_id);
+                    if topic == stage.input_topic() {
+                        if folded_early.len() >= config.dedupe_window {
+                            // Outputs another group member reads back are never removed.
+                            folded_early.clear();
+                        }
+                        folded_early.insert(out.event_id);
+                    }
                 }
                 return Ok(());
             }
@@ -414,16 +456,19 @@ async fn process_one<S: Stage>(
     }
 }
 
-/// Appends one output, retrying transient log errors with backoff (a few minutes at most).
-async fn append_with_retry(log: &dyn EventLog, topic: &str, event: &Event) -> Result<()> {
-    let record = to_record(event)?;
+/// Appends outputs, retrying transient log errors with backoff (a few minutes at most).
+async fn append_with_retry(log: &dyn EventLog, topic: &str, events: &[&Event]) -> Result<()> {
+    let records = events
+        .iter()
+        .map(|e| to_record(e))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut delays = ExponentialBuilder::default()
         .with_max_delay(Duration::from_secs(10))
         .with_max_times(20)
         .with_jitter()
         .build();
     loop {
-        match log.append(topic, vec![record.clone()]).await {
+        match log.append(topic, records.clone()).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => match delays.next() {
                 Some(d) => {
@@ -481,7 +526,7 @@ async fn dead_letter(
             producer,
         ),
     };
-    append_with_retry(log, DLQ_TOPIC, &dl).await
+    append_with_retry(log, DLQ_TOPIC, &[&dl]).await
 }
 
 /// Whether a fact is of one of the given types (a small helper for `match`-less filters).
