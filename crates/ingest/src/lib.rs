@@ -30,6 +30,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 25 * 1024 * 1024;
 /// Longest log kept in a fact; longer logs keep their tail (where errors usually are).
 pub const MAX_LOG_BYTES: usize = 1024 * 1024;
 
+/// How far in the future a reported `occurred_at` may be (clock skew).
+pub const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
+
 /// Branch prefix of Sentinel's own fix branches (loop guard).
 pub const FIX_BRANCH_PREFIX: &str = "sentinel/fix-";
 
@@ -160,6 +163,17 @@ fn validate(report: GenericReport) -> Result<(CiRunFailed, String, DateTime<Utc>
     let occurred_at = match report.occurred_at.as_deref() {
         None => Utc::now(),
         Some(t) => match DateTime::parse_from_rfc3339(t) {
+            // Event time drives the policy's windows: a report from the future would move
+            // them, so only a little clock skew is tolerated.
+            Ok(t)
+                if t.with_timezone(&Utc)
+                    > Utc::now() + chrono::Duration::minutes(MAX_CLOCK_SKEW_MINUTES) =>
+            {
+                problems.push(format!(
+                    "occurred_at: more than {MAX_CLOCK_SKEW_MINUTES} minutes in the future"
+                ));
+                Utc::now()
+            }
             Ok(t) => t.with_timezone(&Utc),
             Err(e) => {
                 problems.push(format!("occurred_at: not RFC 3339 ({e})"));
@@ -179,7 +193,9 @@ fn validate(report: GenericReport) -> Result<(CiRunFailed, String, DateTime<Utc>
     let fact = CiRunFailed {
         source: "generic".into(),
         delivery_id: None,
-        sentinel_authored: branch.starts_with(FIX_BRANCH_PREFIX),
+        sentinel_authored: branch
+            .trim_start_matches("refs/heads/")
+            .starts_with(FIX_BRANCH_PREFIX),
         repository,
         branch,
         commit,
@@ -193,8 +209,20 @@ fn validate(report: GenericReport) -> Result<(CiRunFailed, String, DateTime<Utc>
     Ok((fact, tenant, occurred_at))
 }
 
-async fn generic(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match accept_generic(&state, &headers, &body).await {
+async fn generic(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let result = match body {
+        Ok(body) => accept_generic(&state, &headers, &body).await,
+        Err(rejection) => Err(bad(
+            rejection.status(),
+            "body_rejected",
+            rejection.body_text(),
+        )),
+    };
+    match result {
         Ok(r) => r,
         Err(e) => {
             warn!(status = e.status.as_u16(), error = e.error, detail = %e.detail, "Webhook refused.");
@@ -368,8 +396,14 @@ mod tests {
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         let mut v = valid();
         v["log"] = json!("x".repeat(2048));
-        let (s, _) = post(&app, "application/json", v.to_string()).await;
+        let (s, b) = post(&app, "application/json", v.to_string()).await;
         assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(b["error"], "body_rejected", "413 has a JSON body too");
+        let mut v = valid();
+        v["occurred_at"] = json!("2999-01-01T00:00:00Z");
+        let (s, b) = post(&app, "application/json", v.to_string()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(b["detail"].as_str().expect("detail").contains("future"));
         let (s, _) = post(&app, "text/plain", valid().to_string()).await;
         assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert_eq!(appended(&log).await, 0, "nothing appended for bad input");

@@ -22,9 +22,7 @@ impl PolicyState {
             .push_back((at, tenant.to_owned(), repository.to_owned()));
         // Keep one day (the longest window) behind the newest dispatch.
         let horizon = at - Duration::days(1);
-        while self.dispatched.front().is_some_and(|(t, ..)| *t <= horizon) {
-            self.dispatched.pop_front();
-        }
+        self.dispatched.retain(|(t, ..)| *t > horizon);
     }
 
     fn count_since(

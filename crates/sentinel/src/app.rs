@@ -92,6 +92,37 @@ pub struct Running {
 }
 
 impl Running {
+    /// Waits for SIGINT/SIGTERM or for any component to stop on its own (a failed stage must
+    /// not leave the process accepting webhooks nobody processes), then stops everything.
+    ///
+    /// # Errors
+    ///
+    /// The first component that failed.
+    pub async fn until_signal_or_failure(mut self) -> Result<()> {
+        let early = tokio::select! {
+            () = shutdown_signal() => None,
+            joined = self.tasks.join_next() => joined,
+        };
+        self.shutdown.cancel();
+        let first = match early {
+            None => {
+                info!("Shutting down: finishing in-flight work.");
+                None
+            }
+            Some(Ok((name, Ok(())))) => Some(anyhow::anyhow!("{name} stopped unexpectedly")),
+            Some(Ok((name, Err(e)))) => Some(e.context(format!("{name} failed"))),
+            Some(Err(e)) => Some(anyhow::anyhow!("a component panicked: {e}")),
+        };
+        if let Some(e) = &first {
+            error!(error = format!("{e:#}"), "Stopping everything.");
+        }
+        let rest = self.join().await;
+        match first {
+            Some(e) => Err(e),
+            None => rest,
+        }
+    }
+
     /// Waits for every task to finish (after `shutdown` was cancelled).
     ///
     /// # Errors
@@ -189,8 +220,13 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         let stage = sentinel_patchbot::stage::PatchBotStage::new(
             settings.tool_cache.clone(),
             settings.data_dir.join("forge"),
+            settings.sandbox_isolation,
         )
-        .await;
+        .await
+        .context(
+            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
+             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
+        )?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
     }
     let store = if want("projector") || want("api") {

@@ -164,19 +164,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let settings = cli.global.resolve()?;
             let running = crate::app::start(&settings, &["all"]).await?;
             info!(data_dir = %settings.data_dir.display(), log = %settings.log_url, "Sentinel serving.");
-            crate::app::shutdown_signal().await;
-            info!("Shutting down: finishing in-flight work.");
-            running.shutdown.cancel();
-            running.join().await?;
+            running.until_signal_or_failure().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { stage } => {
             init_tracing(!std::io::stderr().is_terminal(), SERVE_LOG_FILTER);
             let settings = cli.global.resolve()?;
             let running = crate::app::start(&settings, &[stage.as_str()]).await?;
-            crate::app::shutdown_signal().await;
-            running.shutdown.cancel();
-            running.join().await?;
+            running.until_signal_or_failure().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { keep, timeout_secs } => {

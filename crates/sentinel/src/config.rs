@@ -32,6 +32,18 @@ pub struct GlobalOpts {
     /// Auto-remediation policy (TOML) [default: built-in seed values].
     #[arg(long, env = "SENTINEL_POLICY", global = true)]
     pub policy: Option<PathBuf>,
+    /// Isolation of PatchBot's sandbox: bubblewrap (no network, read-only host), unshare
+    /// or process_only (no filesystem or network isolation: trusted repositories only)
+    /// [default: bubblewrap].
+    #[arg(long, env = "SENTINEL_SANDBOX_ISOLATION", global = true, value_parser = parse_isolation)]
+    pub sandbox_isolation: Option<sentinel_sandbox::Isolation>,
+}
+
+fn parse_isolation(s: &str) -> Result<sentinel_sandbox::Isolation, String> {
+    sentinel_sandbox::Isolation::STRONGEST_FIRST
+        .into_iter()
+        .find(|i| i.as_str() == s)
+        .ok_or_else(|| format!("expected bubblewrap, unshare or process_only, not {s:?}"))
 }
 
 /// The `--config` file.
@@ -44,6 +56,7 @@ struct FileConfig {
     database_url: Option<String>,
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
+    sandbox_isolation: Option<String>,
 }
 
 /// Resolved settings.
@@ -61,6 +74,8 @@ pub struct Settings {
     pub policy: Option<PathBuf>,
     /// Where pinned tools are provisioned.
     pub tool_cache: PathBuf,
+    /// Isolation of PatchBot's sandbox.
+    pub sandbox_isolation: sentinel_sandbox::Isolation,
 }
 
 /// Default data directory.
@@ -89,7 +104,13 @@ impl GlobalOpts {
             Some(l) => l,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
+        let sandbox_isolation = match (self.sandbox_isolation, file.sandbox_isolation.as_deref()) {
+            (Some(i), _) => i,
+            (None, Some(s)) => parse_isolation(s).map_err(anyhow::Error::msg)?,
+            (None, None) => sentinel_sandbox::Isolation::Bubblewrap,
+        };
         Ok(Settings {
+            sandbox_isolation,
             listen,
             log_url: self
                 .log_url
