@@ -21,6 +21,10 @@ struct Run {
 /// Sends the demo's failures through a full in-process Sentinel and waits for every one to
 /// finish.
 async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>) -> Run {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
     let commits = build_repository(repo_dir).expect("scratch repository");
     let settings = GlobalOpts {
         data_dir: Some(data_dir.to_path_buf()),
@@ -86,8 +90,10 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
         fixes = get(format!("/api/v1/fixes?repository={}", urlencode(&repo))).await;
         let settled = fixes.as_array().is_some_and(|a| {
             a.len() == js.iter().filter(|j| j.task_id.is_some()).count()
-                && a.iter()
-                    .all(|f| f["status"] != "queued" && f["status"] != "in_progress")
+                && a.iter().all(|f| {
+                    let status = f["status"].as_str().unwrap_or_default();
+                    !["queued", "in_progress", "validated"].contains(&status)
+                })
         });
         if settled {
             break;

@@ -221,6 +221,16 @@ pub async fn run(global: &GlobalOpts, keep: bool, timeout: Duration) -> Result<E
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Let the projections catch up, so what the demo leaves behind is complete.
+    let store = crate::app::open_store(&settings).await?;
+    let projector = sentinel_projections::Projector::new(log.clone(), store);
+    let caught_up_by = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < caught_up_by {
+        if projector.lag().await?.iter().all(|p| p.lag == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     running.shutdown.cancel();
     running.join().await?;
     let finished = last.len() == FAILURES.len() && last.iter().all(|j| j.done);
