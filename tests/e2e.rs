@@ -22,7 +22,9 @@ struct Run {
 /// finish.
 async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>) -> Run {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into())))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
         .with_test_writer()
         .try_init();
     let commits = build_repository(repo_dir).expect("scratch repository");

@@ -17,6 +17,7 @@ pub mod codec;
 pub mod envelope;
 pub mod facts;
 mod macros;
+pub mod redact;
 pub mod types;
 
 pub use envelope::{DEFAULT_TENANT, Event};

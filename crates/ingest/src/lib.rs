@@ -200,7 +200,8 @@ fn validate(report: GenericReport) -> Result<(CiRunFailed, String, DateTime<Utc>
         branch,
         commit,
         command: Some(command),
-        log: tail_bytes(log, MAX_LOG_BYTES),
+        // Secrets are redacted before the log is stored anywhere (DESIGN §4 rule 6).
+        log: sentinel_events::redact::redact(&tail_bytes(log, MAX_LOG_BYTES)),
         log_size_bytes,
         run_url: report.run_url,
         job_name: None,
@@ -429,6 +430,32 @@ mod tests {
         assert_eq!(
             log.read(EVENTS_TOPIC, 0, 0, 10).await.expect("read").len(),
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_in_logs_are_redacted_before_they_are_stored() {
+        let (_d, log, app) = setup(DEFAULT_BODY_LIMIT).await;
+        let mut v = valid();
+        let token = format!("ghp_{}", "a1B2".repeat(9));
+        v["log"] = json!(format!(
+            "Run git clone https://bot:hunter2secret@github.com/o/r\nGITHUB_TOKEN={token}\nwould reformat x.py\n"
+        ));
+        let (s, _) = post(&app, "application/json", v.to_string()).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let stored = log.read(EVENTS_TOPIC, 0, 0, 10).await.expect("read");
+        let e = sentinel_events::codec::decode(&stored[0].record.value, None).expect("decode");
+        let sentinel_events::Fact::CiRunFailed(f) = e.fact else {
+            panic!("not a failure")
+        };
+        assert!(
+            !f.log.contains(&token) && !f.log.contains("hunter2secret"),
+            "{}",
+            f.log
+        );
+        assert!(
+            f.log.contains("would reformat x.py"),
+            "the rest of the log is intact"
         );
     }
 

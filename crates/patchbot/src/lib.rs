@@ -27,7 +27,7 @@
 mod bot;
 mod error;
 pub mod imports;
-pub mod redact;
+pub use sentinel_events::redact;
 pub mod stage;
 pub mod strategy;
 pub mod tools;
