@@ -321,6 +321,10 @@ pub struct FixValidated {
     pub confidence: f64,
     /// Commands run, exit codes, durations, output tails.
     pub steps: Vec<ValidationStep>,
+    /// Protected paths the fix changes (CI workflows, secrets, deploy configs); the policy
+    /// requires a review for them.
+    #[serde(default)]
+    pub protected_paths_touched: Vec<String>,
 }
 
 /// PatchBot found no valid fix.

@@ -150,6 +150,7 @@ impl PatchBotStage {
                         passed: true,
                         confidence: attempt.confidence,
                         steps: attempt.validation.clone(),
+                        protected_paths_touched: attempt.protected_paths_touched.clone(),
                     },
                     &self.producer,
                     2,

@@ -152,6 +152,7 @@ pub fn decide_dispatch(
 pub fn decide_action(
     passed: bool,
     confidence: f64,
+    protected_paths_touched: &[String],
     policy: &AutoRemediationPolicy,
 ) -> Decision<ActionDecision> {
     let t = &policy.confidence_thresholds;
@@ -165,6 +166,16 @@ pub fn decide_action(
             ActionDecision::Reject,
             "validation_failed",
             "the fix did not pass validation".into(),
+        );
+    }
+    if !protected_paths_touched.is_empty() {
+        return d(
+            ActionDecision::RequireReview,
+            "protected_paths",
+            format!(
+                "the fix changes protected paths: {}",
+                protected_paths_touched.join(", ")
+            ),
         );
     }
     if confidence < t.require_review_below || confidence < t.auto_create_pr_threshold {
@@ -275,19 +286,19 @@ mod tests {
     fn action_follows_the_confidence_thresholds() {
         let p = AutoRemediationPolicy::default();
         assert_eq!(
-            decide_action(true, 0.95, &p).decision,
+            decide_action(true, 0.95, &[], &p).decision,
             ActionDecision::AutoMerge
         );
         assert_eq!(
-            decide_action(true, 0.8, &p).decision,
+            decide_action(true, 0.8, &[], &p).decision,
             ActionDecision::OpenPr
         );
         assert_eq!(
-            decide_action(true, 0.5, &p).decision,
+            decide_action(true, 0.5, &[], &p).decision,
             ActionDecision::RequireReview
         );
         assert_eq!(
-            decide_action(false, 0.99, &p).decision,
+            decide_action(false, 0.99, &[], &p).decision,
             ActionDecision::Reject
         );
     }

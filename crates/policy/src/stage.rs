@@ -91,7 +91,12 @@ impl Stage for PolicyStage {
                 out.push(event.caused(fact, &self.producer, 0, None));
             }
             Fact::FixValidated(v) => {
-                let d = decide_action(v.passed, v.confidence, &self.policy);
+                let d = decide_action(
+                    v.passed,
+                    v.confidence,
+                    &v.protected_paths_touched,
+                    &self.policy,
+                );
                 let fact = ActionDecided {
                     task_id: v.task_id.clone(),
                     candidate_id: v.candidate_id.clone(),

@@ -387,6 +387,7 @@ impl FixChain {
                     duration_ms: 300,
                     output_tail: "All checks passed!".into(),
                 }],
+                protected_paths_touched: Vec::new(),
             },
             "patchbot@test",
             0,
