@@ -401,6 +401,17 @@ impl Stage for PatchBotStage {
         true
     }
 
+    /// Pushing and opening PRs talk to a forge that may be down for a while: retry for
+    /// minutes (about 10 attempts, up to a minute apart) before giving up on an input.
+    fn tune(&self, config: sentinel_runtime::RunnerConfig) -> sentinel_runtime::RunnerConfig {
+        sentinel_runtime::RunnerConfig {
+            max_attempts: 10,
+            retry_min_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(60),
+            ..config
+        }
+    }
+
     fn fold(&mut self, event: &Event) {
         match &event.fact {
             Fact::TaskQueued(t)

@@ -64,11 +64,11 @@ impl Stage for PolicyStage {
         let mut out = Output::none();
         match &event.fact {
             Fact::FailureClassified(c) => {
-                let sentinel_authored = self
-                    .pending
-                    .get(&c.failure_event_id)
-                    .copied()
-                    .unwrap_or(false);
+                // Only failures seen and not yet decided get a decision: a repeated classification
+                // never yields a second one.
+                let Some(&sentinel_authored) = self.pending.get(&c.failure_event_id) else {
+                    return Ok(out);
+                };
                 let req = DispatchRequest {
                     tenant: &event.tenant,
                     repository: &event.subject,
@@ -111,5 +111,111 @@ impl Stage for PolicyStage {
             _ => {}
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentinel_events::facts::{CiRunFailed, FailureClassified};
+    use sentinel_events::{FailureType, envelope::now};
+
+    fn failure(i: usize, branch: &str) -> Event {
+        Event::origin(
+            CiRunFailed {
+                source: "generic".into(),
+                delivery_id: None,
+                repository: format!("/repos/r{}", i % 7),
+                branch: branch.into(),
+                commit: "abcd".into(),
+                command: Some("black --check .".into()),
+                log: "would reformat a.py".into(),
+                log_size_bytes: 19,
+                run_url: None,
+                job_name: None,
+                author: None,
+                sentinel_authored: branch.starts_with("sentinel/fix-"),
+            },
+            Some(&format!("f{i}")),
+            "acme",
+            &format!("/repos/r{}", i % 7),
+            now(),
+            "test@0",
+        )
+    }
+
+    fn classified(f: &Event) -> Event {
+        f.caused(
+            FailureClassified {
+                failure_event_id: f.event_id.to_string(),
+                failure_type: FailureType::Formatting,
+                confidence: 0.95,
+                method: "pattern".into(),
+                pattern_id: None,
+                tool: Some("black".into()),
+                signature: "formatting:x".into(),
+                files: vec![],
+                lines: vec![],
+                modules: vec![],
+                symbols: vec![],
+            },
+            "classifier@0",
+            0,
+            None,
+        )
+    }
+
+    /// Drives the stage the way the runtime does: fold every input and every output.
+    async fn feed(stage: &mut PolicyStage, e: &Event) -> Vec<DispatchDecided> {
+        stage.fold(e);
+        let out = stage.handle(e).await.expect("handle");
+        let mut decisions = Vec::new();
+        for o in out.events() {
+            stage.fold(o);
+            if let Fact::DispatchDecided(d) = &o.fact {
+                decisions.push(d.clone());
+            }
+        }
+        decisions
+    }
+
+    #[tokio::test]
+    async fn twenty_failures_in_quick_succession_dispatch_ten() {
+        let mut stage = PolicyStage::new(AutoRemediationPolicy {
+            rate_limits: crate::model::RateLimits {
+                max_fixes_per_repo: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..20 {
+            let f = failure(i, "main");
+            feed(&mut stage, &f).await;
+            for d in feed(&mut stage, &classified(&f)).await {
+                assert_eq!(d.policy_version, stage.version);
+                *counts.entry(d.decision.as_str()).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(counts.get("dispatch"), Some(&10));
+        assert_eq!(counts.get("rate_limited"), Some(&10));
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_decided_once_and_fix_branches_hit_the_loop_guard() {
+        let mut stage = PolicyStage::new(AutoRemediationPolicy::default());
+        let f = failure(1, "sentinel/fix-0123456789ab");
+        feed(&mut stage, &f).await;
+        let c = classified(&f);
+        let first = feed(&mut stage, &c).await;
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].decision, DispatchDecision::LoopGuard);
+        assert!(feed(&mut stage, &c).await.is_empty(), "no second decision");
+        // A classification of a failure never seen gets no decision either.
+        assert!(
+            feed(&mut stage, &classified(&failure(2, "main")))
+                .await
+                .is_empty()
+        );
     }
 }

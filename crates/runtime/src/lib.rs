@@ -173,6 +173,12 @@ pub trait Stage: Send + 'static {
     /// output as soon as it is appended). Must not have side effects.
     fn fold(&mut self, _event: &Event) {}
 
+    /// Adjusts the runner's knobs for this stage (e.g. a stage whose side effects talk to
+    /// a remote forge retries for minutes, not seconds).
+    fn tune(&self, config: RunnerConfig) -> RunnerConfig {
+        config
+    }
+
     /// Called once before the first event.
     async fn on_start(&mut self) -> Result<(), HandlerError> {
         Ok(())
@@ -269,6 +275,7 @@ pub async fn run_stage<S: Stage>(
     config: RunnerConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let config = stage.tune(config);
     let name = stage.name();
     let group = format!("sentinel-{name}");
     let topic = stage.input_topic();
