@@ -113,6 +113,33 @@ pub async fn append_events(
     Ok(log.append(topic, records).await?)
 }
 
+/// Reads every record of `topic`, partition by partition in offset order, and hands each
+/// one with its decoding to `visit`, which returns `false` to stop early. Streams: at most
+/// one read batch is held in memory.
+///
+/// # Errors
+///
+/// Log errors (a record that does not decode is passed to `visit`, not an error).
+pub async fn scan_topic<F>(log: &dyn EventLog, topic: &str, mut visit: F) -> Result<()>
+where
+    F: FnMut(&Stored, Result<Event, sentinel_events::Error>) -> bool,
+{
+    for partition in 0..log.partitions(topic).await? {
+        let mut from = 0;
+        loop {
+            let batch = log.read(topic, partition, from, 1000).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.position.offset + 1;
+            for stored in &batch {
+                if !visit(stored, codec::decode(&stored.record.value, None)) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Output of one handler call: facts and the topic each goes to.
 #[derive(Debug, Default)]
 pub struct Output {

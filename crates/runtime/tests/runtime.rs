@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sentinel_events::facts::{EventDeadLettered, TaskProgressed};
-use sentinel_events::{Event, Fact, codec};
+use sentinel_events::{Event, Fact};
 use sentinel_log::sqlite::SqliteLog;
 use sentinel_log::{EventLog, Record};
 use sentinel_runtime::{
@@ -117,19 +117,12 @@ async fn sqlite_log(dir: &tempfile::TempDir) -> Arc<dyn EventLog> {
 
 async fn read_all(log: &dyn EventLog, topic: &str) -> Vec<Event> {
     let mut out = Vec::new();
-    for p in 0..log.partitions(topic).await.expect("partitions") {
-        let mut from = 0;
-        loop {
-            let batch = log.read(topic, p, from, 500).await.expect("read");
-            let Some(last) = batch.last() else { break };
-            from = last.position.offset + 1;
-            out.extend(
-                batch
-                    .iter()
-                    .map(|s| codec::decode(&s.record.value, None).expect("decode")),
-            );
-        }
-    }
+    sentinel_runtime::scan_topic(log, topic, |_, decoded| {
+        out.push(decoded.expect("decode"));
+        true
+    })
+    .await
+    .expect("scan");
     out
 }
 

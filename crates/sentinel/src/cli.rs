@@ -268,25 +268,29 @@ pub fn classification_json(c: &sentinel_classify::Classification) -> serde_json:
 async fn export_jsonl(log: &dyn sentinel_log::EventLog, topic: &str) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    for p in 0..log.partitions(topic).await? {
-        let mut from = 0;
-        loop {
-            let batch = log.read(topic, p, from, 1000).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.position.offset + 1;
-            for s in &batch {
-                match sentinel_events::codec::decode(&s.record.value, None) {
-                    Ok(e) => {
-                        let j = sentinel_events::codec::to_json(&e)?;
-                        writeln!(out, "{j}").context("stdout")?;
-                    }
-                    Err(e) => eprintln!(
-                        "skipping undecodable record at {p}/{}: {e}",
-                        s.position.offset
-                    ),
-                }
+    let mut failed: Option<anyhow::Error> = None;
+    sentinel_runtime::scan_topic(log, topic, |stored, decoded| {
+        let written = match decoded {
+            Ok(e) => sentinel_events::codec::to_json(&e)
+                .map_err(anyhow::Error::from)
+                .and_then(|j| writeln!(out, "{j}").context("stdout")),
+            Err(e) => {
+                let p = stored.position;
+                eprintln!(
+                    "skipping undecodable record at {}/{}: {e}",
+                    p.partition, p.offset
+                );
+                Ok(())
+            }
+        };
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
             }
         }
-    }
-    Ok(())
+    })
+    .await?;
+    failed.map_or(Ok(()), Err)
 }

@@ -112,21 +112,12 @@ pub fn journeys(events: &[Event]) -> Vec<Journey> {
 ///
 /// Log errors.
 pub async fn read_events(log: &dyn sentinel_log::EventLog) -> anyhow::Result<Vec<Event>> {
-    let topic = sentinel_runtime::EVENTS_TOPIC;
     let mut out = Vec::new();
-    for p in 0..log.partitions(topic).await? {
-        let mut from = 0;
-        loop {
-            let batch = log.read(topic, p, from, 1000).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.position.offset + 1;
-            out.extend(
-                batch
-                    .iter()
-                    .filter_map(|s| sentinel_events::codec::decode(&s.record.value, None).ok()),
-            );
-        }
-    }
+    sentinel_runtime::scan_topic(log, sentinel_runtime::EVENTS_TOPIC, |_, decoded| {
+        out.extend(decoded.ok());
+        true
+    })
+    .await?;
     out.sort_by_key(|e| e.recorded_at);
     Ok(out)
 }
