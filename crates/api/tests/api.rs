@@ -15,28 +15,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(sentinel_projections::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(sentinel_projections::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+sentinel_projections::on_both_backends!(
     fixes_are_listed_filtered_and_paginated,
     fix_listing_refuses_bad_parameters,
     agents_are_listed_and_found,

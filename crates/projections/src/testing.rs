@@ -674,3 +674,28 @@ pub async fn snapshot(store: &Store) -> BTreeMap<&'static str, Vec<BTreeMap<Stri
 pub async fn count(store: &Store, table: &str) -> usize {
     rows(store, table, "1").await.len()
 }
+
+/// Declares one `#[tokio::test]` per scenario and backend: each scenario is an
+/// `async fn(Backend)` in the calling module, run once on SQLite (module `sqlite`) and once
+/// on PostgreSQL (module `postgres`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}

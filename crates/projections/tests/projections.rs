@@ -22,29 +22,8 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Writes each scenario as a test for both backends.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(sentinel_projections::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    super::$scenario(sentinel_projections::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+// Each scenario runs as a test on both backends.
+sentinel_projections::on_both_backends!(
     full_chain_fills_every_table,
     merges_closes_and_outcomes_finish_fixes,
     replays_never_double_rows,
