@@ -507,6 +507,52 @@ pub struct EventDeadLettered {
     pub raw: Vec<u8>,
 }
 
+/// A forge event about a pull request or its checks, recorded by ingestion for the PR tracker
+/// (GitHub `pull_request`, `pull_request_review`, `check_suite`, `check_run`; GitLab merge
+/// request and pipeline hooks on merge requests). The tracker turns these into
+/// `PullRequestMerged`, `PullRequestClosed`, `PullRequestChecksCompleted` and
+/// `PullRequestReviewed` for Sentinel's own pull requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgeEventReceived {
+    /// github, gitlab, jenkins, ...
+    pub source: String,
+    /// The forge's delivery id, when it sends one.
+    #[serde(default)]
+    pub delivery_id: Option<String>,
+    /// The forge's event name (pull_request, check_suite, check_run, pull_request_review,
+    /// merge_request, ...).
+    pub event: String,
+    /// The event's action (opened, closed, completed, submitted, ...), when it has one.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// The repository, as `owner/name` (GitHub) or the project path (GitLab).
+    pub repository: String,
+    /// The pull/merge request number, when the event is about one.
+    #[serde(default)]
+    pub pr_number: Option<i64>,
+    /// The pull/merge request's web URL, when known.
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    /// The head branch, when known.
+    #[serde(default)]
+    pub head_branch: Option<String>,
+    /// The head commit, when known.
+    #[serde(default)]
+    pub head_sha: Option<String>,
+    /// For closed pull requests: whether it was merged.
+    #[serde(default)]
+    pub merged: Option<bool>,
+    /// The merge commit, when merged.
+    #[serde(default)]
+    pub merge_commit: Option<String>,
+    /// Check conclusion (success, failure, ...) or review state (approved, ...), when any.
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    /// Who acted (merged, closed, reviewed), when known.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -538,4 +584,5 @@ crate::fact_enum! {
     PredictionCorrelated => "prediction_correlated",
     OutcomeReported => "outcome_reported",
     EventDeadLettered => "event_dead_lettered",
+    ForgeEventReceived => "forge_event_received",
 }

@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod metrics;
+
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;

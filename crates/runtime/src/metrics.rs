@@ -1,0 +1,49 @@
+//! Every metric Sentinel emits, named in one place.
+//!
+//! Names follow Prometheus conventions: `sentinel_<area>_<what>_total` for counters,
+//! `_seconds` / `_bytes` for histograms and gauges with units. Label values are bounded:
+//! they come from closed sets (sources, outcomes, fact types, decisions, failure types,
+//! stage names), never from user input such as repository names or ids.
+//!
+//! Stages record through the [`metrics`] facade (`metrics::counter!(names::X, "label" => v)`);
+//! the `sentinel` binary installs the Prometheus recorder and serves `GET /metrics`.
+
+/// Metric names. Add new metrics here, with the labels they carry in the doc comment.
+pub mod names {
+    /// Counter. Webhook deliveries received. Labels: `source` (github, gitlab, jenkins,
+    /// generic, kafka), `outcome` (accepted, duplicate, ignored, unauthorized, malformed,
+    /// unsupported_media_type, too_large, invalid, unavailable).
+    pub const WEBHOOKS_RECEIVED: &str = "sentinel_webhooks_received_total";
+    /// Histogram (seconds). Time from request received to response, webhooks. Labels: `source`.
+    pub const WEBHOOK_DURATION: &str = "sentinel_webhook_duration_seconds";
+    /// Counter. Events appended to the log. Labels: `topic`.
+    pub const EVENTS_APPENDED: &str = "sentinel_events_appended_total";
+    /// Counter. Records a stage handled. Labels: `stage`, `outcome` (ok, dead_lettered, retried).
+    pub const STAGE_RECORDS: &str = "sentinel_stage_records_total";
+    /// Histogram (seconds). Handler duration per record. Labels: `stage`.
+    pub const STAGE_HANDLER_DURATION: &str = "sentinel_stage_handler_duration_seconds";
+    /// Gauge. Records behind the end of the input topic. Labels: `stage`.
+    pub const STAGE_LAG: &str = "sentinel_stage_lag_records";
+    /// Counter. Records sent to the dead-letter topic. Labels: `stage`.
+    pub const DLQ: &str = "sentinel_dlq_total";
+    /// Counter. Failures classified. Labels: `failure_type`, `method` (pattern, llm, none).
+    pub const FAILURES_CLASSIFIED: &str = "sentinel_failures_classified_total";
+    /// Counter. Policy decisions. Labels: `point` (dispatch, action), `decision`.
+    pub const POLICY_DECISIONS: &str = "sentinel_policy_decisions_total";
+    /// Counter. Agent tasks by final status. Labels: `agent`, `status`.
+    pub const AGENT_TASKS: &str = "sentinel_agent_tasks_total";
+    /// Histogram (seconds). Agent task duration. Labels: `agent`.
+    pub const AGENT_TASK_DURATION: &str = "sentinel_agent_task_duration_seconds";
+    /// Counter. Sandbox runs. Labels: `backend`, `outcome` (passed, failed, timed_out, error).
+    pub const SANDBOX_RUNS: &str = "sentinel_sandbox_runs_total";
+    /// Counter. Fix outcomes. Labels: `failure_type`, `success` (true, false).
+    pub const FIX_OUTCOMES: &str = "sentinel_fix_outcomes_total";
+    /// Histogram (seconds). Failure received to pull request opened.
+    pub const TIME_TO_PR: &str = "sentinel_time_to_pr_seconds";
+    /// Histogram (seconds). Pull request opened to merged.
+    pub const TIME_TO_MERGE: &str = "sentinel_time_to_merge_seconds";
+    /// Counter. LLM calls. Labels: `purpose` (classify, fix), `outcome`.
+    pub const LLM_CALLS: &str = "sentinel_llm_calls_total";
+    /// Counter. LLM tokens. Labels: `purpose`, `kind` (prompt, completion).
+    pub const LLM_TOKENS: &str = "sentinel_llm_tokens_total";
+}
