@@ -456,7 +456,8 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::PredictionReceived(_)
         | Fact::PredictionCorrelated(_)
         | Fact::OutcomeReported(_)
-        | Fact::EventDeadLettered(_) => Vec::new(),
+        | Fact::EventDeadLettered(_)
+        | Fact::ForgeEventReceived(_) => Vec::new(),
     })
 }
 
