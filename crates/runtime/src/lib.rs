@@ -29,6 +29,8 @@ use sentinel_events::{Event, codec};
 use sentinel_log::{EventLog, Position, Record, Stored};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::metrics::names;
 use uuid::Uuid;
 
 /// The fact log every pipeline stage reads and appends to.
@@ -112,7 +114,17 @@ pub async fn append_events(
         .iter()
         .map(to_record)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(log.append(topic, records).await?)
+    let n = records.len();
+    let positions = log.append(topic, records).await?;
+    count_appended(topic, n);
+    Ok(positions)
+}
+
+/// Counts appended events per topic. Topic names are a closed set (the declared topology),
+/// so the label stays bounded.
+fn count_appended(topic: &str, n: usize) {
+    ::metrics::counter!(names::EVENTS_APPENDED, "topic" => topic.to_owned())
+        .increment(u64::try_from(n).unwrap_or(u64::MAX));
 }
 
 /// Reads every record of `topic`, partition by partition in offset order, and hands each
@@ -323,6 +335,8 @@ pub async fn run_stage<S: Stage>(
     let mut seen_inputs = RecentIds::new(config.dedupe_window);
     // Outputs folded the moment they were appended; skipped when read back.
     let mut folded_early: HashSet<Uuid> = HashSet::new();
+    let mut last_lag_sample = tokio::time::Instant::now();
+    sample_lag(log.as_ref(), name, &group, topic).await;
     info!(
         stage = name,
         topic,
@@ -336,10 +350,19 @@ pub async fn run_stage<S: Stage>(
             () = shutdown.cancelled() => break,
         };
         if batch.is_empty() {
+            // Idle: the group is caught up (or the topic is empty).
+            if last_lag_sample.elapsed() >= LAG_SAMPLE_INTERVAL {
+                sample_lag(log.as_ref(), name, &group, topic).await;
+                last_lag_sample = tokio::time::Instant::now();
+            }
             continue;
         }
         let mut processed = Vec::with_capacity(batch.len());
         let mut last_commit = tokio::time::Instant::now();
+        if last_lag_sample.elapsed() >= LAG_SAMPLE_INTERVAL {
+            sample_lag(log.as_ref(), name, &group, topic).await;
+            last_lag_sample = tokio::time::Instant::now();
+        }
         for stored in &batch {
             // Stop between records, not between batches: a batch of slow tasks must not
             // hold up shutdown (what was not handled is redelivered after the restart).
@@ -373,6 +396,33 @@ pub async fn run_stage<S: Stage>(
     sub.close().await?;
     info!(stage = name, "Stage stopped.");
     Ok(())
+}
+
+/// How often a stage samples its consumer lag for the lag gauge.
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sets the lag gauge: records between the group's committed offsets and the topic's end.
+/// Best effort: a log error leaves the gauge as it was.
+async fn sample_lag(log: &dyn EventLog, stage: &'static str, group: &str, topic: &str) {
+    let (Ok(ends), Ok(committed)) = (
+        log.end_offsets(topic).await,
+        log.committed(group, topic).await,
+    ) else {
+        return;
+    };
+    let lag: i64 = ends
+        .iter()
+        .enumerate()
+        .map(|(partition, end)| {
+            let done = committed
+                .iter()
+                .find(|(p, _)| usize::try_from(*p).ok() == Some(partition))
+                .map_or(0, |(_, o)| *o);
+            (end - done).max(0)
+        })
+        .sum();
+    #[allow(clippy::cast_precision_loss)] // a gauge; lags beyond 2^53 records are moot
+    ::metrics::gauge!(names::STAGE_LAG, "stage" => stage).set(lag as f64);
 }
 
 async fn fold_history<S: Stage>(
@@ -440,9 +490,16 @@ async fn process_one<S: Stage>(
         .with_max_times(config.max_attempts.saturating_sub(1))
         .with_jitter()
         .build();
+    let started = std::time::Instant::now();
+    let stage_name = stage.name();
     loop {
-        match stage.handle(&event).instrument(span.clone()).await {
+        let result = stage.handle(&event).instrument(span.clone()).await;
+        ::metrics::histogram!(names::STAGE_HANDLER_DURATION, "stage" => stage_name)
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(output) => {
+                ::metrics::counter!(names::STAGE_RECORDS, "stage" => stage_name, "outcome" => "ok")
+                    .increment(1);
                 // One append per topic: on the embedded log a handler's facts for one topic
                 // land together or not at all.
                 let mut topics: Vec<&str> = Vec::new();
@@ -474,6 +531,8 @@ async fn process_one<S: Stage>(
             }
             Err(HandlerError::Transient(reason)) => match delays.next() {
                 Some(delay) => {
+                    ::metrics::counter!(names::STAGE_RECORDS, "stage" => stage_name, "outcome" => "retried")
+                        .increment(1);
                     warn!(parent: &span, %reason, ?delay, "Handler failed; retrying.");
                     tokio::time::sleep(delay).await;
                 }
@@ -505,7 +564,10 @@ async fn append_with_retry(log: &dyn EventLog, topic: &str, events: &[&Event]) -
         .build();
     loop {
         match log.append(topic, records.clone()).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                count_appended(topic, records.len());
+                return Ok(());
+            }
             Err(e) if e.is_transient() => match delays.next() {
                 Some(d) => {
                     warn!(error = %e, topic, "Append failed; retrying.");
@@ -526,6 +588,9 @@ async fn dead_letter(
     event: Option<&Event>,
     reason: &str,
 ) -> Result<()> {
+    ::metrics::counter!(names::DLQ, "stage" => stage.to_owned()).increment(1);
+    ::metrics::counter!(names::STAGE_RECORDS, "stage" => stage.to_owned(), "outcome" => "dead_lettered")
+        .increment(1);
     warn!(
         stage,
         topic = %stored.topic,

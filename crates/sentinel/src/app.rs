@@ -248,9 +248,16 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             });
         }
     }
-    let mut http_addr = None;
-    if want("ingest") || want("api") {
-        let mut router = axum::Router::new();
+    // Every process serves /healthz, /readyz and /metrics; ingest and api add their routes.
+    crate::ops::spawn_upkeep(shutdown.clone());
+    let http_addr;
+    {
+        let readiness = crate::ops::Readiness {
+            log: log.clone(),
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let mut router = crate::ops::router(readiness, !want("api"));
         if want("ingest") {
             router = router.merge(sentinel_ingest::router(
                 log.clone(),
