@@ -3,6 +3,8 @@
 //! in one process, the generic webhook over real HTTP, and the projections read back over
 //! the API — with the projections in SQLite and in PostgreSQL (127.0.0.1:5432).
 
+mod dashboards;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,12 @@ struct Run {
 
 /// Sends the demo's failures through a full in-process Sentinel and waits for every one to
 /// finish.
-async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>) -> Run {
+async fn pipeline(
+    repo_dir: &Path,
+    data_dir: &Path,
+    database_url: Option<String>,
+    check_dashboards: bool,
+) -> Run {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
@@ -105,6 +112,9 @@ async fn pipeline(repo_dir: &Path, data_dir: &Path, database_url: Option<String>
     let agents = get("/api/v1/agents".into()).await;
     let task_id = js.iter().find_map(|j| j.task_id.clone()).expect("a task");
     let task = get(format!("/api/v1/tasks/{task_id}")).await;
+    if check_dashboards {
+        dashboards::check_dashboards(addr).await;
+    }
     running.shutdown.cancel();
     running.join().await.expect("clean shutdown");
     Run {
@@ -252,7 +262,7 @@ fn find_tool(root: &Path, name: &str) -> std::path::PathBuf {
 async fn failure_to_fix_branch_with_sqlite_projections() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
-    let run = pipeline(&repo, &data, None).await;
+    let run = pipeline(&repo, &data, None, true).await;
     check(&run, &repo);
 }
 
@@ -275,7 +285,7 @@ async fn failure_to_fix_branch_with_postgres_projections() {
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let (repo, data) = (tmp.path().join("repo"), tmp.path().join("data"));
-    let run = pipeline(&repo, &data, Some(url.clone())).await;
+    let run = pipeline(&repo, &data, Some(url.clone()), false).await;
     check(&run, &repo);
     let db = sqlx::PgPool::connect(&url).await.expect("connect");
     let rows: i64 =

@@ -337,6 +337,13 @@ pub async fn run_stage<S: Stage>(
     let mut folded_early: HashSet<Uuid> = HashSet::new();
     let mut last_lag_sample = tokio::time::Instant::now();
     sample_lag(log.as_ref(), name, &group, topic).await;
+    crate::metrics::zero(names::DLQ, &[("stage", name)]);
+    for outcome in ["ok", "retried", "dead_lettered"] {
+        crate::metrics::zero(
+            names::STAGE_RECORDS,
+            &[("stage", name), ("outcome", outcome)],
+        );
+    }
     info!(
         stage = name,
         topic,

@@ -9,6 +9,9 @@
 //! the `sentinel` binary installs the Prometheus recorder and serves `GET /metrics`.
 
 /// Metric names. Add new metrics here, with the labels they carry in the doc comment.
+///
+/// Counters over a closed label set are initialised to zero when their stage starts (see
+/// [`zero`]) so dashboards show a 0 rather than no data before the first occurrence.
 pub mod names {
     /// Counter. Webhook deliveries received. Labels: `source` (github, gitlab, jenkins,
     /// generic, kafka), `outcome` (accepted, duplicate, ignored, unauthorized, malformed,
@@ -42,8 +45,23 @@ pub mod names {
     pub const TIME_TO_PR: &str = "sentinel_time_to_pr_seconds";
     /// Histogram (seconds). Pull request opened to merged.
     pub const TIME_TO_MERGE: &str = "sentinel_time_to_merge_seconds";
+    /// Gauge (0–1). Agent health score from recent outcomes. Labels: `agent`.
+    pub const AGENT_HEALTH: &str = "sentinel_agent_health";
+    /// Counter. Fix pull requests by lifecycle event. Labels: `event` (opened, merged, closed).
+    pub const PULL_REQUESTS: &str = "sentinel_pull_requests_total";
+    /// Gauge. Reviews requested and not yet answered.
+    pub const REVIEWS_PENDING: &str = "sentinel_reviews_pending";
     /// Counter. LLM calls. Labels: `purpose` (classify, fix), `outcome`.
     pub const LLM_CALLS: &str = "sentinel_llm_calls_total";
     /// Counter. LLM tokens. Labels: `purpose`, `kind` (prompt, completion).
     pub const LLM_TOKENS: &str = "sentinel_llm_tokens_total";
+}
+
+/// Registers a counter at zero for a label set, so the series exists before the first event.
+pub fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    let labels: Vec<::metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| ::metrics::Label::new(*k, *v))
+        .collect();
+    ::metrics::counter!(name, labels).increment(0);
 }

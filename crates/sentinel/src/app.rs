@@ -173,6 +173,8 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         }
     }
     let want = |c: &str| components.contains(&"all") || components.contains(&c);
+    // The metrics recorder first: stages register their series as they start.
+    crate::ops::prometheus();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let log = open_log(settings).await?;
