@@ -74,6 +74,27 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Generate documentation from the sources of truth (run in a checkout).
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DocsCommand {
+    /// The fact catalogue (`docs/events.md`) from `schemas/` and `topology/topics.toml`.
+    Events {
+        /// The repository checkout to read from.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(long, conflicts_with = "check")]
+        output: Option<PathBuf>,
+        /// Compare with this file and exit 1 when it is stale (for CI).
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +268,35 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let settings = cli.global.resolve()?;
             let log = crate::app::open_log(&settings).await?;
             export_jsonl(log.as_ref(), &topic).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Docs {
+            command:
+                DocsCommand::Events {
+                    root,
+                    output,
+                    check,
+                },
+        } => {
+            let text = crate::docs::events_markdown(&root)?;
+            if let Some(path) = check {
+                let current = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if current != text {
+                    eprintln!(
+                        "{} is stale: regenerate it with `sentinel docs events --output {}`",
+                        path.display(),
+                        path.display()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+                println!("{} is current", path.display());
+            } else if let Some(path) = output {
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            } else {
+                print!("{text}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,5 +7,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod docs;
 pub mod ops;
 pub mod summary;

@@ -154,3 +154,22 @@ fn serve_stops_cleanly_on_sigterm() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("agent_registered"));
 }
+
+/// `docs/events.md` is generated from `schemas/` and `topology/`: a stale copy fails CI.
+#[test]
+fn the_fact_catalogue_is_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = sentinel()
+        .args(["docs", "events", "--root"])
+        .arg(&root)
+        .arg("--check")
+        .arg(root.join("docs/events.md"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
