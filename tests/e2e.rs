@@ -4,6 +4,7 @@
 //! the API — with the projections in SQLite and in PostgreSQL (127.0.0.1:5432).
 
 mod dashboards;
+mod docs;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
