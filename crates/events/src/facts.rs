@@ -142,6 +142,19 @@ pub struct ReviewRequested {
     pub decision_event_id: String,
     /// Why review is needed.
     pub reason: String,
+    /// The identity that triggered the fix (the failing commit's author); it may not review
+    /// it.
+    #[serde(default)]
+    pub triggered_by: Option<String>,
+    /// The repository of the fix.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// The decision's machine-readable reason.
+    #[serde(default)]
+    pub reason_code: Option<String>,
+    /// Content hash of the policy in force.
+    #[serde(default)]
+    pub policy_version: Option<String>,
 }
 
 /// A reviewer approved or rejected a fix.

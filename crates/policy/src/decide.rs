@@ -1,45 +1,357 @@
 //! Pure decisions: functions of (folded state, request, policy, event time). No clock, no I/O.
+//!
+//! [`PolicyState`] is folded from facts with [`PolicyState::observe`]; the live stage and
+//! replay fold the same facts with the same function and decide with the same
+//! [`decide_dispatch`] and [`decide_action`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
-use sentinel_events::{ActionDecision, DispatchDecision, FailureType};
+use sentinel_events::{ActionDecision, DispatchDecision, Event, Fact, FailureType, TaskOutcome};
 
 use crate::AutoRemediationPolicy;
+use crate::model::{Compiled, RollbackAction, matches};
+
+/// A fix in flight longer than this (event time) no longer counts against the blast radius:
+/// its task was lost without a terminal fact.
+pub const IN_FLIGHT_HORIZON_HOURS: i64 = 24;
+
+/// What the policy knows about one failure.
+#[derive(Debug, Clone)]
+pub struct FailureInfo {
+    /// Tenant.
+    pub tenant: String,
+    /// Repository.
+    pub repository: String,
+    /// Branch the failure happened on.
+    pub branch: String,
+    /// Commit author, when known.
+    pub author: Option<String>,
+    /// Whether the failing commit or branch is Sentinel's own.
+    pub sentinel_authored: bool,
+    /// Failure signature (once classified).
+    pub signature: String,
+}
+
+#[derive(Debug, Clone)]
+struct Dispatched {
+    at: DateTime<Utc>,
+    tenant: String,
+    repository: String,
+    branch: String,
+    signature: String,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    tenant: String,
+    repository: String,
+    since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+struct Pause {
+    until: DateTime<Utc>,
+    action: RollbackAction,
+    because: String,
+}
 
 /// What the policy knows, folded from facts.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyState {
-    /// Event times and repositories of past `dispatch` decisions, oldest first (bounded to
-    /// the longest window).
-    dispatched: VecDeque<(DateTime<Utc>, String, String)>,
+    /// Dispatch decisions, oldest first (bounded to the longest window, one day).
+    dispatched: VecDeque<Dispatched>,
+    /// Failures seen, by CiRunFailed event id, until decided (or, when dispatched, until their
+    /// task ends).
+    failures: HashMap<String, FailureInfo>,
+    /// Failures already decided (a failure is decided once).
+    decided: HashSet<String>,
+    /// Dispatched failures whose fix is in flight.
+    in_flight: HashMap<String, InFlight>,
+    /// Task id → failure id, for dispatched failures.
+    tasks: HashMap<String, String>,
+    /// Task id → the action decided for it.
+    actions: HashMap<String, ActionDecision>,
+    /// Open Sentinel pull requests: URL → failure id.
+    prs: HashMap<String, String>,
+    /// Last failed fix per (tenant, repository).
+    last_fix_failure: HashMap<(String, String), DateTime<Utc>>,
+    /// Merged Sentinel fixes per (tenant, repository): merge time and failure signature.
+    merges: HashMap<(String, String), Vec<(DateTime<Utc>, String)>>,
+    /// Rollback pauses per (tenant, repository).
+    pauses: HashMap<(String, String), Pause>,
+    /// Regressions per (tenant, repository, signature).
+    regressions: HashMap<(String, String, String), u32>,
+}
+
+fn key(tenant: &str, repository: &str) -> (String, String) {
+    (tenant.to_owned(), repository.to_owned())
 }
 
 impl PolicyState {
-    /// Records a dispatch (tenant, repository) at an event time.
-    pub fn record_dispatch(&mut self, at: DateTime<Utc>, tenant: &str, repository: &str) {
-        self.dispatched
-            .push_back((at, tenant.to_owned(), repository.to_owned()));
-        // Keep one day (the longest window) behind the newest dispatch.
-        let horizon = at - Duration::days(1);
-        self.dispatched.retain(|(t, ..)| *t > horizon);
+    /// Folds one fact. Facts about fixes the state did not dispatch are ignored, so a replay
+    /// that substitutes its own decisions folds only the consequences of those decisions.
+    pub fn observe(&mut self, event: &Event, policy: &AutoRemediationPolicy) {
+        let at = event.occurred_at;
+        match &event.fact {
+            Fact::CiRunFailed(f) => {
+                self.failures.insert(
+                    event.event_id.to_string(),
+                    FailureInfo {
+                        tenant: event.tenant.clone(),
+                        repository: event.subject.clone(),
+                        branch: f.branch.clone(),
+                        author: f.author.clone(),
+                        sentinel_authored: f.sentinel_authored,
+                        signature: String::new(),
+                    },
+                );
+            }
+            Fact::FailureClassified(c) => {
+                let Some(info) = self.failures.get_mut(&c.failure_event_id) else {
+                    return;
+                };
+                if !info.signature.is_empty() {
+                    return;
+                }
+                info.signature = c.signature.clone();
+                if !info.sentinel_authored {
+                    let (t, r, s) = (
+                        info.tenant.clone(),
+                        info.repository.clone(),
+                        info.signature.clone(),
+                    );
+                    self.check_regression(&t, &r, &s, at, policy);
+                }
+            }
+            Fact::DispatchDecided(d) => {
+                self.apply_dispatch(&d.failure_event_id, d.decision, at);
+            }
+            Fact::TaskQueued(t) => {
+                if let Some(f) = &t.failure_event_id
+                    && self.in_flight.contains_key(f)
+                {
+                    self.tasks.insert(t.task_id.clone(), f.clone());
+                }
+            }
+            Fact::ActionDecided(a) => self.apply_action(&a.task_id, a.decision, at),
+            Fact::TaskCompleted(t) => {
+                let failed = t.outcome != TaskOutcome::Completed;
+                self.end_task(&t.task_id, failed, at);
+            }
+            Fact::TaskFailed(t) if !t.retryable => self.end_task(&t.task_id, true, at),
+            Fact::TaskCancelled(t) => self.end_task(&t.task_id, false, at),
+            Fact::FixNotFound(t) => self.end_task(&t.task_id, true, at),
+            Fact::PullRequestOpened(p) => {
+                let allowed = self.actions.get(&p.task_id).is_some_and(|a| {
+                    matches!(
+                        a,
+                        ActionDecision::AutoMerge
+                            | ActionDecision::OpenPr
+                            | ActionDecision::RequireReview
+                    )
+                });
+                if allowed && let Some(f) = self.tasks.get(&p.task_id) {
+                    self.prs.insert(p.url.clone(), f.clone());
+                }
+            }
+            Fact::PullRequestMerged(m) => {
+                if let Some(f) = self.prs.remove(&m.url)
+                    && let Some(info) = self.failures.get(&f)
+                {
+                    self.merges
+                        .entry(key(&info.tenant, &info.repository))
+                        .or_default()
+                        .push((at, info.signature.clone()));
+                }
+            }
+            Fact::PullRequestClosed(c) => {
+                if let Some(f) = self.prs.remove(&c.url)
+                    && let Some(info) = self.failures.get(&f)
+                {
+                    self.last_fix_failure
+                        .insert(key(&info.tenant, &info.repository), at);
+                }
+            }
+            _ => {}
+        }
     }
 
-    fn count_since(
+    fn check_regression(
+        &mut self,
+        tenant: &str,
+        repo: &str,
+        signature: &str,
+        at: DateTime<Utc>,
+        policy: &AutoRemediationPolicy,
+    ) {
+        let rules = &policy.rules_for(tenant, repo).rules.rollback_rules;
+        let window = Duration::hours(i64::from(rules.regression_window_hours));
+        let k = key(tenant, repo);
+        let Some(merges) = self.merges.get_mut(&k) else {
+            return;
+        };
+        merges.retain(|(t, _)| *t + window >= at);
+        // Each merged fix regresses at most once.
+        let Some(i) = merges.iter().rposition(|(t, _)| *t <= at) else {
+            return;
+        };
+        let (merged_at, fixed_signature) = merges.remove(i);
+        let (merged_at, fixed_signature) = (&merged_at, &fixed_signature);
+        let same = fixed_signature == signature;
+        let because = format!(
+            "a {} failure followed a Sentinel fix merged {} minutes earlier",
+            if same { "same-signature" } else { "new" },
+            (at - *merged_at).num_minutes()
+        );
+        *self
+            .regressions
+            .entry((k.0.clone(), k.1.clone(), fixed_signature.clone()))
+            .or_default() += 1;
+        if rules.on_regression != RollbackAction::Ignore {
+            self.pauses.insert(
+                k,
+                Pause {
+                    until: at + Duration::hours(i64::from(rules.pause_hours)),
+                    action: rules.on_regression,
+                    because,
+                },
+            );
+        }
+    }
+
+    /// Records the decision about a failure (recorded or simulated).
+    pub fn apply_dispatch(
+        &mut self,
+        failure_id: &str,
+        decision: DispatchDecision,
+        at: DateTime<Utc>,
+    ) {
+        if !self.decided.insert(failure_id.to_owned()) {
+            return;
+        }
+        if decision != DispatchDecision::Dispatch {
+            self.failures.remove(failure_id);
+            return;
+        }
+        let Some(info) = self.failures.get(failure_id) else {
+            return;
+        };
+        self.dispatched.push_back(Dispatched {
+            at,
+            tenant: info.tenant.clone(),
+            repository: info.repository.clone(),
+            branch: info.branch.clone(),
+            signature: info.signature.clone(),
+        });
+        self.in_flight.insert(
+            failure_id.to_owned(),
+            InFlight {
+                tenant: info.tenant.clone(),
+                repository: info.repository.clone(),
+                since: at,
+            },
+        );
+        // Keep one day (the longest window) behind the newest dispatch.
+        let horizon = at - Duration::days(1);
+        while self.dispatched.front().is_some_and(|d| d.at <= horizon) {
+            self.dispatched.pop_front();
+        }
+        let stale = at - Duration::hours(IN_FLIGHT_HORIZON_HOURS);
+        self.in_flight.retain(|_, f| f.since > stale);
+    }
+
+    /// Records the action decided for a task (recorded or simulated).
+    pub fn apply_action(&mut self, task_id: &str, decision: ActionDecision, at: DateTime<Utc>) {
+        if !self.tasks.contains_key(task_id) {
+            return;
+        }
+        self.actions.insert(task_id.to_owned(), decision);
+        if decision == ActionDecision::Reject {
+            self.record_fix_failure(task_id, at);
+        }
+    }
+
+    fn record_fix_failure(&mut self, task_id: &str, at: DateTime<Utc>) {
+        if let Some(info) = self.tasks.get(task_id).and_then(|f| self.failures.get(f)) {
+            self.last_fix_failure
+                .insert(key(&info.tenant, &info.repository), at);
+        }
+    }
+
+    fn end_task(&mut self, task_id: &str, failed: bool, at: DateTime<Utc>) {
+        if failed {
+            self.record_fix_failure(task_id, at);
+        }
+        if let Some(f) = self.tasks.get(task_id) {
+            self.in_flight.remove(f);
+        }
+        self.actions.remove(task_id);
+    }
+
+    /// Ends a fix in flight by failure id (replay: fixes history never ran).
+    pub fn end_in_flight(&mut self, failure_id: &str) {
+        self.in_flight.remove(failure_id);
+    }
+
+    /// The failure, if seen and not yet decided.
+    pub fn undecided(&self, failure_id: &str) -> Option<&FailureInfo> {
+        if self.decided.contains(failure_id) {
+            return None;
+        }
+        self.failures.get(failure_id)
+    }
+
+    /// What is known about a failure (seen, and undecided or dispatched).
+    pub fn failure(&self, failure_id: &str) -> Option<&FailureInfo> {
+        self.failures.get(failure_id)
+    }
+
+    /// The failure a task fixes, when this state dispatched it.
+    pub fn task_failure(&self, task_id: &str) -> Option<&str> {
+        self.tasks.get(task_id).map(String::as_str)
+    }
+
+    /// Whether the task's action was decided (by this state).
+    pub fn action_of(&self, task_id: &str) -> Option<ActionDecision> {
+        self.actions.get(task_id).copied()
+    }
+
+    fn count(
         &self,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-        tenant: &str,
-        repo: Option<&str>,
+        pred: impl Fn(&Dispatched) -> bool,
     ) -> u32 {
         let n = self
             .dispatched
             .iter()
-            .filter(|(t, ten, r)| {
-                *t > since && *t <= until && ten == tenant && repo.is_none_or(|repo| r == repo)
-            })
+            .filter(|d| d.at > since && d.at <= until && pred(d))
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn in_flight_at(&self, tenant: &str, at: DateTime<Utc>) -> (u32, HashSet<&str>) {
+        let stale = at - Duration::hours(IN_FLIGHT_HORIZON_HOURS);
+        let mut n = 0u32;
+        let mut repos = HashSet::new();
+        for f in self.in_flight.values() {
+            if f.tenant == tenant && f.since > stale && f.since <= at {
+                n += 1;
+                repos.insert(f.repository.as_str());
+            }
+        }
+        (n, repos)
+    }
+
+    /// Number of fixes in flight for a tenant at an event time.
+    pub fn in_flight_count(&self, tenant: &str, at: DateTime<Utc>) -> u32 {
+        self.in_flight_at(tenant, at).0
+    }
+
+    /// Dispatches for a tenant in the hour before `at` (inclusive).
+    pub fn dispatched_in_hour(&self, tenant: &str, at: DateTime<Utc>) -> u32 {
+        self.count(at - Duration::hours(1), at, |d| d.tenant == tenant)
     }
 }
 
@@ -50,6 +362,10 @@ pub struct DispatchRequest<'a> {
     pub tenant: &'a str,
     /// Repository.
     pub repository: &'a str,
+    /// Branch the failure happened on.
+    pub branch: &'a str,
+    /// Failure signature.
+    pub signature: &'a str,
     /// The failure's class.
     pub failure_type: FailureType,
     /// The classification's confidence.
@@ -71,39 +387,156 @@ pub struct Decision<D> {
     pub reason: String,
 }
 
-/// Decides whether work may start on a failure.
+fn d<D>(decision: D, reason_code: &'static str, reason: String) -> Decision<D> {
+    Decision {
+        decision,
+        reason_code,
+        reason,
+    }
+}
+
+/// Decides whether work may start on a failure. Reason codes:
+///
+/// | decision | reason codes |
+/// |---|---|
+/// | `loop_guard` | `sentinel_authored`, `max_attempts_per_signature`, `max_attempts_per_pr` |
+/// | `not_fixable` | `failure_type_never_fixed` |
+/// | `not_eligible` | `failure_type_not_eligible`, `branch_not_eligible`, `signature_disabled` |
+/// | `cooldown` | `rollback_pause`, `cooldown_after_failure` |
+/// | `rate_limited` | `max_fixes_per_hour`, `max_fixes_per_day`, `max_fixes_per_repo` |
+/// | `blast_radius` | `max_concurrent_fixes`, `max_repos_affected` |
+/// | `dispatch` | `within_limits` |
 pub fn decide_dispatch(
     state: &PolicyState,
     req: &DispatchRequest<'_>,
     policy: &AutoRemediationPolicy,
 ) -> Decision<DispatchDecision> {
-    let d = |decision, reason_code, reason: String| Decision {
-        decision,
-        reason_code,
-        reason,
-    };
-    if req.sentinel_authored {
+    use DispatchDecision as D;
+    let c: &Compiled = policy.rules_for(req.tenant, req.repository);
+    let rules = &c.rules;
+    let tenant_rules = &policy.rules_for_tenant(req.tenant).rules;
+    let at = req.at;
+    let day = at - Duration::days(1);
+
+    let own_branch = req.branch.starts_with(&rules.branches.fix_branch_prefix);
+    if rules.loop_guards.never_fix_own_commits && (req.sentinel_authored || own_branch) {
         return d(
-            DispatchDecision::LoopGuard,
+            D::LoopGuard,
             "sentinel_authored",
             "the failing commit or branch is Sentinel's own; never fix a fix".into(),
         );
     }
-    if !req.failure_type.is_fixable() {
+    if !req.failure_type.is_fixable() || rules.failure_types.never_fix.contains(&req.failure_type) {
         return d(
-            DispatchDecision::NotFixable,
-            "failure_type_not_fixable",
+            D::NotFixable,
+            "failure_type_never_fixed",
             format!(
                 "{} failures are never fixed automatically",
                 req.failure_type
             ),
         );
     }
-    let limits = &policy.rate_limits;
-    let hour = state.count_since(req.at - Duration::hours(1), req.at, req.tenant, None);
+    if !rules.failure_types.eligible.contains(&req.failure_type) {
+        return d(
+            D::NotEligible,
+            "failure_type_not_eligible",
+            format!(
+                "{} is not among the eligible failure types of {}",
+                req.failure_type, req.repository
+            ),
+        );
+    }
+    if !matches(&c.eligible_branches, req.branch) {
+        return d(
+            D::NotEligible,
+            "branch_not_eligible",
+            format!("failures on branch {} are not eligible", req.branch),
+        );
+    }
+    let disable_after = rules.rollback_rules.disable_signature_after_regressions;
+    let regressions = state
+        .regressions
+        .get(&(
+            req.tenant.to_owned(),
+            req.repository.to_owned(),
+            req.signature.to_owned(),
+        ))
+        .copied()
+        .unwrap_or(0);
+    if disable_after > 0 && regressions >= disable_after {
+        return d(
+            D::NotEligible,
+            "signature_disabled",
+            format!(
+                "Sentinel's fixes of this failure regressed {regressions} times (limit {disable_after})"
+            ),
+        );
+    }
+    let sig = state.count(day, at, |x| {
+        x.tenant == req.tenant && x.repository == req.repository && x.signature == req.signature
+    });
+    if sig >= rules.loop_guards.max_attempts_per_signature_per_day {
+        return d(
+            D::LoopGuard,
+            "max_attempts_per_signature",
+            format!(
+                "{sig} of {} fix attempts for this failure signature in the last day",
+                rules.loop_guards.max_attempts_per_signature_per_day
+            ),
+        );
+    }
+    if !matches(&c.protected_branches, req.branch) {
+        let pr = state.count(day, at, |x| {
+            x.tenant == req.tenant && x.repository == req.repository && x.branch == req.branch
+        });
+        if pr >= rules.loop_guards.max_attempts_per_pr {
+            return d(
+                D::LoopGuard,
+                "max_attempts_per_pr",
+                format!(
+                    "{pr} of {} fix attempts on branch {} in the last day",
+                    rules.loop_guards.max_attempts_per_pr, req.branch
+                ),
+            );
+        }
+    }
+    let k = key(req.tenant, req.repository);
+    if let Some(p) = state.pauses.get(&k)
+        && p.action == RollbackAction::PauseRepository
+        && at < p.until
+    {
+        return d(
+            D::Cooldown,
+            "rollback_pause",
+            format!(
+                "fixes of {} are paused until {} because {}",
+                req.repository,
+                p.until.format("%Y-%m-%d %H:%M UTC"),
+                p.because
+            ),
+        );
+    }
+    if let Some(last) = state.last_fix_failure.get(&k) {
+        let cooldown =
+            Duration::minutes(i64::from(rules.rate_limits.cooldown_after_failure_minutes));
+        if *last <= at && at < *last + cooldown {
+            return d(
+                D::Cooldown,
+                "cooldown_after_failure",
+                format!(
+                    "a fix of {} failed {} minutes ago; cooldown is {} minutes",
+                    req.repository,
+                    (at - *last).num_minutes(),
+                    rules.rate_limits.cooldown_after_failure_minutes
+                ),
+            );
+        }
+    }
+    let limits = &tenant_rules.rate_limits;
+    let hour = state.count(at - Duration::hours(1), at, |x| x.tenant == req.tenant);
     if hour >= limits.max_fixes_per_hour {
         return d(
-            DispatchDecision::RateLimited,
+            D::RateLimited,
             "max_fixes_per_hour",
             format!(
                 "{hour} of {} fixes in the last hour",
@@ -111,98 +544,267 @@ pub fn decide_dispatch(
             ),
         );
     }
-    let day = state.count_since(req.at - Duration::days(1), req.at, req.tenant, None);
-    if day >= limits.max_fixes_per_day {
+    let in_day = state.count(day, at, |x| x.tenant == req.tenant);
+    if in_day >= limits.max_fixes_per_day {
         return d(
-            DispatchDecision::RateLimited,
+            D::RateLimited,
             "max_fixes_per_day",
             format!(
-                "{day} of {} fixes in the last day",
+                "{in_day} of {} fixes in the last day",
                 limits.max_fixes_per_day
             ),
         );
     }
-    let repo = state.count_since(
-        req.at - Duration::days(1),
-        req.at,
-        req.tenant,
-        Some(req.repository),
-    );
-    if repo >= limits.max_fixes_per_repo {
+    let repo = state.count(day, at, |x| {
+        x.tenant == req.tenant && x.repository == req.repository
+    });
+    if repo >= rules.rate_limits.max_fixes_per_repo {
         return d(
-            DispatchDecision::RateLimited,
+            D::RateLimited,
             "max_fixes_per_repo",
             format!(
                 "{repo} of {} fixes of this repository in the last day",
-                limits.max_fixes_per_repo
+                rules.rate_limits.max_fixes_per_repo
+            ),
+        );
+    }
+    let blast = &tenant_rules.blast_radius;
+    let (flying, repos) = state.in_flight_at(req.tenant, at);
+    if flying >= blast.max_concurrent_fixes {
+        return d(
+            D::BlastRadius,
+            "max_concurrent_fixes",
+            format!(
+                "{flying} of {} concurrent fixes in flight",
+                blast.max_concurrent_fixes
+            ),
+        );
+    }
+    let n_repos = u32::try_from(repos.len()).unwrap_or(u32::MAX);
+    if !repos.contains(req.repository) && n_repos >= blast.max_repos_affected_simultaneously {
+        return d(
+            D::BlastRadius,
+            "max_repos_affected",
+            format!(
+                "{n_repos} of {} repositories have a fix in flight",
+                blast.max_repos_affected_simultaneously
             ),
         );
     }
     d(
-        DispatchDecision::Dispatch,
+        D::Dispatch,
         "within_limits",
         format!(
-            "{} failure, {hour} of {} fixes this hour",
-            req.failure_type, limits.max_fixes_per_hour
+            "{} failure, {hour} of {} fixes this hour, {flying} of {} in flight",
+            req.failure_type, limits.max_fixes_per_hour, blast.max_concurrent_fixes
         ),
     )
 }
 
-/// Decides what to do with a validated (or failed) fix candidate.
+/// A validated (or failed) fix candidate, for the action decision.
+#[derive(Debug, Clone)]
+pub struct ActionRequest<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Repository.
+    pub repository: &'a str,
+    /// Whether every validation step passed.
+    pub passed: bool,
+    /// Confidence in the fix.
+    pub confidence: f64,
+    /// Files the fix changes.
+    pub files_changed: &'a [String],
+    /// The fix's unified diff, when known (dependency additions).
+    pub diff: Option<&'a str>,
+    /// Protected paths PatchBot reported the fix touches.
+    pub protected_paths_touched: &'a [String],
+    /// Event time.
+    pub at: DateTime<Utc>,
+}
+
+/// Dependencies a unified diff adds to manifest files: names on added lines of manifests that
+/// no removed line of the same file names.
+pub fn added_dependencies(diff: &str, manifests: &globset::GlobSet) -> Vec<String> {
+    fn name(line: &str) -> Option<String> {
+        let t = line
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'' || c == ',');
+        if t.is_empty() || t.starts_with('#') || t.starts_with("//") || t.starts_with('[') {
+            return None;
+        }
+        let n: String = t
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '@'))
+            .collect();
+        (!n.is_empty()).then(|| n.to_ascii_lowercase())
+    }
+    let mut out = Vec::new();
+    let mut file: Option<String> = None;
+    let mut added: Vec<String> = Vec::new();
+    let mut removed: HashSet<String> = HashSet::new();
+    let mut flush =
+        |file: &Option<String>, added: &mut Vec<String>, removed: &mut HashSet<String>| {
+            if file.as_deref().is_some_and(|f| matches(manifests, f)) {
+                out.extend(added.drain(..).filter(|a| !removed.contains(a)));
+            }
+            added.clear();
+            removed.clear();
+        };
+    for line in diff.lines() {
+        if let Some(path) = line.strip_prefix("+++ ") {
+            flush(&file, &mut added, &mut removed);
+            let p = path.trim();
+            file = (p != "/dev/null").then(|| p.strip_prefix("b/").unwrap_or(p).to_owned());
+        } else if line.starts_with("--- ") {
+        } else if let Some(l) = line.strip_prefix('+') {
+            added.extend(name(l));
+        } else if let Some(l) = line.strip_prefix('-') {
+            removed.extend(name(l));
+        }
+    }
+    flush(&file, &mut added, &mut removed);
+    out
+}
+
+/// Decides what to do with a validated (or failed) fix candidate. Reason codes:
+///
+/// | decision | reason codes |
+/// |---|---|
+/// | `reject` | `validation_failed`, `below_pr_threshold` |
+/// | `require_review` | `protected_paths`, `security_sensitive`, `dependency_addition`, `production_config`, `rollback_review`, `low_confidence` |
+/// | `auto_merge` | `high_confidence` |
+/// | `open_pr` | `confident` |
 pub fn decide_action(
-    passed: bool,
-    confidence: f64,
-    protected_paths_touched: &[String],
+    state: &PolicyState,
+    req: &ActionRequest<'_>,
     policy: &AutoRemediationPolicy,
 ) -> Decision<ActionDecision> {
-    let t = &policy.confidence_thresholds;
-    let d = |decision, reason_code, reason: String| Decision {
-        decision,
-        reason_code,
-        reason,
-    };
-    if !passed {
+    use ActionDecision as A;
+    let c = policy.rules_for(req.tenant, req.repository);
+    let t = &c.rules.confidence_thresholds;
+    let gates = &c.rules.review_gates;
+    let confidence = req.confidence;
+    if !req.passed {
         return d(
-            ActionDecision::Reject,
+            A::Reject,
             "validation_failed",
             "the fix did not pass validation".into(),
         );
     }
-    if !protected_paths_touched.is_empty() {
+    let mut protected: Vec<&str> = req
+        .protected_paths_touched
+        .iter()
+        .map(String::as_str)
+        .chain(
+            req.files_changed
+                .iter()
+                .filter(|f| matches(&c.protected, f))
+                .map(String::as_str),
+        )
+        .collect();
+    protected.sort_unstable();
+    protected.dedup();
+    if !protected.is_empty() {
         return d(
-            ActionDecision::RequireReview,
+            A::RequireReview,
             "protected_paths",
+            format!("the fix changes protected paths: {}", protected.join(", ")),
+        );
+    }
+    if gates.require_review_for_security_changes {
+        let security: Vec<&str> = req
+            .files_changed
+            .iter()
+            .filter(|f| matches(&c.security, f))
+            .map(String::as_str)
+            .collect();
+        if !security.is_empty() {
+            return d(
+                A::RequireReview,
+                "security_sensitive",
+                format!(
+                    "the fix changes security-sensitive paths: {}",
+                    security.join(", ")
+                ),
+            );
+        }
+        if let Some(diff) = req.diff {
+            let deps = added_dependencies(diff, &c.manifests);
+            if !deps.is_empty() {
+                return d(
+                    A::RequireReview,
+                    "dependency_addition",
+                    format!("the fix adds dependencies: {}", deps.join(", ")),
+                );
+            }
+        }
+    }
+    if gates.require_review_for_production_configs {
+        let prod: Vec<&str> = req
+            .files_changed
+            .iter()
+            .filter(|f| matches(&c.production, f))
+            .map(String::as_str)
+            .collect();
+        if !prod.is_empty() {
+            return d(
+                A::RequireReview,
+                "production_config",
+                format!(
+                    "the fix changes production configuration: {}",
+                    prod.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(p) = state.pauses.get(&key(req.tenant, req.repository))
+        && p.action == RollbackAction::RequireReview
+        && req.at < p.until
+    {
+        return d(
+            A::RequireReview,
+            "rollback_review",
             format!(
-                "the fix changes protected paths: {}",
-                protected_paths_touched.join(", ")
+                "fixes of {} need review because {}",
+                req.repository, p.because
             ),
         );
     }
-    if confidence < t.require_review_below || confidence < t.auto_create_pr_threshold {
+    if confidence < t.require_review_below {
         return d(
-            ActionDecision::RequireReview,
+            A::RequireReview,
             "low_confidence",
             format!(
-                "confidence {confidence:.2} is below {:.2}",
-                t.require_review_below.max(t.auto_create_pr_threshold)
+                "confidence {confidence:.2} is below the review threshold {:.2}",
+                t.require_review_below
+            ),
+        );
+    }
+    if confidence < t.auto_create_pr_threshold {
+        return d(
+            A::Reject,
+            "below_pr_threshold",
+            format!(
+                "confidence {confidence:.2} is below the pull-request threshold {:.2}",
+                t.auto_create_pr_threshold
             ),
         );
     }
     if confidence >= t.auto_merge_threshold {
         return d(
-            ActionDecision::AutoMerge,
+            A::AutoMerge,
             "high_confidence",
             format!(
-                "confidence {confidence:.2} is at or above {:.2}",
+                "confidence {confidence:.2} is at or above the auto-merge threshold {:.2}",
                 t.auto_merge_threshold
             ),
         );
     }
     d(
-        ActionDecision::OpenPr,
+        A::OpenPr,
         "confident",
         format!(
-            "confidence {confidence:.2} is at or above {:.2}",
+            "confidence {confidence:.2} is at or above the pull-request threshold {:.2}",
             t.auto_create_pr_threshold
         ),
     )
@@ -211,11 +813,19 @@ pub fn decide_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{RateLimits, Rules};
+    use sentinel_events::facts::{CiRunFailed, FailureClassified};
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).expect("ts")
+    }
 
     fn req(at: DateTime<Utc>) -> DispatchRequest<'static> {
         DispatchRequest {
             tenant: "t",
             repository: "r",
+            branch: "main",
+            signature: "formatting:x",
             failure_type: FailureType::Formatting,
             confidence: 0.95,
             sentinel_authored: false,
@@ -223,28 +833,99 @@ mod tests {
         }
     }
 
+    fn policy(f: impl FnOnce(&mut Rules)) -> AutoRemediationPolicy {
+        let mut r = Rules::default();
+        f(&mut r);
+        AutoRemediationPolicy::build(r, Default::default(), Default::default(), "t")
+            .expect("policy")
+    }
+
+    /// Feeds a failure + classification into the state and dispatches it if allowed.
+    fn step(
+        state: &mut PolicyState,
+        p: &AutoRemediationPolicy,
+        i: usize,
+        at: DateTime<Utc>,
+        repo: &str,
+        signature: &str,
+    ) -> Decision<DispatchDecision> {
+        let f = Event::origin(
+            CiRunFailed {
+                source: "generic".into(),
+                delivery_id: None,
+                repository: repo.into(),
+                branch: "main".into(),
+                commit: "c".into(),
+                command: None,
+                log: String::new(),
+                log_size_bytes: 0,
+                run_url: None,
+                job_name: None,
+                author: None,
+                sentinel_authored: false,
+            },
+            Some(&format!("f{i}")),
+            "t",
+            repo,
+            at,
+            "test@0",
+        );
+        let c = f.caused(
+            FailureClassified {
+                failure_event_id: f.event_id.to_string(),
+                failure_type: FailureType::Formatting,
+                confidence: 0.95,
+                method: "pattern".into(),
+                pattern_id: None,
+                tool: None,
+                signature: signature.into(),
+                files: vec![],
+                lines: vec![],
+                modules: vec![],
+                symbols: vec![],
+            },
+            "classifier@0",
+            0,
+            None,
+        );
+        state.observe(&f, p);
+        state.observe(&c, p);
+        let r = DispatchRequest {
+            repository: repo,
+            signature,
+            ..req(at)
+        };
+        let dec = decide_dispatch(state, &r, p);
+        state.apply_dispatch(&f.event_id.to_string(), dec.decision, at);
+        dec
+    }
+
     #[test]
     fn twenty_requests_in_quick_succession_dispatch_exactly_ten() {
-        let policy = AutoRemediationPolicy {
-            rate_limits: crate::model::RateLimits {
+        let p = policy(|r| {
+            r.rate_limits = RateLimits {
                 max_fixes_per_repo: 100,
                 ..Default::default()
-            },
-            ..Default::default()
-        };
+            };
+            r.blast_radius.max_concurrent_fixes = 100;
+            r.loop_guards.max_attempts_per_signature_per_day = 100;
+        });
         let mut state = PolicyState::default();
-        let t0 = DateTime::from_timestamp(1_700_000_000, 0).expect("ts");
         let mut counts = (0, 0);
         for i in 0..20 {
-            let r = req(t0 + Duration::seconds(i));
-            let dec = decide_dispatch(&state, &r, &policy);
+            let dec = step(
+                &mut state,
+                &p,
+                i,
+                t0() + Duration::seconds(i as i64),
+                "r",
+                &format!("s{i}"),
+            );
             match dec.decision {
-                DispatchDecision::Dispatch => {
-                    state.record_dispatch(r.at, r.tenant, r.repository);
-                    counts.0 += 1;
-                }
+                DispatchDecision::Dispatch => counts.0 += 1,
                 DispatchDecision::RateLimited => {
                     assert_eq!(dec.reason_code, "max_fixes_per_hour");
+                    assert_eq!(dec.reason, "10 of 10 fixes in the last hour");
                     counts.1 += 1;
                 }
                 other => panic!("unexpected {other:?}"),
@@ -252,54 +933,126 @@ mod tests {
         }
         assert_eq!(counts, (10, 10));
         // An hour later (event time) the window has moved on.
-        let later = req(t0 + Duration::seconds(3601 + 20));
+        let later = req(t0() + Duration::seconds(3601 + 20));
         assert_eq!(
-            decide_dispatch(&state, &later, &policy).decision,
+            decide_dispatch(&state, &later, &p).decision,
             DispatchDecision::Dispatch
         );
     }
 
     #[test]
-    fn infrastructure_and_own_commits_are_never_dispatched() {
-        let state = PolicyState::default();
-        let t0 = DateTime::from_timestamp(1_700_000_000, 0).expect("ts");
-        let policy = AutoRemediationPolicy::default();
-        let infra = DispatchRequest {
-            failure_type: FailureType::Infrastructure,
-            ..req(t0)
+    fn blast_radius_counts_fixes_in_flight() {
+        let p = AutoRemediationPolicy::default();
+        let mut state = PolicyState::default();
+        for i in 0..3 {
+            let dec = step(&mut state, &p, i, t0(), &format!("r{i}"), "s");
+            assert_eq!(dec.decision, DispatchDecision::Dispatch, "{dec:?}");
+        }
+        let dec = step(&mut state, &p, 9, t0(), "r9", "s");
+        assert_eq!(dec.decision, DispatchDecision::BlastRadius);
+        assert_eq!(dec.reason, "3 of 3 concurrent fixes in flight");
+    }
+
+    #[test]
+    fn loop_guard_per_signature_and_eligibility() {
+        let p = policy(|r| {
+            r.rate_limits.max_fixes_per_repo = 100;
+            r.blast_radius.max_concurrent_fixes = 100;
+            r.failure_types.eligible = vec![FailureType::Formatting, FailureType::Linting];
+        });
+        let mut state = PolicyState::default();
+        for i in 0..3 {
+            assert_eq!(
+                step(&mut state, &p, i, t0(), "r", "same").decision,
+                DispatchDecision::Dispatch
+            );
+        }
+        let dec = step(&mut state, &p, 3, t0(), "r", "same");
+        assert_eq!(
+            (dec.decision, dec.reason_code),
+            (DispatchDecision::LoopGuard, "max_attempts_per_signature")
+        );
+        let typing = DispatchRequest {
+            failure_type: FailureType::TypeChecking,
+            ..req(t0())
         };
         assert_eq!(
-            decide_dispatch(&state, &infra, &policy).decision,
+            decide_dispatch(&state, &typing, &p).reason_code,
+            "failure_type_not_eligible"
+        );
+        let infra = DispatchRequest {
+            failure_type: FailureType::Infrastructure,
+            ..req(t0())
+        };
+        assert_eq!(
+            decide_dispatch(&state, &infra, &p).decision,
             DispatchDecision::NotFixable
         );
         let own = DispatchRequest {
-            sentinel_authored: true,
-            ..req(t0)
+            branch: "sentinel/fix-0123456789ab",
+            ..req(t0())
         };
         assert_eq!(
-            decide_dispatch(&state, &own, &policy).decision,
+            decide_dispatch(&state, &own, &p).decision,
             DispatchDecision::LoopGuard
         );
     }
 
+    fn action(files: &[String], diff: Option<&str>, confidence: f64) -> ActionDecision {
+        let req = ActionRequest {
+            tenant: "t",
+            repository: "r",
+            passed: true,
+            confidence,
+            files_changed: files,
+            diff,
+            protected_paths_touched: &[],
+            at: t0(),
+        };
+        decide_action(
+            &PolicyState::default(),
+            &req,
+            &AutoRemediationPolicy::default(),
+        )
+        .decision
+    }
+
     #[test]
-    fn action_follows_the_confidence_thresholds() {
-        let p = AutoRemediationPolicy::default();
+    fn action_follows_thresholds_and_gates() {
+        let src = vec!["src/app.py".to_owned()];
+        assert_eq!(action(&src, None, 0.95), ActionDecision::AutoMerge);
+        assert_eq!(action(&src, None, 0.8), ActionDecision::OpenPr);
+        assert_eq!(action(&src, None, 0.5), ActionDecision::RequireReview);
+        let wf = vec![".github/workflows/ci.yml".to_owned()];
+        assert_eq!(action(&wf, None, 0.99), ActionDecision::RequireReview);
+        let auth = vec!["src/auth/session.py".to_owned()];
+        assert_eq!(action(&auth, None, 0.99), ActionDecision::RequireReview);
+        let prod = vec!["deploy/values.yaml".to_owned()];
+        assert_eq!(action(&prod, None, 0.99), ActionDecision::RequireReview);
+        let req = vec!["requirements.txt".to_owned()];
+        let diff = "--- a/requirements.txt\n+++ b/requirements.txt\n@@ -1 +1,2 @@\n requests==2.0\n+leftpad==1.0\n";
         assert_eq!(
-            decide_action(true, 0.95, &[], &p).decision,
-            ActionDecision::AutoMerge
-        );
-        assert_eq!(
-            decide_action(true, 0.8, &[], &p).decision,
-            ActionDecision::OpenPr
-        );
-        assert_eq!(
-            decide_action(true, 0.5, &[], &p).decision,
+            action(&req, Some(diff), 0.99),
             ActionDecision::RequireReview
         );
+        let bump = "--- a/requirements.txt\n+++ b/requirements.txt\n@@ -1 +1 @@\n-requests==2.0\n+requests==2.1\n";
+        assert_eq!(action(&req, Some(bump), 0.99), ActionDecision::AutoMerge);
+        let p = policy(|r| {
+            r.confidence_thresholds.require_review_below = 0.5;
+        });
+        let r = ActionRequest {
+            tenant: "t",
+            repository: "r",
+            passed: true,
+            confidence: 0.6,
+            files_changed: &src,
+            diff: None,
+            protected_paths_touched: &[],
+            at: t0(),
+        };
         assert_eq!(
-            decide_action(false, 0.99, &[], &p).decision,
-            ActionDecision::Reject
+            decide_action(&PolicyState::default(), &r, &p).reason_code,
+            "below_pr_threshold"
         );
     }
 }

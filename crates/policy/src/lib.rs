@@ -8,8 +8,10 @@ pub mod decide;
 pub mod model;
 pub mod stage;
 
-pub use decide::{Decision, DispatchRequest, PolicyState, decide_action, decide_dispatch};
-pub use model::AutoRemediationPolicy;
+pub use decide::{
+    ActionRequest, Decision, DispatchRequest, PolicyState, decide_action, decide_dispatch,
+};
+pub use model::{AutoRemediationPolicy, Rules};
 pub use stage::PolicyStage;
 
 /// Result type of this crate.
@@ -24,6 +26,18 @@ pub enum Error {
         /// The file (or `<builtin>`).
         source_name: String,
         /// What is wrong, with the line and key.
+        message: String,
+    },
+    /// An override is invalid (turned into [`Error::Parse`] with its line by `from_toml`).
+    #[error("invalid {kind}.{name:?}: {message}")]
+    Override {
+        /// `tenants` or `repositories`.
+        kind: String,
+        /// The tenant or repository.
+        name: String,
+        /// The offending key, when known.
+        key: String,
+        /// What is wrong.
         message: String,
     },
     /// The policy file cannot be read.
@@ -62,8 +76,8 @@ mod tests {
     fn empty_file_is_the_default_policy_and_versions_are_content_hashes() {
         let p = AutoRemediationPolicy::from_toml("t", "").expect("parse");
         assert_eq!(p, AutoRemediationPolicy::default());
-        assert_eq!(p.rate_limits.max_fixes_per_hour, 10);
-        assert_eq!(p.confidence_thresholds.auto_merge_threshold, 0.9);
+        assert_eq!(p.rules.rate_limits.max_fixes_per_hour, 10);
+        assert_eq!(p.rules.confidence_thresholds.auto_merge_threshold, 0.9);
         let spelled = "# comment\n[rate_limits]\nmax_fixes_per_hour = 10\n";
         let q = AutoRemediationPolicy::from_toml("t", spelled).expect("parse");
         assert_eq!(p.version(), q.version());

@@ -1,22 +1,48 @@
-//! The policy stage: `FailureClassified` → `DispatchDecided`, `FixValidated` → `ActionDecided`.
+//! The policy stage: `FailureClassified` → `DispatchDecided`, `FixValidated` →
+//! `ActionDecided` (+ `ReviewRequested` when review is required), and `ReviewEscalated` once
+//! a review waited `escalation_timeout_hours` in event time (with an optional webhook
+//! notification).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use sentinel_events::facts::{ActionDecided, DispatchDecided};
-use sentinel_events::{DispatchDecision, Event, Fact};
+use chrono::{DateTime, Duration, Utc};
+use sentinel_events::facts::{ActionDecided, DispatchDecided, ReviewEscalated, ReviewRequested};
+use sentinel_events::{ActionDecision, Event, Fact};
+use sentinel_runtime::metrics::names;
 use sentinel_runtime::{HandlerError, Output, Stage, producer};
+use tracing::warn;
 
 use crate::AutoRemediationPolicy;
-use crate::decide::{DispatchRequest, PolicyState, decide_action, decide_dispatch};
+use crate::decide::{ActionRequest, DispatchRequest, PolicyState, decide_action, decide_dispatch};
+
+/// A pending review, until completed or escalated.
+#[derive(Debug, Clone)]
+struct PendingReview {
+    requested_at: DateTime<Utc>,
+    tenant: String,
+    repository: String,
+    task_id: String,
+}
+
+/// A candidate's files and diff (from `FixCandidateProposed`), until its action is decided.
+#[derive(Debug, Clone)]
+struct Candidate {
+    files: Vec<String>,
+    diff: String,
+}
 
 /// The policy stage.
 pub struct PolicyStage {
     policy: AutoRemediationPolicy,
     version: String,
     state: PolicyState,
-    /// Failures seen but not yet decided: event id → sentinel_authored.
-    pending: HashMap<String, bool>,
+    candidates: HashMap<String, Candidate>,
+    /// Pending reviews by review id (ordered: escalation output indices are stable).
+    reviews: BTreeMap<String, PendingReview>,
+    /// Where escalations are announced (a JSON POST), if anywhere.
+    escalation_webhook: Option<String>,
+    http: reqwest::Client,
     producer: String,
 }
 
@@ -27,8 +53,49 @@ impl PolicyStage {
             version: policy.version(),
             policy,
             state: PolicyState::default(),
-            pending: HashMap::new(),
+            candidates: HashMap::new(),
+            reviews: BTreeMap::new(),
+            escalation_webhook: None,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
             producer: producer("policy"),
+        }
+    }
+
+    /// Announces every `ReviewEscalated` with a JSON POST to `url` (best effort: a failed
+    /// delivery is logged; the escalation fact is recorded either way).
+    #[must_use]
+    pub fn with_escalation_webhook(mut self, url: Option<String>) -> Self {
+        self.escalation_webhook = url;
+        self
+    }
+
+    /// The policy version this stage decides under.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    async fn notify(&self, escalated: &Event, review: &ReviewEscalated, pending: &PendingReview) {
+        let Some(url) = &self.escalation_webhook else {
+            return;
+        };
+        let body = serde_json::json!({
+            "event": "review_escalated",
+            "event_id": escalated.event_id.to_string(),
+            "review_id": review.review_id,
+            "task_id": pending.task_id,
+            "tenant": pending.tenant,
+            "repository": pending.repository,
+            "waited_hours": review.waited_hours,
+            "requested_at": pending.requested_at.to_rfc3339(),
+            "policy_version": self.version,
+        });
+        match self.http.post(url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => warn!(status = %r.status(), url, "Review escalation webhook refused."),
+            Err(error) => warn!(%error, url, "Review escalation webhook failed."),
         }
     }
 }
@@ -44,17 +111,39 @@ impl Stage for PolicyStage {
     }
 
     fn fold(&mut self, event: &Event) {
+        self.state.observe(event, &self.policy);
         match &event.fact {
-            Fact::CiRunFailed(f) => {
-                self.pending
-                    .insert(event.event_id.to_string(), f.sentinel_authored);
+            Fact::FixCandidateProposed(c) => {
+                self.candidates.insert(
+                    c.candidate_id.clone(),
+                    Candidate {
+                        files: c.files_changed.clone(),
+                        diff: c.diff.clone(),
+                    },
+                );
             }
-            Fact::DispatchDecided(d) => {
-                self.pending.remove(&d.failure_event_id);
-                if d.decision == DispatchDecision::Dispatch {
-                    self.state
-                        .record_dispatch(event.occurred_at, &event.tenant, &event.subject);
-                }
+            Fact::ActionDecided(a) => {
+                self.candidates.remove(&a.candidate_id);
+            }
+            Fact::ReviewRequested(r) => {
+                self.reviews.insert(
+                    r.review_id.clone(),
+                    PendingReview {
+                        requested_at: event.occurred_at,
+                        tenant: event.tenant.clone(),
+                        repository: r
+                            .repository
+                            .clone()
+                            .unwrap_or_else(|| event.subject.clone()),
+                        task_id: r.task_id.clone(),
+                    },
+                );
+            }
+            Fact::ReviewCompleted(r) => {
+                self.reviews.remove(&r.review_id);
+            }
+            Fact::ReviewEscalated(r) => {
+                self.reviews.remove(&r.review_id);
             }
             _ => {}
         }
@@ -64,20 +153,24 @@ impl Stage for PolicyStage {
         let mut out = Output::none();
         match &event.fact {
             Fact::FailureClassified(c) => {
-                // Only failures seen and not yet decided get a decision: a repeated classification
-                // never yields a second one.
-                let Some(&sentinel_authored) = self.pending.get(&c.failure_event_id) else {
+                // Only failures seen and not yet decided get a decision: a repeated
+                // classification never yields a second one.
+                let Some(info) = self.state.undecided(&c.failure_event_id) else {
                     return Ok(out);
                 };
                 let req = DispatchRequest {
                     tenant: &event.tenant,
                     repository: &event.subject,
+                    branch: &info.branch,
+                    signature: &c.signature,
                     failure_type: c.failure_type,
                     confidence: c.confidence,
-                    sentinel_authored,
+                    sentinel_authored: info.sentinel_authored,
                     at: event.occurred_at,
                 };
                 let d = decide_dispatch(&self.state, &req, &self.policy);
+                metrics::counter!(names::POLICY_DECISIONS, "point" => "dispatch", "decision" => d.decision.as_str())
+                    .increment(1);
                 let fact = DispatchDecided {
                     failure_event_id: c.failure_event_id.clone(),
                     classification_event_id: event.event_id.to_string(),
@@ -91,24 +184,95 @@ impl Stage for PolicyStage {
                 out.push(event.caused(fact, &self.producer, 0, None));
             }
             Fact::FixValidated(v) => {
-                let d = decide_action(
-                    v.passed,
-                    v.confidence,
-                    &v.protected_paths_touched,
-                    &self.policy,
-                );
+                // Decide only fixes of failures this policy dispatched, once.
+                let Some(failure_id) = self.state.task_failure(&v.task_id).map(str::to_owned)
+                else {
+                    return Ok(out);
+                };
+                if self.state.action_of(&v.task_id).is_some() {
+                    return Ok(out);
+                }
+                let author = self
+                    .state
+                    .failure(&failure_id)
+                    .and_then(|f| f.author.clone());
+                let candidate = self.candidates.get(&v.candidate_id);
+                let files: &[String] = candidate.map_or(&[], |c| c.files.as_slice());
+                let req = ActionRequest {
+                    tenant: &event.tenant,
+                    repository: &event.subject,
+                    passed: v.passed,
+                    confidence: v.confidence,
+                    files_changed: files,
+                    diff: candidate.map(|c| c.diff.as_str()),
+                    protected_paths_touched: &v.protected_paths_touched,
+                    at: event.occurred_at,
+                };
+                let d = decide_action(&self.state, &req, &self.policy);
+                metrics::counter!(names::POLICY_DECISIONS, "point" => "action", "decision" => d.decision.as_str())
+                    .increment(1);
+                let review = d.decision == ActionDecision::RequireReview;
                 let fact = ActionDecided {
                     task_id: v.task_id.clone(),
                     candidate_id: v.candidate_id.clone(),
                     decision: d.decision,
                     reason_code: d.reason_code.to_owned(),
-                    reason: d.reason,
+                    reason: d.reason.clone(),
                     policy_version: self.version.clone(),
                     confidence: v.confidence,
                 };
-                out.push(event.caused(fact, &self.producer, 0, None));
+                let decided = event.caused(fact, &self.producer, 0, None);
+                if review {
+                    let request = ReviewRequested {
+                        review_id: decided.event_id.to_string(),
+                        task_id: v.task_id.clone(),
+                        decision_event_id: decided.event_id.to_string(),
+                        reason: d.reason,
+                        triggered_by: author,
+                        repository: Some(event.subject.clone()),
+                        reason_code: Some(d.reason_code.to_owned()),
+                        policy_version: Some(self.version.clone()),
+                    };
+                    let requested = decided.caused(request, &self.producer, 0, None);
+                    out.push(decided);
+                    out.push(requested);
+                } else {
+                    out.push(decided);
+                }
             }
             _ => {}
+        }
+        // Escalate reviews that waited too long, in event time.
+        let now = event.occurred_at;
+        let due: Vec<(String, PendingReview, f64)> = self
+            .reviews
+            .iter()
+            .filter_map(|(id, p)| {
+                let hours = self
+                    .policy
+                    .rules_for(&p.tenant, &p.repository)
+                    .rules
+                    .review_gates
+                    .escalation_timeout_hours;
+                let waited = now - p.requested_at;
+                (waited >= Duration::hours(i64::from(hours))).then(|| {
+                    #[allow(clippy::cast_precision_loss)]
+                    let h = waited.num_seconds() as f64 / 3600.0;
+                    (id.clone(), p.clone(), h)
+                })
+            })
+            .collect();
+        for (i, (review_id, pending, waited_hours)) in due.into_iter().enumerate() {
+            let fact = ReviewEscalated {
+                review_id,
+                waited_hours,
+            };
+            let index = 100 + u32::try_from(i).unwrap_or(u32::MAX - 100);
+            let mut escalated = event.caused(fact.clone(), &self.producer, index, None);
+            escalated.tenant.clone_from(&pending.tenant);
+            escalated.subject.clone_from(&pending.repository);
+            self.notify(&escalated, &fact, &pending).await;
+            out.push(escalated);
         }
         Ok(out)
     }
@@ -118,7 +282,7 @@ impl Stage for PolicyStage {
 mod tests {
     use super::*;
     use sentinel_events::facts::{CiRunFailed, FailureClassified};
-    use sentinel_events::{FailureType, envelope::now};
+    use sentinel_events::{DispatchDecision, FailureType, envelope::now};
 
     fn failure(i: usize, branch: &str) -> Event {
         Event::origin(
@@ -144,7 +308,7 @@ mod tests {
         )
     }
 
-    fn classified(f: &Event) -> Event {
+    fn classified(f: &Event, i: usize) -> Event {
         f.caused(
             FailureClassified {
                 failure_event_id: f.event_id.to_string(),
@@ -153,7 +317,7 @@ mod tests {
                 method: "pattern".into(),
                 pattern_id: None,
                 tool: Some("black".into()),
-                signature: "formatting:x".into(),
+                signature: format!("formatting:{i}"),
                 files: vec![],
                 lines: vec![],
                 modules: vec![],
@@ -181,18 +345,18 @@ mod tests {
 
     #[tokio::test]
     async fn twenty_failures_in_quick_succession_dispatch_ten() {
-        let mut stage = PolicyStage::new(AutoRemediationPolicy {
-            rate_limits: crate::model::RateLimits {
-                max_fixes_per_repo: 100,
-                ..Default::default()
-            },
-            ..Default::default()
-        });
+        let mut rules = crate::model::Rules::default();
+        rules.rate_limits.max_fixes_per_repo = 100;
+        rules.blast_radius.max_concurrent_fixes = 100;
+        let policy =
+            AutoRemediationPolicy::build(rules, Default::default(), Default::default(), "t")
+                .expect("policy");
+        let mut stage = PolicyStage::new(policy);
         let mut counts = std::collections::BTreeMap::new();
         for i in 0..20 {
             let f = failure(i, "main");
             feed(&mut stage, &f).await;
-            for d in feed(&mut stage, &classified(&f)).await {
+            for d in feed(&mut stage, &classified(&f, i)).await {
                 assert_eq!(d.policy_version, stage.version);
                 *counts.entry(d.decision.as_str()).or_insert(0) += 1;
             }
@@ -206,14 +370,14 @@ mod tests {
         let mut stage = PolicyStage::new(AutoRemediationPolicy::default());
         let f = failure(1, "sentinel/fix-0123456789ab");
         feed(&mut stage, &f).await;
-        let c = classified(&f);
+        let c = classified(&f, 1);
         let first = feed(&mut stage, &c).await;
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].decision, DispatchDecision::LoopGuard);
         assert!(feed(&mut stage, &c).await.is_empty(), "no second decision");
         // A classification of a failure never seen gets no decision either.
         assert!(
-            feed(&mut stage, &classified(&failure(2, "main")))
+            feed(&mut stage, &classified(&failure(2, "main"), 2))
                 .await
                 .is_empty()
         );
