@@ -23,12 +23,48 @@ pub enum ApiError {
         /// The id asked for.
         id: String,
     },
+    /// The body is well-formed JSON but its content is unacceptable.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The request conflicts with the resource's state (cancelling a finished task).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request body was refused before reaching the handler (not JSON, too large,
+    /// wrong content type): the status and message of axum's rejection.
+    #[error("{1}")]
+    Rejected(StatusCode, String),
+    /// No valid token was presented.
+    #[error("a valid API token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// The token lacks the scope the route needs.
+    #[error("token {token:?} lacks the {scope:?} scope this route needs")]
+    Forbidden {
+        /// The token's name.
+        token: String,
+        /// The scope needed.
+        scope: &'static str,
+    },
+    /// `?after=` asked for a position the projections did not reach in time.
+    #[error("the projections have not reached {after} yet; retry later")]
+    NotCaughtUp {
+        /// The position asked for.
+        after: String,
+    },
+    /// The event log could not take a command.
+    #[error("the event log is unavailable: {0}")]
+    LogUnavailable(String),
     /// The store failed in a way worth retrying (database unavailable, lock contention).
     #[error("the projection store is temporarily unavailable: {0}")]
     Unavailable(#[source] sentinel_projections::Error),
     /// The store failed otherwise.
     #[error("internal error: {0}")]
     Internal(#[source] sentinel_projections::Error),
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::Rejected(r.status(), r.body_text())
+    }
 }
 
 impl From<sentinel_projections::Error> for ApiError {
@@ -57,6 +93,14 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Rejected(status, _) => *status,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotCaughtUp { .. } | ApiError::LogUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,6 +115,37 @@ impl ApiError {
                 "urn:sentinel:problem:not-found",
                 "Not found",
                 self.to_string(),
+            ),
+            ApiError::Unprocessable(d) => (
+                "urn:sentinel:problem:unprocessable",
+                "Unprocessable content",
+                d.clone(),
+            ),
+            ApiError::Conflict(d) => ("urn:sentinel:problem:conflict", "Conflict", d.clone()),
+            ApiError::Rejected(_, d) => (
+                "urn:sentinel:problem:bad-request",
+                "Bad request body",
+                d.clone(),
+            ),
+            ApiError::Unauthorized => (
+                "urn:sentinel:problem:unauthorized",
+                "Unauthorized",
+                self.to_string(),
+            ),
+            ApiError::Forbidden { .. } => (
+                "urn:sentinel:problem:forbidden",
+                "Forbidden",
+                self.to_string(),
+            ),
+            ApiError::NotCaughtUp { .. } => (
+                "urn:sentinel:problem:not-caught-up",
+                "Projection not caught up",
+                self.to_string(),
+            ),
+            ApiError::LogUnavailable(_) => (
+                "urn:sentinel:problem:unavailable",
+                "Service unavailable",
+                "The event log is temporarily unavailable; retry later.".to_owned(),
             ),
             ApiError::Unavailable(_) => (
                 "urn:sentinel:problem:unavailable",
@@ -97,6 +172,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Internal(source) => error!(error = %source, "API request failed."),
             ApiError::Unavailable(source) => warn!(error = %source, "API store unavailable."),
+            ApiError::LogUnavailable(source) => warn!(error = %source, "API log unavailable."),
             _ => {}
         }
         let status = self.status();
@@ -105,6 +181,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

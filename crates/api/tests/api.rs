@@ -22,6 +22,10 @@ sentinel_projections::on_both_backends!(
     tasks_are_found,
     fixes_and_failures_are_found,
     store_failures_are_problems_without_internals,
+    commands_append_facts_that_reads_see_after_their_position,
+    commands_refuse_bad_input,
+    decisions_are_listed_filtered_and_paginated,
+    failures_are_paginated_and_bounded_in_time,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -34,6 +38,7 @@ fn t0() -> DateTime<Utc> {
 struct Fixture {
     db: TestDb,
     chains: Vec<FixChain>,
+    log: std::sync::Arc<sentinel_log::sqlite::SqliteLog>,
     _dir: tempfile::TempDir,
 }
 
@@ -57,21 +62,27 @@ impl Fixture {
                 t0() + chrono::Duration::hours(2),
             ),
         ];
-        let events: Vec<_> = chains.iter().flat_map(FixChain::events).collect();
+        let mut events: Vec<_> = chains.iter().flat_map(FixChain::events).collect();
+        events.push(chains[0].action());
         testing::append(log.as_ref(), &events).await;
-        Projector::new(log, db.store().clone())
+        Projector::new(log.clone(), db.store().clone())
             .run_once()
             .await
             .expect("project");
         Fixture {
             db,
             chains,
+            log,
             _dir: dir,
         }
     }
 
     fn app(&self) -> Router {
         router(ApiState::new(self.db.store().clone()))
+    }
+
+    fn state(&self) -> ApiState {
+        ApiState::new(self.db.store().clone()).with_log(self.log.clone())
     }
 }
 
@@ -353,4 +364,682 @@ async fn store_failures_are_problems_without_internals(backend: Backend) {
         !detail.contains("pool") && !detail.contains("sqlx"),
         "leaks internals: {detail}"
     );
+}
+
+// ---- commands, read-your-writes, auth, OpenAPI ----
+
+const ADMIN: &str = "admin-secret";
+const WRITER: &str = "writer-secret";
+const READER: &str = "reader-secret";
+
+fn tokens() -> sentinel_api::ApiConfig {
+    let token =
+        |name: &str, token: &str, scopes: Vec<sentinel_api::Scope>| sentinel_api::ApiToken {
+            name: name.into(),
+            token: token.into(),
+            scopes,
+        };
+    sentinel_api::ApiConfig {
+        tokens: vec![
+            token("ops", ADMIN, vec![sentinel_api::Scope::Admin]),
+            token("bot", WRITER, vec![sentinel_api::Scope::Write]),
+            token("dash", READER, vec![sentinel_api::Scope::Read]),
+        ],
+    }
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(b.to_owned())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let next_cursor = response
+        .headers()
+        .get(NEXT_CURSOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        content_type,
+        next_cursor,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+mod tokio_util_token {
+    /// Cancels on drop.
+    pub struct Token(pub tokio::sync::watch::Sender<bool>);
+    impl Drop for Token {
+        fn drop(&mut self) {
+            let _ = self.0.send(true);
+        }
+    }
+}
+
+/// Runs the real projector in the background until the returned token is dropped.
+fn run_projector(fx: &Fixture) -> tokio_util_token::Token {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let projector = Projector::with_config(
+        fx.log.clone(),
+        fx.db.store().clone(),
+        sentinel_projections::ProjectorConfig {
+            idle_sleep: std::time::Duration::from_millis(20),
+            ..Default::default()
+        },
+    );
+    tokio::spawn(async move {
+        loop {
+            projector.run_once().await.expect("project");
+            tokio::select! {
+                _ = rx.changed() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+        }
+    });
+    tokio_util_token::Token(tx)
+}
+
+async fn commands_append_facts_that_reads_see_after_their_position(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let app = router(fx.state().with_config(tokens()));
+    let _projector = run_projector(&fx);
+
+    let reply = send(
+        &app,
+        "POST",
+        "/api/v1/agents",
+        Some(ADMIN),
+        Some(
+            r#"{"name":"lint-bot","version":"1.2.0","capabilities":["lint"],"max_concurrency":2}"#,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let agent = reply.body["agent_id"]
+        .as_str()
+        .expect("agent id")
+        .to_owned();
+    let after = reply.body["after"].as_str().expect("after").to_owned();
+    let seen = send(
+        &app,
+        "GET",
+        &format!("/api/v1/agents/{agent}?after={after}"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert_eq!(seen.body["name"], "lint-bot");
+    assert_eq!(seen.body["status"], "active");
+    assert_eq!(seen.body["max_concurrency"], 2);
+
+    let reply = send(
+        &app,
+        "POST",
+        &format!("/api/v1/agents/{agent}/tasks"),
+        Some(WRITER),
+        Some(r#"{"task_type":"lint","payload":{"path":"src"},"priority":3,"repository":"org/a"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let task = reply.body["task_id"].as_str().expect("task id").to_owned();
+    let after = reply.body["after"].as_str().expect("after").to_owned();
+    let seen = send(
+        &app,
+        "GET",
+        &format!("/api/v1/tasks/{task}?after={after}"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    assert_eq!(seen.body["status"], "queued");
+    assert_eq!(seen.body["agent_id"], agent.as_str());
+    assert_eq!(seen.body["priority"], 3);
+    assert_eq!(seen.body["payload"]["path"], "src");
+    assert_eq!(seen.body["repository"], "org/a");
+
+    // The same idempotency key queues the same task.
+    let keyed = |key: &'static str| {
+        let app = app.clone();
+        let uri = format!("/api/v1/agents/{agent}/tasks");
+        async move {
+            let request = Request::post(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {WRITER}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("idempotency-key", key)
+                .body(Body::from(r#"{"task_type":"lint"}"#))
+                .expect("request");
+            let response = app.oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).expect("json");
+            v["task_id"].as_str().expect("task").to_owned()
+        }
+    };
+    assert_eq!(keyed("k-1").await, keyed("k-1").await);
+    assert_ne!(keyed("k-1").await, keyed("k-2").await);
+
+    for (verb, status) in [("pause", "paused"), ("resume", "active")] {
+        let reply = send(
+            &app,
+            "POST",
+            &format!("/api/v1/agents/{agent}/{verb}"),
+            Some(ADMIN),
+            Some(r#"{"reason":"maintenance"}"#),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        let after = reply.body["after"].as_str().expect("after").to_owned();
+        let seen = send(
+            &app,
+            "GET",
+            &format!("/api/v1/agents/{agent}?after={after}"),
+            Some(READER),
+            None,
+        )
+        .await;
+        assert_eq!(seen.body["status"], status, "{verb}");
+    }
+    // Pause without a body.
+    let reply = send(
+        &app,
+        "POST",
+        &format!("/api/v1/agents/{agent}/pause"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+
+    let reply = send(
+        &app,
+        "DELETE",
+        &format!("/api/v1/tasks/{task}"),
+        Some(WRITER),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let after = reply.body["after"].as_str().expect("after").to_owned();
+    let seen = send(
+        &app,
+        "GET",
+        &format!("/api/v1/tasks/{task}?after={after}"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(seen.body["status"], "cancelled", "{}", seen.body);
+    assert!(
+        seen.body["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bot"),
+        "the canceller is recorded: {}",
+        seen.body
+    );
+    let again = send(
+        &app,
+        "DELETE",
+        &format!("/api/v1/tasks/{task}"),
+        Some(WRITER),
+        None,
+    )
+    .await;
+    assert_problem(&again, StatusCode::CONFLICT);
+
+    // The facts are in the log, produced by the API.
+    let mut types = Vec::new();
+    sentinel_runtime_scan(fx.log.as_ref(), &mut types).await;
+    for t in [
+        "agent_registered",
+        "task_queued",
+        "agent_status_changed",
+        "task_cancelled",
+    ] {
+        assert!(types.iter().any(|x| x == t), "{t} appended: {types:?}");
+    }
+}
+
+async fn sentinel_runtime_scan(log: &dyn sentinel_log::EventLog, types: &mut Vec<String>) {
+    let end = log
+        .end_offsets(sentinel_projections::EVENTS_TOPIC)
+        .await
+        .expect("ends")[0];
+    let records = log
+        .read(
+            sentinel_projections::EVENTS_TOPIC,
+            0,
+            0,
+            usize::try_from(end).expect("end") + 1,
+        )
+        .await
+        .expect("read");
+    for r in records {
+        if let Some(t) = r.header(sentinel_log::HEADER_EVENT_TYPE) {
+            types.push(t.to_owned());
+        }
+    }
+}
+
+async fn commands_refuse_bad_input(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let app = router(fx.state().with_max_body_bytes(1024));
+    let patchbot = PATCHBOT.to_string();
+    let unknown = Uuid::from_u128(7).to_string();
+    let cases: Vec<(&str, String, Option<String>, StatusCode)> = vec![
+        (
+            "POST",
+            "/api/v1/agents".into(),
+            Some("{not json".into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/agents".into(),
+            Some(r#"{"name":1,"version":"1"}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/api/v1/agents".into(),
+            Some(r#"{"name":"x","version":"1","extra":1}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/api/v1/agents".into(),
+            Some(r#"{"name":"x","version":"1","max_concurrency":0}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/api/v1/agents".into(),
+            Some(r#"{"name":"","version":"1"}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/api/v1/agents".into(),
+            Some(format!(
+                r#"{{"name":"{}","version":"1"}}"#,
+                "x".repeat(4096)
+            )),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "POST",
+            format!("/api/v1/agents/{unknown}/tasks"),
+            Some(r#"{"task_type":"fix_failure"}"#.into()),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/agents/nope/tasks".into(),
+            Some(r#"{"task_type":"fix_failure"}"#.into()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            format!("/api/v1/agents/{patchbot}/tasks"),
+            Some(r#"{"task_type":"paint"}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            format!("/api/v1/agents/{patchbot}/tasks"),
+            Some(r#"{"task_type":"fix_failure","payload":[1]}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            format!("/api/v1/agents/{patchbot}/tasks"),
+            Some(r#"{"task_type":"fix_failure","timeout_seconds":0}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            format!("/api/v1/agents/{unknown}/pause"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            format!("/api/v1/agents/{patchbot}/resume"),
+            Some(r#"{"reason":5}"#.into()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/tasks/{unknown}"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tasks/123".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/agents?after=x".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/policy/decisions?kind=maybe".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/failures?since=yesterday".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/failures?cursor=zzz".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, uri, body, status) in cases {
+        let reply = send(&app, method, &uri, None, body.as_deref()).await;
+        assert_eq!(
+            reply.status, status,
+            "{method} {uri} {body:?}: {}",
+            reply.body
+        );
+        assert_problem(&reply, status);
+    }
+    // A read-only API (no log) cannot take commands.
+    let reply = send(
+        &fx.app(),
+        "POST",
+        "/api/v1/agents",
+        None,
+        Some(r#"{"name":"x","version":"1"}"#),
+    )
+    .await;
+    assert_problem(&reply, StatusCode::SERVICE_UNAVAILABLE);
+    // `?after=` beyond what was projected times out with 503.
+    let app = router(
+        fx.state()
+            .with_read_your_writes_timeout(std::time::Duration::from_millis(100)),
+    );
+    let reply = send(&app, "GET", "/api/v1/agents?after=0:999999", None, None).await;
+    assert_problem(&reply, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("0:999999")
+    );
+}
+
+async fn decisions_are_listed_filtered_and_paginated(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let app = fx.app();
+    let all = get(&app, "/api/v1/policy/decisions").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    // One dispatch per chain, one action for the first.
+    assert_eq!(all.body.as_array().expect("array").len(), 4, "{}", all.body);
+    let action = get(&app, "/api/v1/policy/decisions?kind=action").await;
+    assert_eq!(action.body.as_array().expect("array").len(), 1);
+    assert_eq!(action.body[0]["kind"], "action");
+    let b = get(&app, "/api/v1/policy/decisions?repository=org%2Fb").await;
+    assert_eq!(b.body.as_array().expect("array").len(), 1);
+    assert_eq!(
+        b.body[0]["failure_id"],
+        fx.chains[2].failure_id().to_string()
+    );
+    let lint = get(
+        &app,
+        "/api/v1/policy/decisions?type=linting&decision=dispatch",
+    )
+    .await;
+    assert_eq!(
+        lint.body.as_array().expect("array").len(),
+        2,
+        "{}",
+        lint.body
+    );
+
+    let mut seen = Vec::new();
+    let mut uri = "/api/v1/policy/decisions?limit=3".to_owned();
+    loop {
+        let page = get(&app, &uri).await;
+        assert_eq!(page.status, StatusCode::OK);
+        seen.extend(ids(&page.body));
+        match page.next_cursor {
+            Some(c) => uri = format!("/api/v1/policy/decisions?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ids(&all.body),
+        "pages cover the listing once, in order"
+    );
+}
+
+async fn failures_are_paginated_and_bounded_in_time(backend: Backend) {
+    let fx = Fixture::new(backend).await;
+    let app = fx.app();
+    let page1 = get(&app, "/api/v1/failures?limit=2").await;
+    assert_eq!(
+        ids(&page1.body),
+        [
+            fx.chains[2].failure_id().to_string(),
+            fx.chains[1].failure_id().to_string()
+        ]
+    );
+    let cursor = page1.next_cursor.expect("full page has a cursor");
+    let page2 = get(&app, &format!("/api/v1/failures?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&page2.body), [fx.chains[0].failure_id().to_string()]);
+    assert!(page2.next_cursor.is_none());
+    let since = (t0() + chrono::Duration::minutes(30)).to_rfc3339();
+    let until = (t0() + chrono::Duration::minutes(90)).to_rfc3339();
+    let window = get(
+        &app,
+        &format!(
+            "/api/v1/failures?since={}&until={}",
+            since.replace('+', "%2B"),
+            until.replace('+', "%2B")
+        ),
+    )
+    .await;
+    assert_eq!(
+        ids(&window.body),
+        [fx.chains[1].failure_id().to_string()],
+        "{}",
+        window.body
+    );
+    let fixes = get(
+        &app,
+        &format!("/api/v1/fixes?since={}", since.replace('+', "%2B")),
+    )
+    .await;
+    assert_eq!(
+        fixes.body.as_array().expect("array").len(),
+        2,
+        "{}",
+        fixes.body
+    );
+}
+
+#[tokio::test]
+async fn tokens_and_scopes_guard_every_api_route_but_probes_stay_open() {
+    let store = Store::connect("sqlite::memory:").await.expect("store");
+    store.migrate().await.expect("migrate");
+    let state = ApiState::new(store)
+        .with_config(tokens())
+        .with_metrics(|| "sentinel_up 1\n".to_owned());
+    // A route merged into the API routes (as the reviews routes are) is covered too.
+    let app = router(state);
+    for (_, path) in sentinel_api::OPEN_ROUTES {
+        let reply = send(&app, "GET", path, None, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path} is open");
+    }
+    let metrics = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).expect("r"))
+        .await
+        .expect("infallible");
+    let text = metrics.into_body().collect().await.expect("b").to_bytes();
+    assert_eq!(&text[..], b"sentinel_up 1\n");
+
+    let id = Uuid::from_u128(1);
+    for (method, template) in sentinel_api::API_ROUTES {
+        let uri = template.replace("{id}", &id.to_string());
+        let body = (*method != "GET").then_some("{}");
+        let none = send(&app, method, &uri, None, body).await;
+        assert_problem(&none, StatusCode::UNAUTHORIZED);
+        let wrong = send(&app, method, &uri, Some("not-a-token"), body).await;
+        assert_problem(&wrong, StatusCode::UNAUTHORIZED);
+        let needed = sentinel_api::auth::required_scope(&method.parse().expect("method"), template);
+        let reader = send(&app, method, &uri, Some(READER), body).await;
+        let writer = send(&app, method, &uri, Some(WRITER), body).await;
+        let admin = send(&app, method, &uri, Some(ADMIN), body).await;
+        let allowed =
+            |r: &Reply| r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::FORBIDDEN;
+        match needed {
+            sentinel_api::Scope::Read => assert!(
+                allowed(&reader) && allowed(&writer) && allowed(&admin),
+                "{method} {uri}"
+            ),
+            sentinel_api::Scope::Write => {
+                assert_problem(&reader, StatusCode::FORBIDDEN);
+                assert!(allowed(&writer) && allowed(&admin), "{method} {uri}");
+            }
+            sentinel_api::Scope::Admin => {
+                assert_problem(&reader, StatusCode::FORBIDDEN);
+                assert_problem(&writer, StatusCode::FORBIDDEN);
+                assert!(allowed(&admin), "{method} {uri}: {}", admin.body);
+            }
+        }
+    }
+    let none = app
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/agents")
+                .body(Body::empty())
+                .expect("r"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(
+        none.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_no_other_method_is_served() {
+    let store = Store::connect("sqlite::memory:").await.expect("store");
+    store.migrate().await.expect("migrate");
+    let app = router(ApiState::new(store));
+    let doc = get(&app, "/api/v1/openapi.json").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(
+        doc.body["openapi"]
+            .as_str()
+            .expect("version")
+            .starts_with("3.")
+    );
+    let paths = doc.body["paths"].as_object().expect("paths");
+    let routes: Vec<&(&str, &str)> = sentinel_api::API_ROUTES
+        .iter()
+        .chain(sentinel_api::OPEN_ROUTES)
+        .collect();
+    for (method, path) in &routes {
+        let op = &paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not in the OpenAPI document"))
+            [method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{method} {path} is not in the OpenAPI document"
+        );
+        assert!(op["responses"].is_object(), "{method} {path} has responses");
+    }
+    // And the listed methods are all the router serves on those paths: any other is 405.
+    let id = Uuid::from_u128(1).to_string();
+    for (_, path) in &routes {
+        let uri = path.replace("{id}", &id);
+        for m in sentinel_api::PROBED_METHODS {
+            let listed = routes
+                .iter()
+                .any(|(lm, lp)| lp == path && *lm == m.as_str());
+            let reply = send(&app, m.as_str(), &uri, None, None).await;
+            if listed {
+                assert_ne!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
+                assert!(
+                    !(reply.status == StatusCode::NOT_FOUND && reply.body.is_null()),
+                    "{m} {path} is not routed"
+                );
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{m} {path} is served but not listed"
+                );
+            }
+        }
+    }
+    // Every documented operation is a listed route (the document invents nothing).
+    for (path, item) in paths {
+        for m in ["get", "post", "put", "patch", "delete"] {
+            if item.get(m).is_some() {
+                assert!(
+                    routes
+                        .iter()
+                        .any(|(lm, lp)| lp == path && lm.eq_ignore_ascii_case(m)),
+                    "{m} {path} documented but not routed"
+                );
+            }
+        }
+    }
 }

@@ -42,7 +42,8 @@ pub mod testing;
 pub use migrate::migrations;
 pub use projector::{PartitionLag, Projector, ProjectorConfig, ProjectorStats};
 pub use read::{
-    Agent, DEFAULT_PAGE, Failure, FailureFilter, Fix, FixCursor, FixFilter, MAX_PAGE, Task,
+    Agent, Cursor, DEFAULT_PAGE, Decision, DecisionFilter, Failure, FailureFilter, Fix, FixCursor,
+    FixFilter, MAX_PAGE, Task,
 };
 pub use store::{ApplyOutcome, Backend, Checkpoint, Store, StoreTx};
 

@@ -16,7 +16,7 @@ pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_PAGE: usize = 50;
 
 /// A fix attempt (`failure_fixes`): one per `fix_failure` task, keyed by the task id.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Fix {
     /// The task id.
     pub id: Uuid,
@@ -130,6 +130,10 @@ pub struct FixFilter {
     pub limit: usize,
     /// Continue after this fix.
     pub after: Option<FixCursor>,
+    /// Only fixes queued at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only fixes queued before this time.
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl Default for FixFilter {
@@ -140,12 +144,14 @@ impl Default for FixFilter {
             failure_type: None,
             limit: DEFAULT_PAGE,
             after: None,
+            since: None,
+            until: None,
         }
     }
 }
 
 /// An agent (`agents`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     /// Id.
     pub id: Uuid,
@@ -171,7 +177,7 @@ pub struct Agent {
 }
 
 /// A task (`agent_tasks`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Task {
     /// Id.
     pub id: Uuid,
@@ -216,7 +222,7 @@ pub struct Task {
 }
 
 /// A failed CI run (`failures`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Failure {
     /// The CiRunFailed event id.
     pub id: Uuid,
@@ -267,6 +273,12 @@ pub struct FailureFilter {
     pub failure_type: Option<String>,
     /// At most this many (clamped to 1..=1000; default 50).
     pub limit: usize,
+    /// Continue after this failure ([`Failure::cursor`]).
+    pub after: Option<Cursor>,
+    /// Only failures that occurred at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only failures that occurred before this time.
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl Default for FailureFilter {
@@ -275,8 +287,135 @@ impl Default for FailureFilter {
             repository: None,
             failure_type: None,
             limit: DEFAULT_PAGE,
+            after: None,
+            since: None,
+            until: None,
         }
     }
+}
+
+impl Failure {
+    /// The cursor that continues a listing after this failure.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.occurred_at,
+            id: self.id,
+        }
+    }
+}
+
+/// A keyset pagination cursor of any listing (time, then id, descending). The same text
+/// form as [`FixCursor`].
+pub type Cursor = FixCursor;
+
+/// A policy decision (`policy_decisions`): a dispatch decision before work starts, or an
+/// action decision once a validated fix exists.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Decision {
+    /// The decision's event id.
+    pub id: Uuid,
+    /// `dispatch` or `action`.
+    pub kind: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Repository.
+    pub repository: String,
+    /// The failure decided about.
+    pub failure_id: Option<Uuid>,
+    /// The classification it used.
+    pub classification_id: Option<Uuid>,
+    /// The task (action decisions).
+    pub task_id: Option<Uuid>,
+    /// The candidate (action decisions).
+    pub candidate_id: Option<String>,
+    /// `dispatch`, `rate_limited`, `cooldown`, `blast_radius`, `not_fixable`, `auto_merge`,
+    /// `open_pr`, `require_review` or `reject`.
+    pub decision: String,
+    /// Machine-readable reason.
+    pub reason_code: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Content hash of the policy that decided.
+    pub policy_version: String,
+    /// The failure's class.
+    pub failure_type: Option<String>,
+    /// Confidence the decision used.
+    pub confidence: Option<f64>,
+    /// The chain it belongs to.
+    pub correlation_id: Uuid,
+    /// Event time of the decision.
+    pub decided_at: DateTime<Utc>,
+}
+
+impl Decision {
+    /// The cursor that continues a listing after this decision.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.decided_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Which decisions [`Store::list_decisions`] returns. Unset fields match everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionFilter {
+    /// Only this repository.
+    pub repository: Option<String>,
+    /// Only `dispatch` or only `action` decisions.
+    pub kind: Option<String>,
+    /// Only this decision (`dispatch`, `rate_limited`, …).
+    pub decision: Option<String>,
+    /// Only this failure type.
+    pub failure_type: Option<String>,
+    /// At most this many (clamped to 1..=1000; default 50).
+    pub limit: usize,
+    /// Continue after this decision.
+    pub after: Option<Cursor>,
+    /// Only decisions taken at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only decisions taken before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Default for DecisionFilter {
+    fn default() -> Self {
+        DecisionFilter {
+            repository: None,
+            kind: None,
+            decision: None,
+            failure_type: None,
+            limit: DEFAULT_PAGE,
+            after: None,
+            since: None,
+            until: None,
+        }
+    }
+}
+
+fn decision_from_row(r: &dyn RowExt) -> Result<Decision> {
+    Ok(Decision {
+        id: id(r, "id")?,
+        kind: r.text("kind")?,
+        tenant: r.text("tenant")?,
+        repository: r.text("repository")?,
+        failure_id: opt_id(r, "failure_id")?,
+        classification_id: opt_id(r, "classification_id")?,
+        task_id: opt_id(r, "task_id")?,
+        candidate_id: r.opt_text("candidate_id")?,
+        decision: r.text("decision")?,
+        reason_code: r.text("reason_code")?,
+        reason: r.text("reason")?,
+        policy_version: r.text("policy_version")?,
+        failure_type: r.opt_text("failure_type")?,
+        confidence: r.opt_float("confidence")?,
+        correlation_id: id(r, "correlation_id")?,
+        decided_at: r.time("decided_at")?,
+    })
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> Param {
+    Param::Text(t.map(time))
 }
 
 fn id(r: &dyn RowExt, col: &str) -> Result<Uuid> {
@@ -424,6 +563,8 @@ impl Store {
             Param::Text(filter.after.map(|c| time(c.created_at))),
             Param::Text(filter.after.map(|c| c.id.to_string())),
             page(filter.limit),
+            opt_time(filter.since),
+            opt_time(filter.until),
         ];
         self.fetch_all(Stmt::ListFixes, &params, fix_from_row).await
     }
@@ -477,8 +618,34 @@ impl Store {
             opt(&filter.repository),
             opt(&filter.failure_type),
             page(filter.limit),
+            Param::Text(filter.after.map(|c| time(c.created_at))),
+            Param::Text(filter.after.map(|c| c.id.to_string())),
+            opt_time(filter.since),
+            opt_time(filter.until),
         ];
         self.fetch_all(Stmt::ListFailures, &params, failure_from_row)
+            .await
+    }
+
+    /// Policy decisions matching `filter`, newest first (`decided_at`, then id,
+    /// descending). Continue with `after = Some(last.cursor())`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn list_decisions(&self, filter: &DecisionFilter) -> Result<Vec<Decision>> {
+        let params = vec![
+            opt(&filter.repository),
+            opt(&filter.kind),
+            opt(&filter.decision),
+            opt(&filter.failure_type),
+            Param::Text(filter.after.map(|c| time(c.created_at))),
+            Param::Text(filter.after.map(|c| c.id.to_string())),
+            opt_time(filter.since),
+            opt_time(filter.until),
+            page(filter.limit),
+        ];
+        self.fetch_all(Stmt::ListDecisions, &params, decision_from_row)
             .await
     }
 }

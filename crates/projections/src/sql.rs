@@ -85,6 +85,7 @@ statements! {
     GetAgent => "get_agent",
     GetTask => "get_task",
     ListFailures => "list_failures",
+    ListDecisions => "list_decisions",
 }
 
 /// Statements PostgreSQL can run for many rows at once: `<name>_batch` takes one array per

@@ -3,7 +3,8 @@
 -- name: list_fixes
 -- Newest first, keyset-paginated on (created_at, id); diff and validation are left out.
 -- $1 repository, $2 status, $3 failure_type (each NULL for any), $4 cursor created_at,
--- $5 cursor id (both NULL for the first page), $6 limit
+-- $5 cursor id (both NULL for the first page), $6 limit, $7 created since, $8 created
+-- before (each NULL for unbounded)
 SELECT id, failure_id, tenant, repository, branch, commit_sha,
        failure_type, signature, status, status_reason, strategy, candidate_id,
        files_changed, confidence, NULL AS diff,
@@ -14,6 +15,8 @@ WHERE ($1 IS NULL OR repository = $1)
   AND ($2 IS NULL OR status = $2)
   AND ($3 IS NULL OR failure_type = $3)
   AND ($4 IS NULL OR (created_at, id) < ($4, $5))
+  AND ($7 IS NULL OR created_at >= $7)
+  AND ($8 IS NULL OR created_at < $8)
 ORDER BY created_at DESC, id DESC
 LIMIT $6
 
@@ -53,12 +56,34 @@ FROM agent_tasks
 WHERE id = $1
 
 -- name: list_failures
--- Newest first. $1 repository, $2 failure_type (each NULL for any), $3 limit
+-- Newest first, keyset-paginated on (occurred_at, id). $1 repository, $2 failure_type
+-- (each NULL for any), $3 limit, $4 cursor occurred_at, $5 cursor id, $6 since, $7 before
 SELECT id, tenant, repository, branch, commit_sha, command, source, run_url,
        job_name, author, sentinel_authored, failure_type, classification_confidence,
        classification_method, signature, tool, classified_at, occurred_at, recorded_at
 FROM failures
 WHERE ($1 IS NULL OR repository = $1)
   AND ($2 IS NULL OR failure_type = $2)
+  AND ($4 IS NULL OR (occurred_at, id) < ($4, $5))
+  AND ($6 IS NULL OR occurred_at >= $6)
+  AND ($7 IS NULL OR occurred_at < $7)
 ORDER BY occurred_at DESC, id DESC
 LIMIT $3
+
+-- name: list_decisions
+-- Newest first, keyset-paginated on (decided_at, id). $1 repository, $2 kind, $3 decision,
+-- $4 failure_type (each NULL for any), $5 cursor decided_at, $6 cursor id, $7 since,
+-- $8 before, $9 limit
+SELECT id, kind, tenant, repository, failure_id, classification_id, task_id, candidate_id,
+       decision, reason_code, reason, policy_version, failure_type, confidence,
+       correlation_id, decided_at
+FROM policy_decisions
+WHERE ($1 IS NULL OR repository = $1)
+  AND ($2 IS NULL OR kind = $2)
+  AND ($3 IS NULL OR decision = $3)
+  AND ($4 IS NULL OR failure_type = $4)
+  AND ($5 IS NULL OR (decided_at, id) < ($5, $6))
+  AND ($7 IS NULL OR decided_at >= $7)
+  AND ($8 IS NULL OR decided_at < $8)
+ORDER BY decided_at DESC, id DESC
+LIMIT $9
