@@ -259,7 +259,12 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             store: store.clone(),
             shutdown: shutdown.clone(),
         };
-        let mut router = crate::ops::router(readiness, !want("api"));
+        // The API router has its own /healthz, /readyz and /metrics.
+        let mut router = if want("api") {
+            axum::Router::new()
+        } else {
+            crate::ops::router(readiness)
+        };
         if want("ingest") {
             router = router.merge(sentinel_ingest::router(
                 log.clone(),
@@ -267,7 +272,11 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             ));
         }
         if let Some(store) = store.filter(|_| want("api")) {
-            router = router.merge(sentinel_api::router(sentinel_api::ApiState::new(store)));
+            router = router.merge(sentinel_api::router(
+                sentinel_api::ApiState::new(store)
+                    .with_log(log.clone())
+                    .with_metrics(|| crate::ops::prometheus().render()),
+            ));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

@@ -63,16 +63,13 @@ pub struct Readiness {
     pub shutdown: CancellationToken,
 }
 
-/// The operational routes. `with_healthz` is false when the API router (which has its own
-/// `/healthz`) is merged beside them.
-pub fn router(readiness: Readiness, with_healthz: bool) -> Router {
-    let mut router = Router::new()
+/// The operational routes of a process that does not serve the API (which has its own).
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
-    if with_healthz {
-        router = router.route("/healthz", get(healthz));
-    }
-    router.with_state(readiness)
+        .route("/metrics", get(metrics))
+        .with_state(readiness)
 }
 
 async fn healthz() -> impl IntoResponse {
