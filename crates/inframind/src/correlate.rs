@@ -254,6 +254,7 @@ fn link(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testing::{chain_events, prediction};
