@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod summary;
+pub mod tracking;
