@@ -473,6 +473,12 @@ pub struct PredictionReceived {
     /// Model that made it.
     #[serde(default)]
     pub model: Option<String>,
+    /// Predicted failure signature, when InfraMind knows it (a stronger link than the type).
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Explicit link: the correlation id of the failure → task chain it is about.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
 }
 
 /// A prediction was linked to the task it predicted.
@@ -566,6 +572,35 @@ pub struct ForgeEventReceived {
     pub actor: Option<String>,
 }
 
+/// A fix that was auto-merged is suspected of breaking its base branch: CI on the base
+/// failed with the same signature within the rollback window after the merge. The policy
+/// turns this into a revert pull request and pauses auto-merge for the repository until
+/// `occurred_at + cooldown_seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequested {
+    /// The task whose fix is rolled back.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The merged pull request's URL.
+    pub url: String,
+    /// The base branch that failed again.
+    pub base: String,
+    /// The merge commit to revert, when known.
+    #[serde(default)]
+    pub merge_commit: Option<String>,
+    /// The failure signature seen again.
+    pub signature: String,
+    /// The CiRunFailed fact of the new failure.
+    pub failure_event_id: String,
+    /// Seconds from the merge to the new failure (event time).
+    pub seconds_after_merge: f64,
+    /// How long auto-merge stays paused for the repository, seconds.
+    pub cooldown_seconds: i64,
+    /// Machine-readable reason (same_signature_after_auto_merge).
+    pub reason_code: String,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -598,4 +633,5 @@ crate::fact_enum! {
     OutcomeReported => "outcome_reported",
     EventDeadLettered => "event_dead_lettered",
     ForgeEventReceived => "forge_event_received",
+    RollbackRequested => "rollback_requested",
 }

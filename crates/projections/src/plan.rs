@@ -457,7 +457,8 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::PredictionCorrelated(_)
         | Fact::OutcomeReported(_)
         | Fact::EventDeadLettered(_)
-        | Fact::ForgeEventReceived(_) => Vec::new(),
+        | Fact::ForgeEventReceived(_)
+        | Fact::RollbackRequested(_) => Vec::new(),
     })
 }
 

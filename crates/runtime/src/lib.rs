@@ -10,7 +10,9 @@
 //!   and jitter; after the configured attempts, or at once for a
 //!   [`HandlerError::Poison`] error or an undecodable record, the input is written to the
 //!   dead-letter topic with the reason and the stage moves on.
-//! * Cancelling the shutdown token lets the batch in flight finish, commits, and returns.
+//! * Cancelling the shutdown token lets the record in flight finish, commits, and returns;
+//!   a record whose handler is failing transiently is left uncommitted (handled again
+//!   after the restart) instead of being retried to exhaustion.
 //! * Stages that fold state ([`Stage::needs_history`]) are first fed every fact before their
 //!   committed offset, so their state survives restarts.
 
@@ -289,6 +291,12 @@ impl RecentIds {
         }
     }
 
+    fn remove(&mut self, id: &Uuid) {
+        if self.set.remove(id) {
+            self.order.retain(|x| x != id);
+        }
+    }
+
     /// Returns false when the id was already present.
     fn insert(&mut self, id: Uuid) -> bool {
         if !self.set.insert(id) {
@@ -376,7 +384,7 @@ pub async fn run_stage<S: Stage>(
             if shutdown.is_cancelled() {
                 break;
             }
-            process_one(
+            let handled = process_one(
                 &mut stage,
                 log.as_ref(),
                 &config,
@@ -384,8 +392,13 @@ pub async fn run_stage<S: Stage>(
                 stored,
                 &mut seen_inputs,
                 &mut folded_early,
+                &shutdown,
             )
             .await?;
+            if !handled {
+                // Shut down while retrying: left uncommitted, handled again after restart.
+                break;
+            }
             processed.push(stored.position);
             // Slow handlers commit as they go, so a crash redoes as little as possible.
             if last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -462,6 +475,9 @@ async fn fold_history<S: Stage>(
     Ok(n)
 }
 
+/// Handles one record. `Ok(false)`: shutdown came while a transient failure was being
+/// retried; the record was not handled and must not be committed.
+#[allow(clippy::too_many_arguments)]
 async fn process_one<S: Stage>(
     stage: &mut S,
     log: &dyn EventLog,
@@ -470,16 +486,18 @@ async fn process_one<S: Stage>(
     stored: &Stored,
     seen_inputs: &mut RecentIds,
     folded_early: &mut HashSet<Uuid>,
-) -> Result<()> {
+    shutdown: &CancellationToken,
+) -> Result<bool> {
     let event = match codec::decode(&stored.record.value, None) {
         Ok(e) => e,
         Err(e) => {
-            return dead_letter(log, stage.name(), producer, stored, None, &e.to_string()).await;
+            dead_letter(log, stage.name(), producer, stored, None, &e.to_string()).await?;
+            return Ok(true);
         }
     };
     if !seen_inputs.insert(event.event_id) {
         debug!(stage = stage.name(), event_id = %event.event_id, "Duplicate delivery dropped.");
-        return Ok(());
+        return Ok(true);
     }
     if !folded_early.remove(&event.event_id) {
         stage.fold(&event);
@@ -534,25 +552,33 @@ async fn process_one<S: Stage>(
                         folded_early.insert(out.event_id);
                     }
                 }
-                return Ok(());
+                return Ok(true);
             }
             Err(HandlerError::Transient(reason)) => match delays.next() {
                 Some(delay) => {
                     ::metrics::counter!(names::STAGE_RECORDS, "stage" => stage_name, "outcome" => "retried")
                         .increment(1);
                     warn!(parent: &span, %reason, ?delay, "Handler failed; retrying.");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => {
+                            // Not handled: forget the id so the redelivery is not dropped
+                            // as a duplicate by a runner that keeps going.
+                            seen_inputs.remove(&event.event_id);
+                            return Ok(false);
+                        }
+                    }
                 }
                 None => {
                     let reason =
                         format!("gave up after {} attempts: {reason}", config.max_attempts);
-                    return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason)
-                        .await;
+                    dead_letter(log, stage.name(), producer, stored, Some(&event), &reason).await?;
+                    return Ok(true);
                 }
             },
             Err(HandlerError::Poison(reason)) => {
-                return dead_letter(log, stage.name(), producer, stored, Some(&event), &reason)
-                    .await;
+                dead_letter(log, stage.name(), producer, stored, Some(&event), &reason).await?;
+                return Ok(true);
             }
         }
     }

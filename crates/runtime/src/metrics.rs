@@ -55,6 +55,19 @@ pub mod names {
     pub const LLM_CALLS: &str = "sentinel_llm_calls_total";
     /// Counter. LLM tokens. Labels: `purpose`, `kind` (prompt, completion).
     pub const LLM_TOKENS: &str = "sentinel_llm_tokens_total";
+    // PR tracker and InfraMind correlator (issue 8).
+    /// Counter. Rollbacks requested for auto-merged fixes.
+    pub const ROLLBACKS_REQUESTED: &str = "sentinel_rollbacks_requested_total";
+    /// Counter. Forge polls for open pull requests. Labels: `forge` (local-git, github,
+    /// gitlab), `outcome` (ok, error).
+    pub const FORGE_POLLS: &str = "sentinel_forge_polls_total";
+    /// Counter. Predictions linked to tasks. Labels: `method` (correlation_id, signature,
+    /// failure_type).
+    pub const PREDICTIONS_CORRELATED: &str = "sentinel_predictions_correlated_total";
+    /// Counter. Outcome deliveries to InfraMind. Labels: `outcome` (delivered, retried).
+    pub const INFRAMIND_OUTCOMES: &str = "sentinel_inframind_outcomes_total";
+    /// Histogram (seconds). One ReportAgentOutcome call.
+    pub const INFRAMIND_REPORT_DURATION: &str = "sentinel_inframind_report_duration_seconds";
 }
 
 /// Registers a counter at zero for a label set, so the series exists before the first event.

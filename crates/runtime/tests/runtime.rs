@@ -339,3 +339,51 @@ async fn a_handler_that_never_recovers_is_dead_lettered_after_max_attempts() {
         "the stage kept going after giving up on the first input"
     );
 }
+
+#[tokio::test]
+async fn shutdown_during_retries_leaves_the_record_for_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = sqlite_log(&dir).await;
+    append_events(log.as_ref(), IN, &[input(0)])
+        .await
+        .expect("append");
+    let failures = Arc::new(AtomicUsize::new(usize::MAX));
+    let stage = Echo {
+        transient_failures: failures.clone(),
+        ..Echo::plain()
+    };
+    let config = RunnerConfig {
+        max_attempts: usize::MAX,
+        retry_min_delay: Duration::from_millis(20),
+        retry_max_delay: Duration::from_millis(50),
+        ..fast()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), config, shutdown.clone()));
+    while failures.load(Ordering::SeqCst) > usize::MAX - 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops promptly while retrying")
+        .expect("join")
+        .expect("clean stop");
+    assert!(
+        read_all(log.as_ref(), DLQ_TOPIC).await.is_empty(),
+        "not dead-lettered"
+    );
+    // The dependency is back: a restarted stage handles the record.
+    let handled = Arc::new(AtomicUsize::new(0));
+    let stage = Echo {
+        handled: handled.clone(),
+        ..Echo::plain()
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), shutdown.clone()));
+    let out = wait_for(log.as_ref(), OUT, 1).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+    assert_eq!(out.len(), 1);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}

@@ -23,6 +23,8 @@ pub const STAGES: &[&str] = &[
     "patchbot",
     "projector",
     "api",
+    "tracker",
+    "correlator",
 ];
 
 /// Opens the event log named by the settings and makes sure every declared topic exists
@@ -230,6 +232,14 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
+    }
+    // PR tracker and InfraMind correlator (issue 8): settings from the environment, see
+    // `crate::tracking`.
+    if want("tracker") {
+        crate::tracking::start_tracker(&mut tasks, settings, &log, &shutdown)?;
+    }
+    if want("correlator") {
+        crate::tracking::start_correlator(&mut tasks, &log, &shutdown).await?;
     }
     let store = if want("projector") || want("api") {
         Some(open_store(settings).await?)

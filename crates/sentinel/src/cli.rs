@@ -29,7 +29,8 @@ enum Command {
     Serve,
     /// Run one stage per process (scale out behind Kafka consumer groups).
     Run {
-        /// The stage: ingest, classifier, policy, controller, patchbot, projector or api.
+        /// The stage: ingest, classifier, policy, controller, patchbot, projector, api,
+        /// tracker or correlator.
         stage: String,
     },
     /// Build a scratch repository with real failures, run the whole pipeline in-process on
@@ -79,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: DocsCommand,
     },
+    /// Benchmarks, run in-process on loopback with a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +100,23 @@ enum DocsCommand {
         /// Compare with this file and exit 1 when it is stale (for CI).
         #[arg(long)]
         check: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Outcomes/s delivered to a local InfraMind (tracker → correlator → gRPC) against
+    /// direct gRPC calls, and the latency from `PullRequestMerged` to the outcome arriving.
+    Inframind {
+        /// Merges in the burst (and direct calls in the baseline).
+        #[arg(long, default_value_t = 2000)]
+        outcomes: usize,
+        /// Merges in the paced latency run.
+        #[arg(long, default_value_t = 200)]
+        paced: usize,
+        /// Merges per second in the paced run.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
     },
 }
 
@@ -258,6 +281,23 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: ProjectionsCommand::Rebuild { .. },
         } => reserved("projections rebuild", 7),
         Command::Audit => reserved("audit", 5),
+        Command::Bench {
+            command:
+                BenchCommand::Inframind {
+                    outcomes,
+                    paced,
+                    rate,
+                },
+        } => {
+            init_tracing(false, "warn");
+            crate::bench::inframind(&crate::bench::InfraMindBench {
+                outcomes,
+                paced,
+                rate,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Log {
             command:
                 LogCommand::Export {

@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod ops;
 pub mod summary;
+pub mod tracking;
