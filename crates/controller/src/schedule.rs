@@ -637,3 +637,375 @@ impl Scheduler {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use sentinel_events::facts::{
+        AgentRegistered, AgentStatusChanged, TaskAssigned, TaskCancelled, TaskCompleted,
+        TaskFailed, TaskQueued,
+    };
+
+    fn t0() -> Timestamp {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        t0() + chrono::Duration::seconds(secs)
+    }
+
+    fn ev(fact: impl Into<Fact>, secs: i64) -> Event {
+        Event::origin(fact, None, "default", "repo", at(secs), "test@0")
+    }
+
+    fn agent(name: &str, caps: &[&str], max: i32) -> Event {
+        ev(
+            AgentRegistered {
+                agent_id: name.into(),
+                name: name.into(),
+                version: "1".into(),
+                capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+                max_concurrency: max,
+            },
+            0,
+        )
+    }
+
+    fn queued(id: &str, agent: &str, ty: &str, priority: i32, attempts: i32) -> Event {
+        ev(
+            TaskQueued {
+                task_id: id.into(),
+                agent_id: agent.into(),
+                task_type: ty.into(),
+                priority,
+                decision_id: None,
+                failure_event_id: None,
+                payload: "{}".into(),
+                timeout_seconds: 60,
+                max_attempts: attempts,
+            },
+            0,
+        )
+    }
+
+    fn assigned(id: &str, agent: &str, attempt: i32, secs: i64) -> Event {
+        ev(
+            TaskAssigned {
+                task_id: id.into(),
+                agent_id: agent.into(),
+                attempt,
+                task_type: "t".into(),
+                payload: "{}".into(),
+                timeout_seconds: 60,
+                delay_ms: 0,
+                priority: 0,
+            },
+            secs,
+        )
+    }
+
+    fn failed(id: &str, agent: &str, attempt: i32, retryable: bool, secs: i64) -> Event {
+        ev(
+            TaskFailed {
+                task_id: id.into(),
+                agent_id: agent.into(),
+                attempt,
+                error: "boom".into(),
+                retryable,
+                duration_ms: 10,
+            },
+            secs,
+        )
+    }
+
+    fn completed(id: &str, agent: &str, secs: i64) -> Event {
+        ev(
+            TaskCompleted {
+                task_id: id.into(),
+                agent_id: agent.into(),
+                outcome: TaskOutcome::Completed,
+                duration_ms: 5,
+                artifacts: vec![],
+                metrics: BTreeMap::new(),
+            },
+            secs,
+        )
+    }
+
+    fn status(agent: &str, status: AgentStatus) -> Event {
+        ev(
+            AgentStatusChanged {
+                agent_id: agent.into(),
+                status,
+                reason: None,
+            },
+            0,
+        )
+    }
+
+    fn given(events: &[Event]) -> Scheduler {
+        let mut s = Scheduler::default();
+        for e in events {
+            s.apply(e);
+            // Folding twice changes nothing (the runtime folds outputs, then reads them back).
+            s.apply(e);
+        }
+        s
+    }
+
+    fn assigns(d: &[Decision]) -> Vec<(String, String, i32)> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Assign {
+                    task_id,
+                    agent_id,
+                    attempt,
+                    ..
+                } => Some((task_id.clone(), agent_id.clone(), *attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn a(task: &str, agent: &str, attempt: i32) -> (String, String, i32) {
+        (task.into(), agent.into(), attempt)
+    }
+
+    #[test]
+    fn higher_priority_first_then_queue_order_within_concurrency() {
+        let s = given(&[
+            agent("w", &["t"], 2),
+            queued("low", "w", "t", 0, 1),
+            queued("high", "w", "t", 5, 1),
+            queued("low2", "w", "t", 0, 1),
+            queued("mid", "w", "t", 3, 1),
+        ]);
+        assert_eq!(
+            assigns(&s.decide(at(1))),
+            [a("high", "w", 1), a("mid", "w", 1)]
+        );
+        let ids: Vec<&str> = s.queue().iter().map(|t| t.task_id.as_str()).collect();
+        assert_eq!(ids, ["high", "mid", "low", "low2"]);
+    }
+
+    #[test]
+    fn running_attempts_hold_slots_until_they_end() {
+        let mut s = given(&[
+            agent("w", &["t"], 1),
+            queued("a", "w", "t", 0, 1),
+            queued("b", "w", "t", 0, 1),
+            assigned("a", "w", 1, 1),
+        ]);
+        assert_eq!(assigns(&s.decide(at(2))), []);
+        s.apply(&completed("a", "w", 3));
+        assert_eq!(assigns(&s.decide(at(3))), [a("b", "w", 1)]);
+        assert_eq!(s.totals_by_agent()["w"].completed, 1);
+    }
+
+    #[test]
+    fn capability_matching_picks_a_capable_healthy_agent_or_refuses() {
+        let s = given(&[
+            agent("fixer", &["fix_failure"], 1),
+            agent("summariser", &["summarise_log"], 1),
+            queued("any", "", "summarise_log", 0, 1),
+            queued("nobody", "", "translate", 0, 1),
+            queued("wrong", "fixer", "summarise_log", 0, 1),
+        ]);
+        let d = s.decide(at(1));
+        assert_eq!(assigns(&d), [a("any", "summariser", 1)]);
+        assert!(
+            d.iter().any(|d| matches!(d, Decision::Refuse { task_id, .. } if task_id == "wrong")),
+            "{d:?}"
+        );
+        // No agent has `translate` yet: it waits (one may register later).
+        assert!(!d.iter().any(
+            |d| matches!(d, Decision::Refuse { task_id, .. } | Decision::Assign { task_id, .. } if task_id == "nobody")
+        ));
+        // Once refused (the TaskFailed is folded), the task is over.
+        let mut s = s;
+        s.apply(&failed("wrong", "fixer", 0, false, 1));
+        assert_eq!(s.task("wrong").map(|t| t.phase), Some(Phase::Failed));
+        assert!(!s.decide(at(2)).iter().any(|d| matches!(d, Decision::GiveUp { .. })));
+    }
+
+    #[test]
+    fn paused_stopped_and_failed_agents_get_no_work_until_resumed() {
+        for st in [AgentStatus::Paused, AgentStatus::Stopped, AgentStatus::Failed] {
+            let mut s = given(&[
+                agent("w", &["t"], 1),
+                status("w", st),
+                queued("x", "w", "t", 0, 1),
+            ]);
+            assert_eq!(assigns(&s.decide(at(1))), [], "{st:?}");
+            s.apply(&status("w", AgentStatus::Active));
+            assert_eq!(assigns(&s.decide(at(1))), [a("x", "w", 1)], "{st:?}");
+        }
+    }
+
+    #[test]
+    fn retryable_failures_retry_with_growing_jittered_backoff_then_give_up() {
+        let mut s = given(&[agent("w", &["t"], 1), queued("x", "w", "t", 0, 3)]);
+        let mut delays = Vec::new();
+        for attempt in 1..=3 {
+            let now = i64::from(attempt) * 1000;
+            let d = s.decide(at(now));
+            let Some(Decision::Assign { delay, attempt: n, .. }) = d.first() else {
+                panic!("attempt {attempt}: {d:?}");
+            };
+            assert_eq!(*n, attempt);
+            delays.push(*delay);
+            s.apply(&assigned("x", "w", attempt, now));
+            s.apply(&failed("x", "w", attempt, true, now + 1));
+        }
+        // First attempt immediately; retries wait base·2^(n−1) with jitter in [½, 1).
+        let cfg = SchedulerConfig::default();
+        assert_eq!(delays[0], Duration::ZERO);
+        for (i, d) in delays.iter().enumerate().skip(1) {
+            let full = cfg.backoff_base * 2u32.pow(u32::try_from(i - 1).unwrap_or(0));
+            // Decided 999 s after the failure: the remaining delay is what is left of it.
+            assert!(*d <= full, "{i}: {d:?}");
+        }
+        assert_eq!(s.task("x").map(|t| t.phase), Some(Phase::Failed));
+        let d = s.decide(at(5000));
+        assert!(
+            matches!(&d[..], [Decision::GiveUp { attempt: 3, .. }]),
+            "{d:?}"
+        );
+        s.apply(&failed("x", "", 3, false, 5000));
+        assert_eq!(s.decide(at(5001)), []);
+        assert_eq!(s.totals_by_agent()["w"].failed, 1);
+        assert_eq!(s.totals_by_agent()["w"].failed_attempts, 3);
+    }
+
+    #[test]
+    fn backoff_is_exponential_capped_deterministic_and_jittered() {
+        let cfg = SchedulerConfig {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            ..SchedulerConfig::default()
+        };
+        for n in 1..=10 {
+            let full = Duration::from_secs(1u64 << (n - 1)).min(Duration::from_secs(30));
+            let d = backoff(&cfg, "task", n);
+            assert!(d >= full / 2 && d <= full, "{n}: {d:?} vs {full:?}");
+            assert_eq!(d, backoff(&cfg, "task", n));
+        }
+        // Different tasks spread out.
+        let spread: BTreeSet<Duration> = (0..20)
+            .map(|i| backoff(&cfg, &format!("t{i}"), 4))
+            .collect();
+        assert!(spread.len() > 15, "{spread:?}");
+    }
+
+    #[test]
+    fn a_retry_waits_out_the_rest_of_its_backoff() {
+        let mut s = given(&[agent("w", &["t"], 1), queued("x", "w", "t", 0, 2)]);
+        s.apply(&assigned("x", "w", 1, 0));
+        s.apply(&failed("x", "w", 1, true, 10));
+        let full = backoff(&s.config, "x", 1);
+        let d = s.decide(at(10));
+        assert!(
+            matches!(&d[..], [Decision::Assign { attempt: 2, delay, .. }] if *delay == full),
+            "{d:?} vs {full:?}"
+        );
+    }
+
+    #[test]
+    fn lost_attempts_time_out_in_event_time_and_are_retried() {
+        let mut s = given(&[
+            agent("w", &["t"], 1),
+            queued("x", "w", "t", 0, 2),
+            assigned("x", "w", 1, 0),
+        ]);
+        // Deadline 60 s + grace 60 s.
+        assert_eq!(s.decide(at(119)), []);
+        let d = s.decide(at(121));
+        assert!(
+            matches!(&d[..], [Decision::TimeOut { attempt: 1, .. }]),
+            "{d:?}"
+        );
+        s.apply(&failed("x", "w", 1, true, 121));
+        assert_eq!(assigns(&s.decide(at(200))), [a("x", "w", 2)]);
+        // The lost worker's late result for attempt 1 does not reopen anything.
+        s.apply(&assigned("x", "w", 2, 200));
+        s.apply(&failed("x", "w", 1, true, 201));
+        assert_eq!(s.task("x").map(|t| t.phase), Some(Phase::Assigned));
+        assert_eq!(s.task("x").map(|t| t.attempt), Some(2));
+    }
+
+    #[test]
+    fn cancellation_ends_queued_and_running_tasks_and_frees_the_slot() {
+        let mut s = given(&[
+            agent("w", &["t"], 1),
+            queued("run", "w", "t", 9, 1),
+            queued("wait", "w", "t", 0, 1),
+            queued("other", "w", "t", 0, 1),
+            assigned("run", "w", 1, 0),
+        ]);
+        let cancel = |id: &str| {
+            ev(
+                TaskCancelled {
+                    task_id: id.into(),
+                    reason: "operator".into(),
+                    requested_by: None,
+                },
+                1,
+            )
+        };
+        s.apply(&cancel("wait"));
+        s.apply(&cancel("run"));
+        assert_eq!(s.task("run").map(|t| t.phase), Some(Phase::Cancelled));
+        assert_eq!(assigns(&s.decide(at(2))), [a("other", "w", 1)]);
+        // A result arriving after the cancellation changes nothing.
+        s.apply(&completed("run", "w", 3));
+        assert_eq!(s.task("run").map(|t| t.phase), Some(Phase::Cancelled));
+        assert_eq!(s.totals_by_agent()["w"].cancelled, 1);
+    }
+
+    #[test]
+    fn health_score_from_recent_outcomes_fails_the_agent_and_a_resume_clears_it() {
+        let mut events = vec![agent("w", &["t"], 1)];
+        for i in 0..6 {
+            let id = format!("t{i}");
+            events.push(queued(&id, "w", "t", 0, 1));
+            events.push(assigned(&id, "w", 1, i));
+            if i == 0 {
+                events.push(completed(&id, "w", i));
+            } else {
+                events.push(failed(&id, "w", 1, false, i));
+            }
+        }
+        events.push(queued("next", "w", "t", 0, 1));
+        let mut s = given(&events);
+        let score = s.agent("w").map(AgentEntry::health_score).unwrap_or(1.0);
+        assert!((score - 1.0 / 6.0).abs() < 1e-9, "{score}");
+        let d = s.decide(at(10));
+        assert!(matches!(&d[0], Decision::FailAgent { .. }), "{d:?}");
+        assert_eq!(assigns(&d), [], "a failing agent gets no new work");
+        s.apply(&status("w", AgentStatus::Failed));
+        assert_eq!(s.decide(at(11)), []);
+        s.apply(&status("w", AgentStatus::Active));
+        assert_eq!(s.agent("w").map(AgentEntry::health_score), Some(1.0));
+        assert_eq!(assigns(&s.decide(at(12))), [a("next", "w", 1)]);
+    }
+
+    #[test]
+    fn decisions_are_a_pure_function_of_facts_and_time() {
+        let events = [
+            agent("a", &["t"], 2),
+            agent("b", &["t"], 1),
+            queued("1", "", "t", 1, 2),
+            queued("2", "", "t", 2, 2),
+            queued("3", "", "t", 0, 2),
+            queued("4", "", "t", 0, 2),
+        ];
+        let d1 = given(&events).decide(at(5));
+        let d2 = given(&events).decide(at(5));
+        assert_eq!(d1, d2);
+        assert_eq!(assigns(&d1).len(), 3, "{d1:?}");
+    }
+}
