@@ -818,7 +818,8 @@ mod tests {
         let d = s.decide(at(1));
         assert_eq!(assigns(&d), [a("any", "summariser", 1)]);
         assert!(
-            d.iter().any(|d| matches!(d, Decision::Refuse { task_id, .. } if task_id == "wrong")),
+            d.iter()
+                .any(|d| matches!(d, Decision::Refuse { task_id, .. } if task_id == "wrong")),
             "{d:?}"
         );
         // No agent has `translate` yet: it waits (one may register later).
@@ -829,12 +830,20 @@ mod tests {
         let mut s = s;
         s.apply(&failed("wrong", "fixer", 0, false, 1));
         assert_eq!(s.task("wrong").map(|t| t.phase), Some(Phase::Failed));
-        assert!(!s.decide(at(2)).iter().any(|d| matches!(d, Decision::GiveUp { .. })));
+        assert!(
+            !s.decide(at(2))
+                .iter()
+                .any(|d| matches!(d, Decision::GiveUp { .. }))
+        );
     }
 
     #[test]
     fn paused_stopped_and_failed_agents_get_no_work_until_resumed() {
-        for st in [AgentStatus::Paused, AgentStatus::Stopped, AgentStatus::Failed] {
+        for st in [
+            AgentStatus::Paused,
+            AgentStatus::Stopped,
+            AgentStatus::Failed,
+        ] {
             let mut s = given(&[
                 agent("w", &["t"], 1),
                 status("w", st),
@@ -853,7 +862,10 @@ mod tests {
         for attempt in 1..=3 {
             let now = i64::from(attempt) * 1000;
             let d = s.decide(at(now));
-            let Some(Decision::Assign { delay, attempt: n, .. }) = d.first() else {
+            let Some(Decision::Assign {
+                delay, attempt: n, ..
+            }) = d.first()
+            else {
                 panic!("attempt {attempt}: {d:?}");
             };
             assert_eq!(*n, attempt);
