@@ -12,7 +12,7 @@
 //! one (root on cgroup v1, or a delegated v2 subtree), else by `RLIMIT_NPROC`, which the
 //! kernel does not enforce for root — [`LocalJail::process_cap`] says which.
 
-mod argv;
+pub(crate) mod argv;
 mod cgroup;
 
 use std::ffi::OsString;
@@ -241,30 +241,12 @@ impl LocalJail {
             ))
         }
     }
-
-    fn validate(spec: &RunSpec) -> Result<()> {
-        if spec.command.trim().is_empty() {
-            return Err(Error::InvalidSpec("empty command".into()));
-        }
-        if spec.command.contains('\0') {
-            return Err(Error::InvalidSpec("command contains a NUL byte".into()));
-        }
-        for (k, v) in &spec.env {
-            let bad_key = k.is_empty() || k.contains(['=', '\0']);
-            if bad_key || v.contains('\0') {
-                return Err(Error::InvalidSpec(format!(
-                    "bad environment variable {k:?}"
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl Sandbox for LocalJail {
     async fn run(&self, spec: &RunSpec) -> Result<RunOutput> {
-        Self::validate(spec)?;
+        spec.validate()?;
         let workdir = canonical(&spec.workdir)?;
         if !workdir.is_dir() || workdir == Path::new("/") {
             return Err(Error::InvalidSpec(format!(
