@@ -232,6 +232,31 @@ pub struct TaskQueued {
     pub max_attempts: i32,
 }
 
+/// The controller handed an attempt of a queued task to an agent (also written to
+/// `sentinel.tasks`, keyed by the agent, for the agent's workers). Carries everything a
+/// worker needs, so workers never fold the fact log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssigned {
+    /// The task.
+    pub task_id: String,
+    /// The agent that runs it (the one named in `TaskQueued`, or the capable agent the
+    /// controller chose when the task named none).
+    pub agent_id: String,
+    /// Attempt number, from 1.
+    pub attempt: i32,
+    /// What kind of task (fix_failure, ...).
+    pub task_type: String,
+    /// Task input (JSON), as queued.
+    pub payload: String,
+    /// Deadline for this attempt.
+    pub timeout_seconds: i64,
+    /// How long the worker waits before starting (retry backoff with jitter; 0 for a first
+    /// attempt).
+    pub delay_ms: i64,
+    /// The task's priority (higher runs first).
+    pub priority: i32,
+}
+
 /// An agent started an attempt of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskStarted {
@@ -613,6 +638,7 @@ crate::fact_enum! {
     AgentRegistered => "agent_registered",
     AgentStatusChanged => "agent_status_changed",
     TaskQueued => "task_queued",
+    TaskAssigned => "task_assigned",
     TaskStarted => "task_started",
     TaskProgressed => "task_progressed",
     TaskCompleted => "task_completed",

@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 mod bot;
 mod error;
 pub mod imports;

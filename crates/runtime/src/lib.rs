@@ -39,6 +39,8 @@ use uuid::Uuid;
 pub const EVENTS_TOPIC: &str = "sentinel.events";
 /// Dead letters: records a stage could not process, with the reason.
 pub const DLQ_TOPIC: &str = "sentinel.dlq";
+/// Work handed to agents by the controller (`TaskAssigned`, `TaskCancelled`), keyed by agent.
+pub const TASKS_TOPIC: &str = "sentinel.tasks";
 /// Failure reports produced straight to Kafka by CI systems.
 pub const CI_FAILURES_TOPIC: &str = "sentinel.ci.failures";
 

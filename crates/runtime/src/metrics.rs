@@ -37,6 +37,14 @@ pub mod names {
     pub const AGENT_TASKS: &str = "sentinel_agent_tasks_total";
     /// Histogram (seconds). Agent task duration. Labels: `agent`.
     pub const AGENT_TASK_DURATION: &str = "sentinel_agent_task_duration_seconds";
+    /// Gauge. Tasks an agent worker is running now. Labels: `agent`.
+    pub const AGENT_TASKS_RUNNING: &str = "sentinel_agent_tasks_running";
+    /// Gauge. 1 when an agent's last health check passed, 0.5 degraded, 0 unhealthy.
+    /// Labels: `agent`.
+    pub const AGENT_HEALTH: &str = "sentinel_agent_health";
+    /// Counter. Controller decisions. Labels: `decision` (assigned, retried, timed_out,
+    /// gave_up, rejected, agent_failed).
+    pub const CONTROLLER_DECISIONS: &str = "sentinel_controller_decisions_total";
     /// Counter. Sandbox runs. Labels: `backend`, `outcome` (passed, failed, timed_out, error).
     pub const SANDBOX_RUNS: &str = "sentinel_sandbox_runs_total";
     /// Counter. Fix outcomes. Labels: `failure_type`, `success` (true, false).

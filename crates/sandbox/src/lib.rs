@@ -12,10 +12,13 @@
 //!   the machine at construction ([`Isolation::Bubblewrap`], then [`Isolation::Unshare`],
 //!   then [`Isolation::ProcessOnly`]) and reports which one is in force, so callers and
 //!   tests can say what was actually enforced.
-//! * A Docker backend (distributed deployment) is planned behind the same trait.
+//! * [`DockerSandbox`] — the distributed deployment's backend: one hardened container per
+//!   command through the Docker Engine API (no network, read-only root, cap-drop ALL,
+//!   no-new-privileges, non-root, pids/memory/CPU limits, optional gVisor runtime).
 
 #![forbid(unsafe_code)]
 
+pub mod docker;
 mod error;
 pub mod local;
 mod output;
@@ -23,6 +26,7 @@ mod spec;
 
 use async_trait::async_trait;
 
+pub use docker::{DockerConfig, DockerSandbox};
 pub use error::{Error, Result};
 pub use local::{Isolation, LocalJail, LocalJailConfig, ProcessCap};
 pub use spec::{Limits, OUTPUT_TAIL_BYTES, RunOutput, RunSpec};

@@ -67,6 +67,9 @@ pub struct RunSpec {
     pub extra_rw_paths: Vec<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
+    /// The repository's ecosystem (`python`, `node`, `rust`, …) when known: backends that
+    /// run images pick one per ecosystem; the local jail ignores it.
+    pub ecosystem: Option<String>,
 }
 
 impl RunSpec {
@@ -82,7 +85,28 @@ impl RunSpec {
             extra_ro_paths: Vec::new(),
             extra_rw_paths: Vec::new(),
             limits: Limits::default(),
+            ecosystem: None,
         }
+    }
+
+    /// Refuses specs no backend can run: an empty command, NUL bytes, bad variable names.
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        if self.command.trim().is_empty() {
+            return Err(Error::InvalidSpec("empty command".into()));
+        }
+        if self.command.contains('\0') {
+            return Err(Error::InvalidSpec("command contains a NUL byte".into()));
+        }
+        for (k, v) in &self.env {
+            let bad_key = k.is_empty() || k.contains(['=', '\0']);
+            if bad_key || v.contains('\0') {
+                return Err(Error::InvalidSpec(format!(
+                    "bad environment variable {k:?}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Adds (or replaces) one environment variable.

@@ -411,3 +411,124 @@ async fn bad_specs_are_errors_not_runs() {
 fn uuid_like() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
+
+/// A caller that gives up on a run (its task was cancelled, or timed out above the
+/// sandbox) drops the run's future: every process of the run must die with it, at every
+/// level (for the process-only level, every process that stayed in the process group).
+#[tokio::test]
+async fn dropping_a_run_kills_its_processes() {
+    for jail in every_level().await {
+        let dir = workdir();
+        let marker = format!("sentinel-dropped-{}", uuid_like());
+        let mut spec = RunSpec::new(
+            dir.path(),
+            format!("sh -c 'sleep 1000; :' {marker} & sh -c 'sleep 1000; :' {marker} & wait"),
+        );
+        spec.timeout = Duration::from_secs(600);
+        let run = jail.run(&spec);
+        // Run until the processes exist, then drop the future mid-run.
+        let appeared = tokio::select! {
+            _ = run => false,
+            () = async {
+                while processes_with(&marker).len() < 2 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } => true,
+        };
+        assert!(appeared, "{}: the run ended by itself", jail.describe());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !processes_with(&marker).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            processes_with(&marker),
+            Vec::<String>::new(),
+            "{}: processes outlived the dropped run",
+            jail.describe()
+        );
+    }
+}
+
+#[tokio::test]
+async fn cpu_time_limit_kills_a_busy_loop_before_the_timeout() {
+    for jail in every_level().await {
+        let dir = workdir();
+        let mut spec = RunSpec::new(dir.path(), "while :; do :; done");
+        spec.limits.cpu_seconds = Some(1);
+        spec.timeout = Duration::from_secs(30);
+        let out = jail.run(&spec).await.unwrap();
+        eprintln!(
+            "{}: {:?} exit {}",
+            jail.describe(),
+            out.duration,
+            out.exit_code
+        );
+        assert!(!out.timed_out, "{}: {out:?}", jail.describe());
+        assert_ne!(out.exit_code, 0);
+        assert!(out.duration < Duration::from_secs(10), "{:?}", out.duration);
+    }
+}
+
+/// Secrets in the host's environment (CI tokens, cloud keys) never reach the command. The
+/// test re-runs itself with secrets set, since a test cannot safely change its own
+/// environment.
+#[tokio::test]
+async fn host_secrets_never_reach_the_command() {
+    const SECRET: &str = "ghp_SentinelHostSecret0123456789abcdefABCD";
+    if std::env::var("SENTINEL_CONTAINMENT_CHILD").is_err() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "host_secrets_never_reach_the_command",
+                "--nocapture",
+            ])
+            .env("SENTINEL_CONTAINMENT_CHILD", "1")
+            .env("GITHUB_TOKEN", SECRET)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("SENTINEL_GITHUB_APP_KEY", SECRET)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child run failed:\n{text}");
+        assert!(text.contains("1 passed"), "{text}");
+        return;
+    }
+    assert_eq!(std::env::var("GITHUB_TOKEN").as_deref(), Ok(SECRET));
+    for jail in every_level().await {
+        let dir = workdir();
+        // The process-only level shares the host's pid namespace and uid: the command can
+        // read its parent's (this process's) /proc/PID/environ. That is the documented
+        // weakness of process_only; the namespaced levels must not even see it.
+        let parent = if jail.isolation() >= Isolation::Unshare {
+            "cat /proc/$PPID/environ 2>/dev/null; true"
+        } else {
+            "true"
+        };
+        let out = jail
+            .run(&RunSpec::new(
+                dir.path(),
+                format!("env; cat /proc/self/environ | tr '\\0' '\\n'; {parent}"),
+            ))
+            .await
+            .unwrap();
+        assert!(out.success(), "{out:?}");
+        assert!(out.output.contains("PATH="), "{}", out.output);
+        for name in [
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "SENTINEL_GITHUB_APP_KEY",
+        ] {
+            assert!(
+                !out.output.contains(name),
+                "{}: {name} leaked",
+                jail.describe()
+            );
+        }
+        assert!(
+            !out.output.contains(SECRET),
+            "{}: secret leaked",
+            jail.describe()
+        );
+    }
+}

@@ -12,7 +12,7 @@
 //! one (root on cgroup v1, or a delegated v2 subtree), else by `RLIMIT_NPROC`, which the
 //! kernel does not enforce for root — [`LocalJail::process_cap`] says which.
 
-mod argv;
+pub(crate) mod argv;
 mod cgroup;
 
 use std::ffi::OsString;
@@ -241,30 +241,12 @@ impl LocalJail {
             ))
         }
     }
-
-    fn validate(spec: &RunSpec) -> Result<()> {
-        if spec.command.trim().is_empty() {
-            return Err(Error::InvalidSpec("empty command".into()));
-        }
-        if spec.command.contains('\0') {
-            return Err(Error::InvalidSpec("command contains a NUL byte".into()));
-        }
-        for (k, v) in &spec.env {
-            let bad_key = k.is_empty() || k.contains(['=', '\0']);
-            if bad_key || v.contains('\0') {
-                return Err(Error::InvalidSpec(format!(
-                    "bad environment variable {k:?}"
-                )));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl Sandbox for LocalJail {
     async fn run(&self, spec: &RunSpec) -> Result<RunOutput> {
-        Self::validate(spec)?;
+        spec.validate()?;
         let workdir = canonical(&spec.workdir)?;
         if !workdir.is_dir() || workdir == Path::new("/") {
             return Err(Error::InvalidSpec(format!(
@@ -338,6 +320,14 @@ impl Sandbox for LocalJail {
         let start = Instant::now();
         let (mut child, reader) = spawn(&argv, &workdir, self.isolation, &env, Arc::clone(&tail))?;
         let pgid = child.id();
+        // If this future is dropped before the run ends (the task was cancelled or timed out
+        // by its caller), the guard kills the run's processes on the way out.
+        let mut guard = KillOnDrop {
+            sh: self.programs.sh.clone(),
+            pgid,
+            cgroup_procs: cgroup.as_ref().map(RunCgroup::procs),
+            armed: true,
+        };
 
         let waited = tokio::time::timeout(spec.timeout, child.wait()).await;
         let (status, timed_out) = match waited {
@@ -354,6 +344,7 @@ impl Sandbox for LocalJail {
         if let Some(cg) = cgroup {
             cg.kill_and_remove().await;
         }
+        guard.armed = false;
         let abort = reader.abort_handle();
         if tokio::time::timeout(OUTPUT_GRACE, reader).await.is_err() {
             abort.abort();
@@ -410,6 +401,52 @@ impl LocalJail {
             .stderr(Stdio::null())
             .status()
             .await;
+    }
+}
+
+/// Kills a run's processes when the run's future is dropped mid-way (cancellation).
+/// Blocking, but brief: one `kill` and, with a cgroup, one write or one more `kill`.
+struct KillOnDrop {
+    sh: PathBuf,
+    pgid: Option<u32>,
+    cgroup_procs: Option<PathBuf>,
+    armed: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let kill = |script: &str, args: &[String]| {
+            let _ = std::process::Command::new(&self.sh)
+                .arg("-c")
+                .arg(script)
+                .arg("sh")
+                .args(args)
+                .env_clear()
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        if let Some(pgid) = self.pgid {
+            kill(r#"kill -KILL -"$1" 2>/dev/null"#, &[pgid.to_string()]);
+        }
+        if let Some(procs) = &self.cgroup_procs {
+            let kill_file = procs.with_file_name("cgroup.kill");
+            if std::fs::write(&kill_file, "1").is_err() {
+                let pids: Vec<String> = std::fs::read_to_string(procs)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                if !pids.is_empty() {
+                    kill(r#"kill -KILL "$@" 2>/dev/null"#, &pids);
+                }
+            }
+        }
+        tracing::info!(pgid = ?self.pgid, "Sandbox run dropped before it ended; killed its processes.");
     }
 }
 
