@@ -112,7 +112,51 @@ pub struct FixRequest {
     pub test_command: Option<String>,
     /// The (redacted) log excerpt the classification was made from.
     pub log_excerpt: String,
+    /// How this failure signature fared before, per strategy (folded from facts by the
+    /// caller); empty when unknown. Scales the confidence ([`History::factor`]).
+    #[serde(default)]
+    pub history: BTreeMap<String, History>,
 }
+
+/// Past outcomes of one strategy on one failure signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Fixes of this strategy on this signature whose outcome is known.
+    pub attempts: u32,
+    /// Of those, the ones that were merged and stayed green.
+    pub successes: u32,
+}
+
+impl History {
+    /// `(successes + 1) / (attempts + 1)`: 1 with no history or only successes, falling
+    /// towards the observed success rate as failures accumulate.
+    pub fn factor(self) -> f64 {
+        let successes = self.successes.min(self.attempts);
+        (f64::from(successes) + 1.0) / (f64::from(self.attempts) + 1.0)
+    }
+}
+
+/// The failing command run once on a fresh checkout: the evidence `sentinel fix` classifies
+/// when no log is given.
+#[derive(Debug)]
+pub struct Reproduction {
+    /// The commit checked out (full id).
+    pub base_commit: String,
+    /// The run (redacted output tail).
+    pub step: ValidationStep,
+    /// The whole (bounded, unredacted) output, for classification.
+    pub output: String,
+}
+
+/// The repository's own PatchBot settings: `.sentinel.toml` at the root of the failing
+/// commit, e.g. `test_command = "pytest -q"`.
+#[derive(Debug, Default, Deserialize)]
+struct RepoSettings {
+    test_command: Option<String>,
+}
+
+/// Name of the per-repository settings file.
+pub const REPO_SETTINGS_FILE: &str = ".sentinel.toml";
 
 /// The outcome of an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,8 +198,12 @@ pub struct FixAttempt {
     pub validation: Vec<ValidationStep>,
     /// Tool name → version used.
     pub tool_versions: BTreeMap<String, String>,
-    /// Strategy prior × validation evidence; 0 unless fixed.
+    /// Strategy prior × validation evidence × the strategy's history on this failure
+    /// signature; 0 unless fixed.
     pub confidence: f64,
+    /// The test command validation ran after the failing command: the request's, else the
+    /// repository's `.sentinel.toml` `test_command`; `None` when neither names one.
+    pub test_command: Option<String>,
     /// The sandbox that ran the commands (e.g. `local-jail/bubblewrap`).
     pub sandbox: String,
     /// The work tree: the repository checked out at `base_commit` with the fix staged
@@ -184,6 +232,7 @@ impl FixAttempt {
             validation: Vec::new(),
             tool_versions: BTreeMap::new(),
             confidence: 0.0,
+            test_command: None,
             sandbox,
             workdir: None,
             git_dir: None,
@@ -311,6 +360,49 @@ impl PatchBot {
         .await
     }
 
+    /// Runs the failing `command` once on a fresh checkout of `repository` at `commit`, in
+    /// the sandbox, with the pinned tools the command names first on `PATH` — to obtain
+    /// the log of a failure when none was given (`sentinel fix` without `--log`). The
+    /// checkout is deleted afterwards; the original repository is never touched.
+    ///
+    /// # Errors
+    ///
+    /// As for [`attempt`](PatchBot::attempt): tools, checkout, sandbox.
+    pub async fn reproduce(
+        &self,
+        repository: &str,
+        commit: &str,
+        command: &str,
+    ) -> Result<Reproduction> {
+        self.check_config()?;
+        if command.trim().is_empty() || command.contains('\0') {
+            return Err(Error::InvalidRequest("the failing command is empty".into()));
+        }
+        let mut envs = Vec::new();
+        for tool in strategy::tools_named(command) {
+            envs.push(self.tools.ensure(tool).await?);
+        }
+        let work_tree = self.temp_dir("sentinel-patchbot-").await?;
+        let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
+        let work = Work {
+            repo: work_tree.path().to_path_buf(),
+            git: git_dir.path().join("git"),
+        };
+        let base_commit = git::clone_at_with_git_dir(repository, commit, &work.repo, &work.git)
+            .await
+            .map_err(|source| Error::Checkout {
+                repository: repository.to_string(),
+                commit: commit.to_string(),
+                source,
+            })?;
+        let (step, out) = self.run_step_output(&work, &envs, command).await?;
+        Ok(Reproduction {
+            base_commit,
+            step,
+            output: out.output,
+        })
+    }
+
     async fn run_attempt(&self, req: &FixRequest) -> Result<FixAttempt> {
         self.check_config()?;
         if req.command.trim().is_empty() || req.command.contains('\0') {
@@ -353,6 +445,13 @@ impl PatchBot {
                 source,
             })?;
         attempt.base_commit = Some(base);
+        attempt.test_command = match &req.test_command {
+            Some(t) if !t.trim().is_empty() => Some(t.clone()),
+            _ => match repo_test_command(&work.repo).await {
+                Ok(t) => t,
+                Err(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            },
+        };
 
         match &plan.action {
             Action::Run(commands) => {
@@ -445,7 +544,8 @@ impl PatchBot {
         if !passed {
             return Ok(attempt.end(FixStatus::NoFix, reason));
         }
-        attempt.confidence = confidence(&plan, req.test_command.is_some());
+        let history = req.history.get(&plan.name).copied().unwrap_or_default();
+        attempt.confidence = confidence(&plan, attempt.test_command.is_some(), history);
         attempt.workdir = Some(work_tree);
         attempt.git_dir = Some(git_dir);
         Ok(attempt.end(FixStatus::Fixed, reason))
@@ -459,7 +559,8 @@ impl PatchBot {
         req: &FixRequest,
         attempt: &mut FixAttempt,
     ) -> Result<(bool, String)> {
-        let commands = std::iter::once(&req.command).chain(req.test_command.as_ref());
+        let test_command = attempt.test_command.clone();
+        let commands = std::iter::once(&req.command).chain(test_command.as_ref());
         for command in commands {
             let step = self.run_step(work, envs, command).await?;
             let code = step.exit_code;
@@ -471,7 +572,7 @@ impl PatchBot {
                 ));
             }
         }
-        let what = match &req.test_command {
+        let what = match &test_command {
             Some(t) => format!("`{}` and `{t}` pass", req.command),
             None => format!("`{}` passes (no test command given)", req.command),
         };
@@ -551,6 +652,15 @@ impl PatchBot {
         envs: &[ToolEnv],
         command: &str,
     ) -> Result<ValidationStep> {
+        Ok(self.run_step_output(work, envs, command).await?.0)
+    }
+
+    async fn run_step_output(
+        &self,
+        work: &Work,
+        envs: &[ToolEnv],
+        command: &str,
+    ) -> Result<(ValidationStep, RunOutput)> {
         let mut path: Vec<String> = envs
             .iter()
             .map(|e| e.bin_dir.display().to_string())
@@ -587,7 +697,7 @@ impl PatchBot {
             exit_code = out.exit_code,
             "Sandboxed step finished."
         );
-        Ok(step(command, &out))
+        Ok((step(command, &out), out))
     }
 
     /// Adds `distribution` to `requirements.txt`; `Ok(Err(reason))` when that is not the
@@ -711,13 +821,38 @@ fn step(command: &str, out: &RunOutput) -> ValidationStep {
 
 /// Prior × validation: full prior when the change cannot alter behaviour or the tests
 /// passed too; a lint autofix validated only by the linter loses a little.
-fn confidence(plan: &Plan, tests_ran: bool) -> f64 {
+fn confidence(plan: &Plan, tests_ran: bool, history: History) -> f64 {
     let evidence = if plan.behaviour_preserving || tests_ran {
         1.0
     } else {
         0.9
     };
-    plan.prior * evidence
+    plan.prior * evidence * history.factor()
+}
+
+/// The `test_command` of the checked-out repository's `.sentinel.toml`; `Err` with a reason
+/// when the file exists but is not a small regular file of valid settings.
+async fn repo_test_command(repo: &std::path::Path) -> std::result::Result<Option<String>, String> {
+    let path = repo.join(REPO_SETTINGS_FILE);
+    let meta = match tokio::fs::symlink_metadata(&path).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{REPO_SETTINGS_FILE}: {e}")),
+    };
+    // Repository content is untrusted: no symlinks out of the tree, no huge files.
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        return Err(format!(
+            "{REPO_SETTINGS_FILE} is not a regular file of at most 64 KiB"
+        ));
+    }
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|e| format!("{REPO_SETTINGS_FILE}: {e}"))?;
+    let settings: RepoSettings =
+        toml::from_str(&text).map_err(|e| format!("invalid {REPO_SETTINGS_FILE}: {e}"))?;
+    Ok(settings
+        .test_command
+        .filter(|t| !t.trim().is_empty() && !t.contains('\0')))
 }
 
 fn is_protected(path: &str, protected: &[String]) -> bool {
@@ -780,6 +915,51 @@ mod tests {
         );
         assert_eq!(one_line("", 100), "CI failure");
         assert_eq!(one_line(&"x".repeat(300), 100).len(), 100);
+    }
+
+    #[test]
+    fn history_scales_confidence_towards_the_observed_success_rate() {
+        assert!((History::default().factor() - 1.0).abs() < 1e-9);
+        let all_good = History {
+            attempts: 5,
+            successes: 5,
+        };
+        assert!((all_good.factor() - 1.0).abs() < 1e-9);
+        let poor = History {
+            attempts: 3,
+            successes: 0,
+        };
+        assert!((poor.factor() - 0.25).abs() < 1e-9);
+        let plan = Plan {
+            name: "black".into(),
+            tools: vec![],
+            action: Action::Run(vec![]),
+            prior: 0.9,
+            behaviour_preserving: false,
+        };
+        assert!((confidence(&plan, false, poor) - 0.9 * 0.9 * 0.25).abs() < 1e-9);
+        assert!((confidence(&plan, true, History::default()) - 0.9).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn the_repository_names_its_test_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(repo_test_command(dir.path()).await, Ok(None));
+        std::fs::write(
+            dir.path().join(REPO_SETTINGS_FILE),
+            "test_command = \"pytest -q\"\n",
+        )
+        .expect("write");
+        assert_eq!(
+            repo_test_command(dir.path()).await,
+            Ok(Some("pytest -q".into()))
+        );
+        std::fs::write(dir.path().join(REPO_SETTINGS_FILE), "test_command = [").expect("write");
+        assert!(repo_test_command(dir.path()).await.is_err());
+        std::fs::remove_file(dir.path().join(REPO_SETTINGS_FILE)).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join(REPO_SETTINGS_FILE))
+            .expect("symlink");
+        assert!(repo_test_command(dir.path()).await.is_err());
     }
 
     #[test]

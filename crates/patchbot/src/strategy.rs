@@ -132,6 +132,21 @@ pub fn choose(failure_type: FailureType, hint: Option<&str>, command: &str, log:
     })
 }
 
+/// The provisionable tools a command line runs (`black --check .` → black, `cargo fmt`
+/// → rustfmt), so that reproducing the failure uses the pinned versions.
+pub fn tools_named(command: &str) -> Vec<Tool> {
+    let mut tools: Vec<Tool> = invocations(command)
+        .iter()
+        .filter_map(|inv| match inv.program.as_str() {
+            "cargo fmt" => Some(Tool::Rustfmt),
+            program => program.parse::<Tool>().ok(),
+        })
+        .collect();
+    tools.sort();
+    tools.dedup();
+    tools
+}
+
 fn formatting(invocations: &[Invocation], hint: Option<&str>) -> Vec<Fixer> {
     let mut fixers: Vec<Fixer> = invocations.iter().filter_map(formatter_for).collect();
     fixers.dedup_by(|a, b| a.command == b.command);
@@ -619,6 +634,16 @@ mod tests {
         ] {
             assert!(matches!(choose(t, None, "pytest", ""), Choice::NoFix(_)));
         }
+    }
+
+    #[test]
+    fn tools_named_in_a_command_are_the_ones_to_provision() {
+        assert_eq!(
+            tools_named("pip install . && python -m black --check . && npx eslint src"),
+            [Tool::Black, Tool::Eslint]
+        );
+        assert_eq!(tools_named("cargo fmt --all -- --check"), [Tool::Rustfmt]);
+        assert!(tools_named("make lint").is_empty());
     }
 
     #[test]

@@ -113,6 +113,7 @@ fn request(
         tool: hint.map(str::to_string),
         test_command: None,
         log_excerpt: String::new(),
+        history: Default::default(),
     }
 }
 
