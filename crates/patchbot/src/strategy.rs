@@ -139,12 +139,30 @@ pub fn tools_named(command: &str) -> Vec<Tool> {
         .iter()
         .filter_map(|inv| match inv.program.as_str() {
             "cargo fmt" => Some(Tool::Rustfmt),
+            "cargo clippy" => Some(Tool::Clippy),
             program => program.parse::<Tool>().ok(),
         })
         .collect();
     tools.sort();
     tools.dedup();
     tools
+}
+
+/// The failure type a failing command implies on its own, when the log is not recognised:
+/// a formatter in check mode → formatting, a linter → linting. `None` for anything else.
+pub fn implied_failure_type(command: &str) -> Option<FailureType> {
+    let invocations = invocations(command);
+    if invocations.iter().any(|i| formatter_for(i).is_some()) {
+        return Some(FailureType::Formatting);
+    }
+    invocations
+        .iter()
+        .any(|i| match (i.program.as_str(), i.subcommand()) {
+            ("ruff", Some("format")) => false,
+            ("ruff" | "flake8" | "eslint" | "cargo clippy", _) => true,
+            _ => false,
+        })
+        .then_some(FailureType::Linting)
 }
 
 fn formatting(invocations: &[Invocation], hint: Option<&str>) -> Vec<Fixer> {
@@ -162,6 +180,7 @@ fn formatting(invocations: &[Invocation], hint: Option<&str>) -> Vec<Fixer> {
                     Tool::Prettier,
                     "prettier --write .".into(),
                 )),
+                Some("isort") => Some(Fixer::formatter("isort", Tool::Isort, "isort .".into())),
                 Some("rustfmt" | "cargo-fmt" | "cargo fmt" | "cargo_fmt") => Some(
                     Fixer::formatter("cargo_fmt", Tool::Rustfmt, "cargo fmt --all".into()),
                 ),
@@ -208,6 +227,17 @@ fn formatter_for(inv: &Invocation) -> Option<Fixer> {
             }
             Some(Fixer::formatter("cargo_fmt", Tool::Rustfmt, cmd))
         }
+        "isort" => Some(Fixer::formatter(
+            "isort",
+            Tool::Isort,
+            inv.rewrite(
+                "isort",
+                &[],
+                &["--check-only", "--check", "-c", "--diff"],
+                &[],
+                "isort .",
+            ),
+        )),
         "rustfmt" => Some(Fixer::formatter(
             "cargo_fmt",
             Tool::Rustfmt,
@@ -262,6 +292,7 @@ fn linting(
             ("ruff", Some("format")) => {}
             ("ruff", _) => fixers.push(ruff_fix("ruff check --fix .".into())),
             ("flake8", _) => flake8 = true,
+            ("cargo clippy", _) => fixers.push(clippy_fix(inv)),
             ("eslint", _) => fixers.push(eslint_fix(inv.rewrite(
                 "eslint",
                 &[],
@@ -276,6 +307,13 @@ fn linting(
         match hint {
             Some("ruff") => fixers.push(ruff_fix("ruff check --fix .".into())),
             Some("eslint") => fixers.push(eslint_fix("eslint --fix .".into())),
+            Some("clippy" | "cargo-clippy" | "cargo clippy") => {
+                fixers.push(clippy_fix(&Invocation {
+                    program: "cargo clippy".into(),
+                    args: Vec::new(),
+                    exact: true,
+                }))
+            }
             Some("flake8" | "pyflakes" | "pycodestyle") => flake8 = true,
             _ => {}
         }
@@ -310,6 +348,33 @@ fn linting(
         });
     }
     Ok(fixers)
+}
+
+/// `cargo clippy --fix`: applies only the suggestions clippy marks machine-applicable (the
+/// safe ones), keeping the command's package/target selection; lint levels after `--` are
+/// dropped (they only decide what fails, not what is fixable). Validation re-runs the
+/// original command, so lints without a safe fix leave the failure standing.
+fn clippy_fix(inv: &Invocation) -> Fixer {
+    let mut command =
+        String::from("cargo clippy --fix --allow-dirty --allow-staged --allow-no-vcs");
+    if inv.exact {
+        for arg in inv.args.iter().take_while(|a| *a != "--") {
+            if !matches!(
+                arg.as_str(),
+                "--fix" | "--allow-dirty" | "--allow-staged" | "--allow-no-vcs"
+            ) {
+                command.push(' ');
+                command.push_str(arg);
+            }
+        }
+    }
+    Fixer {
+        name: "clippy_fix",
+        tools: vec![Tool::Clippy],
+        command,
+        prior: 0.8,
+        behaviour_preserving: false,
+    }
 }
 
 fn import_error(log: &str) -> Choice {
@@ -435,8 +500,10 @@ fn invocations(command: &str) -> Vec<Invocation> {
                 program = name.to_string();
             }
             let mut args: Vec<String> = words.collect();
-            if program == "cargo" && args.first().map(String::as_str) == Some("fmt") {
-                program = "cargo fmt".into();
+            if program == "cargo"
+                && let Some(sub @ ("fmt" | "clippy")) = args.first().map(String::as_str)
+            {
+                program = format!("cargo {sub}");
                 args.remove(0);
             }
             Some(Invocation {
@@ -644,6 +711,40 @@ mod tests {
         );
         assert_eq!(tools_named("cargo fmt --all -- --check"), [Tool::Rustfmt]);
         assert!(tools_named("make lint").is_empty());
+    }
+
+    #[test]
+    fn isort_and_clippy_fix_what_they_check() {
+        let p = plan(choose(
+            FailureType::Formatting,
+            None,
+            "isort --check-only --diff src",
+            "",
+        ));
+        assert_eq!(p.name, "isort");
+        assert_eq!(p.tools, [Tool::Isort]);
+        assert_eq!(commands(&p), ["isort src"]);
+        let p = plan(choose(
+            FailureType::Linting,
+            None,
+            "cargo clippy --all-targets -- -D warnings",
+            "",
+        ));
+        assert_eq!(p.name, "clippy_fix");
+        assert_eq!(p.tools, [Tool::Clippy]);
+        assert_eq!(
+            commands(&p),
+            ["cargo clippy --fix --allow-dirty --allow-staged --allow-no-vcs --all-targets"]
+        );
+        assert_eq!(
+            implied_failure_type("cargo clippy -- -D warnings"),
+            Some(FailureType::Linting)
+        );
+        assert_eq!(
+            implied_failure_type("isort --check ."),
+            Some(FailureType::Formatting)
+        );
+        assert_eq!(implied_failure_type("pytest"), None);
     }
 
     #[test]

@@ -638,3 +638,70 @@ async fn rustfmt_from_the_toolchain_fixes_cargo_fmt_failures() {
         attempt.diff
     );
 }
+
+#[tokio::test]
+async fn isort_fixes_unsorted_imports() {
+    let (origin, sha) = repo(&[(
+        "app.py",
+        "import sys\nimport os\nimport json\n\nprint(os.sep, sys.argv, json.dumps(1))\n",
+    )]);
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Formatting,
+        "isort --check-only --diff .",
+        None,
+    );
+    req.test_command = Some("python3 app.py".into());
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("isort"));
+    assert_eq!(attempt.fix_steps[0].command, "isort .");
+    assert_eq!(attempt.tool_versions["isort"], "9.0.2");
+    assert!(
+        attempt
+            .diff
+            .contains("+import json\n+import os\n+import sys"),
+        "{}",
+        attempt.diff
+    );
+}
+
+/// Real clippy on a real crate: `needless_return` has a machine-applicable fix, which
+/// `cargo clippy --fix` applies; the original `cargo clippy -- -D warnings` then passes and
+/// so does `cargo test`.
+#[tokio::test]
+async fn clippy_fix_applies_machine_applicable_suggestions() {
+    let (origin, sha) = repo(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        (
+            "src/lib.rs",
+            "pub fn add(a: u32, b: u32) -> u32 {\n    return a + b;\n}\n\n#[test]\nfn adds() {\n    \
+             assert_eq!(add(1, 2), 3);\n}\n",
+        ),
+        (".gitignore", "target/\n"),
+    ]);
+    let bot = bot().await;
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::Linting,
+        "cargo clippy --all-targets -- -D warnings",
+        Some("clippy"),
+    );
+    req.test_command = Some("cargo test --quiet".into());
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("clippy_fix"));
+    assert!(attempt.tool_versions["clippy"].starts_with("clippy "));
+    assert_eq!(attempt.files_changed, ["src/lib.rs"]);
+    assert!(
+        attempt.diff.contains("-    return a + b;\n+    a + b\n"),
+        "{}",
+        attempt.diff
+    );
+}

@@ -114,7 +114,14 @@ pub async fn run(global: &GlobalOpts, args: FixArgs) -> Result<ExitCode> {
     };
 
     let catalogue = sentinel_classify::Catalogue::builtin()?;
-    let c = catalogue.classify(log.as_bytes(), Some(&args.command));
+    let mut c = catalogue.classify(log.as_bytes(), Some(&args.command));
+    // A log no pattern recognises: the failing command itself (a formatter in check mode, a
+    // linter) is the evidence.
+    if c.failure_type == sentinel_events::FailureType::Unknown
+        && let Some(implied) = sentinel_patchbot::strategy::implied_failure_type(&args.command)
+    {
+        c.failure_type = implied;
+    }
     let excerpt = tail(&log, EXCERPT_BYTES);
     let req = FixRequest {
         task_id: uuid::Uuid::new_v4(),
