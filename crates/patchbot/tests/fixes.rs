@@ -662,7 +662,7 @@ async fn isort_fixes_unsorted_imports() {
     assert!(
         attempt
             .diff
-            .contains("+import json\n+import os\n+import sys"),
+            .contains("-import sys\n-import os\n import json\n+import os\n+import sys"),
         "{}",
         attempt.diff
     );
