@@ -1,7 +1,7 @@
 //! [`PatchBot`]: check out, fix, validate, commit.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::index::{PackageIndex, Verdict};
 use crate::redact::redacted_tail;
 use crate::strategy::{self, Action, Choice, Plan};
 use crate::tools::{Tool, ToolCache, ToolEnv};
@@ -67,6 +68,12 @@ pub struct PatchBotConfig {
     pub tool_versions: BTreeMap<Tool, String>,
     /// Paths reported when a fix touches them (see [`DEFAULT_PROTECTED_PATHS`]).
     pub protected_paths: Vec<String>,
+    /// The index a missing Python dependency must exist in (and be old enough in) before
+    /// PatchBot adds it; `None` skips the check (tests with a trusted offline index only).
+    pub python_index: Option<PackageIndex>,
+    /// The index pip installs from when validating a dependency fix (`PIP_INDEX_URL`);
+    /// pip's default (PyPI) when `None`.
+    pub pip_index_url: Option<String>,
 }
 
 impl PatchBotConfig {
@@ -89,6 +96,8 @@ impl PatchBotConfig {
                 .iter()
                 .map(|p| (*p).to_string())
                 .collect(),
+            python_index: Some(PackageIndex::pypi()),
+            pip_index_url: None,
         }
     }
 }
@@ -153,6 +162,13 @@ pub struct Reproduction {
 #[derive(Debug, Default, Deserialize)]
 struct RepoSettings {
     test_command: Option<String>,
+}
+
+/// Which dependency manifest a dependency fix edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manifest {
+    Requirements,
+    Pyproject,
 }
 
 /// Name of the per-repository settings file.
@@ -259,6 +275,7 @@ impl FixAttempt {
         Some(Work {
             repo: self.workdir.as_ref()?.path().to_path_buf(),
             git: self.git_dir.as_ref()?.path().join("git"),
+            deps: None,
         })
     }
 }
@@ -268,6 +285,9 @@ impl FixAttempt {
 struct Work {
     repo: PathBuf,
     git: PathBuf,
+    /// A virtualenv (outside the work tree) holding the repository's dependencies, first on
+    /// `PATH` and read-only, once a dependency fix installed them.
+    deps: Option<PathBuf>,
 }
 
 /// The fixer. See the crate docs for the flow.
@@ -387,6 +407,7 @@ impl PatchBot {
         let work = Work {
             repo: work_tree.path().to_path_buf(),
             git: git_dir.path().join("git"),
+            deps: None,
         };
         let base_commit = git::clone_at_with_git_dir(repository, commit, &work.repo, &work.git)
             .await
@@ -432,10 +453,11 @@ impl PatchBot {
 
         let work_tree = self.temp_dir("sentinel-patchbot-").await?;
         let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
-        let work = Work {
+        let mut work = Work {
             repo: work_tree.path().to_path_buf(),
             // git refuses to create a separate git dir that already exists, even empty.
             git: git_dir.path().join("git"),
+            deps: None,
         };
         let base = git::clone_at_with_git_dir(&req.repository, &req.commit, &work.repo, &work.git)
             .await
@@ -453,18 +475,20 @@ impl PatchBot {
             },
         };
 
+        let baseline = self.run_step(&work, &envs, &req.command).await?;
+        let reproduced = baseline.exit_code != 0;
+        attempt.baseline = Some(baseline);
+        if !reproduced {
+            return Ok(attempt.end(
+                FixStatus::NoFix,
+                "the failing command passes at this commit in the sandbox: nothing to \
+                 fix (flaky, or it depends on the CI environment)",
+            ));
+        }
+        // Keeps the dependency virtualenv alive until validation is over.
+        let mut _deps_dir = None;
         match &plan.action {
             Action::Run(commands) => {
-                let baseline = self.run_step(&work, &envs, &req.command).await?;
-                let reproduced = baseline.exit_code != 0;
-                attempt.baseline = Some(baseline);
-                if !reproduced {
-                    return Ok(attempt.end(
-                        FixStatus::NoFix,
-                        "the failing command passes at this commit in the sandbox: nothing to \
-                         fix (flaky, or it depends on the CI environment)",
-                    ));
-                }
                 for command in commands {
                     let step = self.run_step(&work, &envs, command).await?;
                     let timed_out = step.exit_code == -1;
@@ -481,9 +505,35 @@ impl PatchBot {
                 module,
                 distribution,
             } => {
-                if let Err(reason) = self.add_requirement(&work, module, distribution).await? {
-                    return Ok(attempt.end(FixStatus::NoFix, reason));
+                let manifest = match self.add_requirement(&work, module, distribution).await? {
+                    Ok(manifest) => manifest,
+                    Err(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+                };
+                // Install the repository's dependencies as CI would, into a virtualenv outside
+                // the work tree: the only sandboxed step with network access (the name passed
+                // the index guard). Validation then runs offline with it first on `PATH`.
+                let deps = self.temp_dir("sentinel-patchbot-deps-").await?;
+                let venv = deps.path().join("venv");
+                let install = match manifest {
+                    Manifest::Requirements => "-r requirements.txt",
+                    Manifest::Pyproject => ".",
+                };
+                let command = format!(
+                    "python3 -m venv {venv} && {venv}/bin/python -m pip install \
+                     --disable-pip-version-check --no-input --quiet {install}",
+                    venv = venv.display()
+                );
+                let step = self.run_install(&work, &command, deps.path()).await?;
+                let ok = step.exit_code == 0;
+                attempt.fix_steps.push(step);
+                if !ok {
+                    return Ok(attempt.end(
+                        FixStatus::NoFix,
+                        format!("installing the dependencies with `{distribution}` added failed"),
+                    ));
                 }
+                work.deps = Some(venv);
+                _deps_dir = Some(deps);
             }
         }
 
@@ -521,21 +571,6 @@ impl PatchBot {
             return Ok(attempt.end(
                 FixStatus::NoFix,
                 format!("strategy {} changed nothing", plan.name),
-            ));
-        }
-
-        if let Action::AddRequirement {
-            module,
-            distribution,
-        } = &plan.action
-        {
-            return Ok(attempt.end(
-                FixStatus::NoFix,
-                format!(
-                    "candidate adds `{distribution}` (provides `{module}`) to requirements.txt, \
-                     but it cannot be validated here: installing it needs network access, which \
-                     the sandbox denies; not proposing an unvalidated fix"
-                ),
             ));
         }
 
@@ -661,13 +696,16 @@ impl PatchBot {
         envs: &[ToolEnv],
         command: &str,
     ) -> Result<(ValidationStep, RunOutput)> {
-        let mut path: Vec<String> = envs
+        let mut path: Vec<String> = work
+            .deps
             .iter()
-            .map(|e| e.bin_dir.display().to_string())
+            .map(|venv| venv.join("bin").display().to_string())
             .collect();
+        path.extend(envs.iter().map(|e| e.bin_dir.display().to_string()));
         path.push(BASE_PATH.to_string());
         tokio::fs::create_dir_all(&self.config.tool_cache).await?;
         let mut ro = vec![self.config.tool_cache.clone(), work.git.clone()];
+        ro.extend(work.deps.clone());
         ro.extend(
             envs.iter()
                 .filter(|e| !e.bin_dir.starts_with(&self.config.tool_cache))
@@ -700,14 +738,33 @@ impl PatchBot {
         Ok((step(command, &out), out))
     }
 
-    /// Adds `distribution` to `requirements.txt`; `Ok(Err(reason))` when that is not the
-    /// right fix.
+    /// Runs an installer in the sandbox: network on, `rw` writable besides the work tree.
+    async fn run_install(&self, work: &Work, command: &str, rw: &Path) -> Result<ValidationStep> {
+        let mut spec = RunSpec::new(&work.repo, command)
+            .env("PATH", BASE_PATH)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("NO_COLOR", "1");
+        spec.timeout = self.config.command_timeout;
+        spec.limits = self.config.limits;
+        spec.allow_network = true;
+        if let Some(url) = &self.config.pip_index_url {
+            spec = spec.env("PIP_INDEX_URL", url.clone());
+        }
+        spec.extra_ro_paths = vec![work.git.clone()];
+        spec.extra_rw_paths = vec![rw.to_path_buf()];
+        let out = self.config.sandbox.run(&spec).await?;
+        Ok(step(command, &out))
+    }
+
+    /// Adds `distribution` to `requirements.txt` (or else `pyproject.toml`'s
+    /// `[project] dependencies`) once the package index knows it; `Ok(Err(reason))` when
+    /// that is not the right fix.
     async fn add_requirement(
         &self,
         work: &Work,
         module: &str,
         distribution: &str,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<std::result::Result<Manifest, String>> {
         if self.is_stdlib(module).await {
             return Ok(Err(format!(
                 "`{module}` is a standard-library module: the failure is a Python version \
@@ -730,31 +787,61 @@ impl PatchBot {
                 )));
             }
         }
-        let path = work.repo.join("requirements.txt");
-        // Repository content is untrusted: never write through a symlink out of the tree.
-        let meta = match tokio::fs::symlink_metadata(&path).await {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Err(format!(
-                    "`{module}` is missing but the repository has no requirements.txt to add \
-                     `{distribution}` to"
-                )));
+        let mut manifest = None;
+        for (name, kind) in [
+            ("requirements.txt", Manifest::Requirements),
+            ("pyproject.toml", Manifest::Pyproject),
+        ] {
+            let path = work.repo.join(name);
+            // Repository content is untrusted: never write through a symlink out of the tree.
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(meta) if meta.is_file() && meta.len() <= MAX_REQUIREMENTS_BYTES => {
+                    manifest = Some((path, kind));
+                    break;
+                }
+                Ok(_) => {
+                    return Ok(Err(format!(
+                        "{name} is not a regular file of reasonable size"
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        };
-        if !meta.is_file() || meta.len() > MAX_REQUIREMENTS_BYTES {
-            return Ok(Err(
-                "requirements.txt is not a regular file of reasonable size".into(),
-            ));
         }
+        let Some((path, kind)) = manifest else {
+            return Ok(Err(format!(
+                "`{module}` is missing but the repository has neither requirements.txt nor \
+                 pyproject.toml to add `{distribution}` to"
+            )));
+        };
+        let distribution = match &self.config.python_index {
+            Some(index) => match index.check(distribution).await? {
+                Verdict::Known(name) => name,
+                Verdict::Refused(reason) => {
+                    return Ok(Err(format!(
+                        "not adding `{distribution}` for `{module}`: {reason}"
+                    )));
+                }
+            },
+            None => distribution.to_string(),
+        };
         let contents = tokio::fs::read_to_string(&path).await?;
-        match imports::add_requirement(&contents, distribution) {
+        let updated = match kind {
+            Manifest::Requirements => imports::add_requirement(&contents, &distribution),
+            Manifest::Pyproject => {
+                match imports::add_pyproject_dependency(&contents, &distribution) {
+                    Ok(updated) => updated,
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
+        };
+        match updated {
             Some(updated) => {
                 tokio::fs::write(&path, updated).await?;
-                Ok(Ok(()))
+                Ok(Ok(kind))
             }
             None => Ok(Err(format!(
-                "`{distribution}` is already in requirements.txt: the CI environment did not \
+                "`{distribution}` is already a dependency: the CI environment did not \
                  install it (an environment problem, not a code change)"
             ))),
         }

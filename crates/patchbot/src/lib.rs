@@ -27,6 +27,7 @@
 mod bot;
 mod error;
 pub mod imports;
+pub mod index;
 pub use sentinel_events::redact;
 pub mod stage;
 pub mod strategy;

@@ -453,43 +453,199 @@ async fn a_failure_that_does_not_reproduce_is_not_fixed() {
     assert!(attempt.fix_steps.is_empty());
 }
 
+/// A local package index speaking the PyPI JSON API (`/pypi/<name>/json`) and the simple
+/// repository API (`/simple/<name>/`, PEP 503) with one real wheel built by the test:
+/// `sentinelfixture` (first released 2020), `youngpkg` (released yesterday); every other
+/// name is unknown (404) and `brokenpkg` answers 500. Stands in for PyPI, which tests
+/// must not reach.
+struct LocalIndex {
+    url: String,
+    _dir: TempDir,
+}
+
+async fn local_index() -> LocalIndex {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::StatusCode;
+    use axum::response::{Html, IntoResponse};
+    use axum::routing::get;
+
+    let dir = TempDir::new().unwrap();
+    let wheel = "sentinelfixture-1.0-py3-none-any.whl";
+    let script = format!(
+        "import zipfile\nz = zipfile.ZipFile({:?}, 'w')\n\
+         z.writestr('sentinelfixture/__init__.py', 'VALUE = 42\\n')\n\
+         z.writestr('sentinelfixture-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: sentinelfixture\\nVersion: 1.0\\n')\n\
+         z.writestr('sentinelfixture-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+         z.writestr('sentinelfixture-1.0.dist-info/RECORD', '')\nz.close()\n",
+        dir.path().join(wheel).display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::sync::Arc::new(std::fs::read(dir.path().join(wheel)).unwrap());
+
+    async fn json(UrlPath(name): UrlPath<String>) -> axum::response::Response {
+        let released = match name.as_str() {
+            "sentinelfixture" => "2020-01-02T03:04:05.000000Z".to_string(),
+            "youngpkg" => (chrono_like_yesterday()).to_string(),
+            "brokenpkg" => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            _ => return (StatusCode::NOT_FOUND, "Not Found").into_response(),
+        };
+        axum::Json(serde_json::json!({
+            "info": {"name": name, "version": "1.0"},
+            "releases": {"1.0": [{"filename": format!("{name}-1.0-py3-none-any.whl"),
+                                  "upload_time_iso_8601": released}]},
+            "urls": [],
+        }))
+        .into_response()
+    }
+    async fn simple(UrlPath(name): UrlPath<String>) -> axum::response::Response {
+        if name != "sentinelfixture" {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        Html(
+            "<!DOCTYPE html><html><body><a href=\"/files/sentinelfixture-1.0-py3-none-any.whl\">\
+             sentinelfixture-1.0-py3-none-any.whl</a></body></html>",
+        )
+        .into_response()
+    }
+    async fn file(State(bytes): State<std::sync::Arc<Vec<u8>>>) -> Vec<u8> {
+        bytes.as_ref().clone()
+    }
+    let app = axum::Router::new()
+        .route("/pypi/{name}/json", get(json))
+        .route("/simple/{name}/", get(simple))
+        .route("/files/{file}", get(file))
+        .with_state(bytes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    LocalIndex {
+        url: format!("http://{addr}"),
+        _dir: dir,
+    }
+}
+
+/// RFC 3339 time one day ago (std only).
+fn chrono_like_yesterday() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 86_400;
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn bot_with_index(index: &LocalIndex) -> PatchBot {
+    let jail = LocalJail::detect().await;
+    let mut config = PatchBotConfig::new(tool_cache(), Arc::new(jail));
+    config.command_timeout = Duration::from_secs(120);
+    config.python_index = Some(sentinel_patchbot::index::PackageIndex::new(
+        sentinel_patchbot::index::Ecosystem::Python,
+        &index.url,
+    ));
+    config.pip_index_url = Some(format!("{}/simple/", index.url));
+    PatchBot::new(config)
+}
+
+/// The index guard on its own: known and old → the index's name; unknown (404) or first
+/// released yesterday → refused with a reason; a 500 → a (transient) error.
 #[tokio::test]
-async fn a_missing_module_yields_an_unvalidated_requirement_not_a_fix() {
+async fn the_package_index_guard_refuses_unknown_and_young_names() {
+    use sentinel_patchbot::index::{Ecosystem, PackageIndex, Verdict};
+    let index = local_index().await;
+    let pypi = PackageIndex::new(Ecosystem::Python, &index.url);
+    assert_eq!(
+        pypi.check("sentinelfixture").await.unwrap(),
+        Verdict::Known("sentinelfixture".into())
+    );
+    match pypi.check("reqeusts").await.unwrap() {
+        Verdict::Refused(r) => assert!(r.contains("does not exist"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    match pypi.check("youngpkg").await.unwrap() {
+        Verdict::Refused(r) => assert!(r.contains("first published 1 days ago"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        pypi.with_min_age(Duration::ZERO)
+            .check("youngpkg")
+            .await
+            .unwrap()
+            == Verdict::Known("youngpkg".into())
+    );
+    let err = PackageIndex::new(Ecosystem::Python, &index.url)
+        .check("brokenpkg")
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    match PackageIndex::new(Ecosystem::Python, &index.url)
+        .check("../admin")
+        .await
+        .unwrap()
+    {
+        Verdict::Refused(r) => assert!(r.contains("not a valid package name"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A real `ModuleNotFoundError` fixed end to end: the distribution passes the index guard,
+/// is added to requirements.txt, pip installs the requirements from the (local) index in
+/// the sandbox, and the failing command then passes offline.
+#[tokio::test]
+async fn a_missing_module_is_added_installed_and_validated() {
+    let index = local_index().await;
     let (origin, sha) = repo(&[
-        ("app.py", "import yaml\n"),
-        ("requirements.txt", "requests==2.32.0\n"),
+        (
+            "app.py",
+            "import sentinelfixture\nprint(sentinelfixture.VALUE)\n",
+        ),
+        ("requirements.txt", "# runtime dependencies\n"),
     ]);
-    let bot = bot().await;
+    let bot = bot_with_index(&index).await;
     let mut req = request(
         origin.path(),
         &sha,
         FailureType::ImportError,
-        "python app.py",
+        "python3 app.py",
         None,
     );
     req.log_excerpt = "Traceback (most recent call last):\n  File \"app.py\", line 1, in \
-                       <module>\nModuleNotFoundError: No module named 'yaml'\n"
+                       <module>\nModuleNotFoundError: No module named 'sentinelfixture'\n"
         .into();
     let attempt = bot.attempt(&req).await.unwrap();
-    assert_eq!(attempt.status, FixStatus::NoFix);
+    assert_fixed(&attempt);
     assert_eq!(attempt.strategy.as_deref(), Some("add_requirement"));
-    assert!(
-        attempt.reason.contains("cannot be validated"),
-        "{}",
-        attempt.reason
-    );
     assert_eq!(attempt.files_changed, ["requirements.txt"]);
-    assert!(attempt.diff.contains("+PyYAML"), "{}", attempt.diff);
-    assert!(attempt.validation.is_empty());
+    assert!(
+        attempt.diff.contains("+sentinelfixture"),
+        "{}",
+        attempt.diff
+    );
+    assert!(attempt.validation[0].output_tail.contains("42"));
 
-    // Already listed, a stdlib module or the repository's own module: no candidate.
+    // A name the index does not know, one too young, one already listed, a stdlib module
+    // or the repository's own module: no candidate, each with its reason.
     let (origin, sha) = repo(&[
-        ("app.py", "import tomllib, helpers\n"),
+        ("app.py", "import helpers\n"),
         ("helpers/__init__.py", ""),
-        ("requirements.txt", "pyyaml\n"),
+        ("requirements.txt", "sentinelfixture\n"),
     ]);
+    req.command = "false".into();
     for (module, expect) in [
-        ("yaml", "already in requirements.txt"),
+        ("reqeusts", "does not exist"),
+        ("youngpkg", "first published"),
+        ("sentinelfixture", "already a dependency"),
         ("tomllib", "standard-library"),
         ("helpers", "repository's own module"),
     ] {
