@@ -381,7 +381,8 @@ impl PatchBot {
     }
 
     /// Runs the failing `command` once on a fresh checkout of `repository` at `commit`, in
-    /// the sandbox, with the pinned tools the command names first on `PATH` — to obtain
+    /// the sandbox, with the pinned tools the command names (every pinned tool when it names
+    /// none, e.g. `make lint`) first on `PATH` — to obtain
     /// the log of a failure when none was given (`sentinel fix` without `--log`). The
     /// checkout is deleted afterwards; the original repository is never touched.
     ///
@@ -398,8 +399,14 @@ impl PatchBot {
         if command.trim().is_empty() || command.contains('\0') {
             return Err(Error::InvalidRequest("the failing command is empty".into()));
         }
+        // A command that hides its tools (`make lint`, `tox -e fmt`) gets every pinned tool,
+        // as a pre-commit environment would have them.
+        let mut tools = strategy::tools_named(command);
+        if tools.is_empty() {
+            tools = Tool::ALL.to_vec();
+        }
         let mut envs = Vec::new();
-        for tool in strategy::tools_named(command) {
+        for tool in tools {
             envs.push(self.tools.ensure(tool).await?);
         }
         let work_tree = self.temp_dir("sentinel-patchbot-").await?;
@@ -499,6 +506,15 @@ impl PatchBot {
                             format!("fix command `{command}` was killed (timeout or signal)"),
                         ));
                     }
+                }
+            }
+            Action::DeclareGlobals { files, then } => {
+                if let Err(reason) = declare_globals(&work.repo, files).await? {
+                    return Ok(attempt.end(FixStatus::NoFix, reason));
+                }
+                for command in then {
+                    let step = self.run_step(&work, &envs, command).await?;
+                    attempt.fix_steps.push(step);
                 }
             }
             Action::AddRequirement {
@@ -881,6 +897,50 @@ impl PatchBot {
         all.extend(args);
         git::run(Some(&work.repo), all).await.map_err(Error::Git)
     }
+}
+
+/// Prepends `/* global a, b */` to each file (resolved inside `repo` from the path the log
+/// shows, which is usually absolute on the CI machine: the longest suffix that names a
+/// regular file in the tree). `Ok(Err(reason))` when a file cannot be found.
+async fn declare_globals(
+    repo: &Path,
+    files: &[(String, Vec<String>)],
+) -> Result<std::result::Result<(), String>> {
+    for (shown, names) in files {
+        let parts: Vec<&str> = shown
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+            .collect();
+        let mut found = None;
+        for start in 0..parts.len() {
+            let candidate = repo.join(parts[start..].join("/"));
+            // No symlinks: repository content must not redirect the write.
+            if tokio::fs::symlink_metadata(&candidate)
+                .await
+                .is_ok_and(|m| m.is_file() && m.len() <= MAX_REQUIREMENTS_BYTES)
+            {
+                found = Some(candidate);
+                break;
+            }
+        }
+        let Some(path) = found else {
+            return Ok(Err(format!(
+                "{shown} (named by ESLint) is not in the repository"
+            )));
+        };
+        let text = tokio::fs::read_to_string(&path).await?;
+        let header = format!("/* global {} */\n", names.join(", "));
+        let updated = match text.strip_prefix("#!") {
+            // Keep a shebang first.
+            Some(_) => match text.split_once('\n') {
+                Some((shebang, rest)) => format!("{shebang}\n{header}{rest}"),
+                None => format!("{text}\n{header}"),
+            },
+            None => format!("{header}{text}"),
+        };
+        tokio::fs::write(&path, updated).await?;
+    }
+    Ok(Ok(()))
 }
 
 /// Points the work tree's `.git` back at the real git dir, whatever a sandboxed command

@@ -861,3 +861,109 @@ async fn clippy_fix_applies_machine_applicable_suggestions() {
         attempt.diff
     );
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    command: String,
+    expect: String,
+    test_command: Option<String>,
+}
+
+/// The project's own case set (`crates/patchbot/cases/<name>/{case.toml,repo/}`): real
+/// repositories with real failures in Python, JavaScript/TypeScript and Rust. Each runs as
+/// `sentinel fix` does — the failing command is reproduced in the sandbox, its output
+/// classified, then a fix generated and validated — and the outcome is compared with the
+/// case's expectation (`fixed` or `unfixed`: no_fix or not_fixable). Fix success (cases
+/// expected fixed that are fixed) must be ≥ 70%, and no case expected unfixed may be fixed.
+#[tokio::test]
+async fn the_case_set_is_fixed_at_least_70_percent() {
+    let cases_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let mut names: Vec<String> = std::fs::read_dir(&cases_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let bot = bot().await;
+    let catalogue = sentinel_classify::Catalogue::builtin().unwrap();
+    let (mut expected_fixed, mut fixed, mut false_fixes) = (0, 0, Vec::new());
+    let mut report = String::new();
+    for name in &names {
+        let dir = cases_dir.join(name);
+        let case: Case =
+            toml::from_str(&std::fs::read_to_string(dir.join("case.toml")).unwrap()).unwrap();
+        let repo_dir = TempDir::new().unwrap();
+        copy_tree(&dir.join("repo"), repo_dir.path());
+        git(repo_dir.path(), &["init", "--quiet"]);
+        git(repo_dir.path(), &["add", "."]);
+        git(repo_dir.path(), &["commit", "--quiet", "-m", "case"]);
+        let sha = git(repo_dir.path(), &["rev-parse", "HEAD"]);
+        let repository = repo_dir.path().display().to_string();
+        let run = bot
+            .reproduce(&repository, &sha, &case.command)
+            .await
+            .unwrap();
+        let mut c = catalogue.classify(run.output.as_bytes(), Some(&case.command));
+        if c.failure_type == FailureType::Unknown
+            && let Some(t) = sentinel_patchbot::strategy::implied_failure_type(&case.command)
+        {
+            c.failure_type = t;
+        }
+        let mut req = request(
+            repo_dir.path(),
+            &sha,
+            c.failure_type,
+            &case.command,
+            c.tool.as_deref(),
+        );
+        req.test_command = case.test_command.clone();
+        req.log_excerpt = run.output.clone();
+        let attempt = bot.attempt(&req).await.unwrap();
+        let got = match attempt.status {
+            FixStatus::Fixed => "fixed",
+            FixStatus::NoFix => "no_fix",
+            FixStatus::NotFixable => "not_fixable",
+        };
+        if case.expect == "fixed" {
+            expected_fixed += 1;
+            if got == "fixed" {
+                fixed += 1;
+            }
+        } else if got == "fixed" {
+            false_fixes.push(name.clone());
+        }
+        report.push_str(&format!(
+            "{name:40} {:>12} expect {:>8} got {:>11}  {}\n",
+            c.failure_type.to_string(),
+            case.expect,
+            got,
+            attempt.reason.lines().next().unwrap_or("")
+        ));
+    }
+    let rate = f64::from(fixed) / f64::from(expected_fixed);
+    eprintln!(
+        "{report}\ncase set: {} cases, {fixed}/{expected_fixed} expected fixes made ({:.0}%), \
+         {} false fixes",
+        names.len(),
+        rate * 100.0,
+        false_fixes.len()
+    );
+    assert!(names.len() >= 20, "{} cases", names.len());
+    assert!(
+        false_fixes.is_empty(),
+        "fixed cases expected unfixable: {false_fixes:?}"
+    );
+    assert!(rate >= 0.7, "fix success {:.0}% < 70%", rate * 100.0);
+}
