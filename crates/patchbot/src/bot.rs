@@ -1,7 +1,7 @@
 //! [`PatchBot`]: check out, fix, validate, commit.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::index::{PackageIndex, Verdict};
 use crate::redact::redacted_tail;
 use crate::strategy::{self, Action, Choice, Plan};
 use crate::tools::{Tool, ToolCache, ToolEnv};
@@ -67,6 +68,12 @@ pub struct PatchBotConfig {
     pub tool_versions: BTreeMap<Tool, String>,
     /// Paths reported when a fix touches them (see [`DEFAULT_PROTECTED_PATHS`]).
     pub protected_paths: Vec<String>,
+    /// The index a missing Python dependency must exist in (and be old enough in) before
+    /// PatchBot adds it; `None` skips the check (tests with a trusted offline index only).
+    pub python_index: Option<PackageIndex>,
+    /// The index pip installs from when validating a dependency fix (`PIP_INDEX_URL`);
+    /// pip's default (PyPI) when `None`.
+    pub pip_index_url: Option<String>,
 }
 
 impl PatchBotConfig {
@@ -89,6 +96,8 @@ impl PatchBotConfig {
                 .iter()
                 .map(|p| (*p).to_string())
                 .collect(),
+            python_index: Some(PackageIndex::pypi()),
+            pip_index_url: None,
         }
     }
 }
@@ -112,7 +121,58 @@ pub struct FixRequest {
     pub test_command: Option<String>,
     /// The (redacted) log excerpt the classification was made from.
     pub log_excerpt: String,
+    /// How this failure signature fared before, per strategy (folded from facts by the
+    /// caller); empty when unknown. Scales the confidence ([`History::factor`]).
+    #[serde(default)]
+    pub history: BTreeMap<String, History>,
 }
+
+/// Past outcomes of one strategy on one failure signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Fixes of this strategy on this signature whose outcome is known.
+    pub attempts: u32,
+    /// Of those, the ones that were merged and stayed green.
+    pub successes: u32,
+}
+
+impl History {
+    /// `(successes + 1) / (attempts + 1)`: 1 with no history or only successes, falling
+    /// towards the observed success rate as failures accumulate.
+    pub fn factor(self) -> f64 {
+        let successes = self.successes.min(self.attempts);
+        (f64::from(successes) + 1.0) / (f64::from(self.attempts) + 1.0)
+    }
+}
+
+/// The failing command run once on a fresh checkout: the evidence `sentinel fix` classifies
+/// when no log is given.
+#[derive(Debug)]
+pub struct Reproduction {
+    /// The commit checked out (full id).
+    pub base_commit: String,
+    /// The run (redacted output tail).
+    pub step: ValidationStep,
+    /// The whole (bounded, unredacted) output, for classification.
+    pub output: String,
+}
+
+/// The repository's own PatchBot settings: `.sentinel.toml` at the root of the failing
+/// commit, e.g. `test_command = "pytest -q"`.
+#[derive(Debug, Default, Deserialize)]
+struct RepoSettings {
+    test_command: Option<String>,
+}
+
+/// Which dependency manifest a dependency fix edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manifest {
+    Requirements,
+    Pyproject,
+}
+
+/// Name of the per-repository settings file.
+pub const REPO_SETTINGS_FILE: &str = ".sentinel.toml";
 
 /// The outcome of an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,8 +214,12 @@ pub struct FixAttempt {
     pub validation: Vec<ValidationStep>,
     /// Tool name → version used.
     pub tool_versions: BTreeMap<String, String>,
-    /// Strategy prior × validation evidence; 0 unless fixed.
+    /// Strategy prior × validation evidence × the strategy's history on this failure
+    /// signature; 0 unless fixed.
     pub confidence: f64,
+    /// The test command validation ran after the failing command: the request's, else the
+    /// repository's `.sentinel.toml` `test_command`; `None` when neither names one.
+    pub test_command: Option<String>,
     /// The sandbox that ran the commands (e.g. `local-jail/bubblewrap`).
     pub sandbox: String,
     /// The work tree: the repository checked out at `base_commit` with the fix staged
@@ -184,6 +248,7 @@ impl FixAttempt {
             validation: Vec::new(),
             tool_versions: BTreeMap::new(),
             confidence: 0.0,
+            test_command: None,
             sandbox,
             workdir: None,
             git_dir: None,
@@ -210,6 +275,7 @@ impl FixAttempt {
         Some(Work {
             repo: self.workdir.as_ref()?.path().to_path_buf(),
             git: self.git_dir.as_ref()?.path().join("git"),
+            deps: None,
         })
     }
 }
@@ -219,6 +285,9 @@ impl FixAttempt {
 struct Work {
     repo: PathBuf,
     git: PathBuf,
+    /// A virtualenv (outside the work tree) holding the repository's dependencies, first on
+    /// `PATH` and read-only, once a dependency fix installed them.
+    deps: Option<PathBuf>,
 }
 
 /// The fixer. See the crate docs for the flow.
@@ -311,6 +380,57 @@ impl PatchBot {
         .await
     }
 
+    /// Runs the failing `command` once on a fresh checkout of `repository` at `commit`, in
+    /// the sandbox, with the pinned tools the command names (every pinned tool when it names
+    /// none, e.g. `make lint`) first on `PATH` — to obtain
+    /// the log of a failure when none was given (`sentinel fix` without `--log`). The
+    /// checkout is deleted afterwards; the original repository is never touched.
+    ///
+    /// # Errors
+    ///
+    /// As for [`attempt`](PatchBot::attempt): tools, checkout, sandbox.
+    pub async fn reproduce(
+        &self,
+        repository: &str,
+        commit: &str,
+        command: &str,
+    ) -> Result<Reproduction> {
+        self.check_config()?;
+        if command.trim().is_empty() || command.contains('\0') {
+            return Err(Error::InvalidRequest("the failing command is empty".into()));
+        }
+        // A command that hides its tools (`make lint`, `tox -e fmt`) gets every pinned tool,
+        // as a pre-commit environment would have them.
+        let mut tools = strategy::tools_named(command);
+        if tools.is_empty() {
+            tools = Tool::ALL.to_vec();
+        }
+        let mut envs = Vec::new();
+        for tool in tools {
+            envs.push(self.tools.ensure(tool).await?);
+        }
+        let work_tree = self.temp_dir("sentinel-patchbot-").await?;
+        let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
+        let work = Work {
+            repo: work_tree.path().to_path_buf(),
+            git: git_dir.path().join("git"),
+            deps: None,
+        };
+        let base_commit = git::clone_at_with_git_dir(repository, commit, &work.repo, &work.git)
+            .await
+            .map_err(|source| Error::Checkout {
+                repository: repository.to_string(),
+                commit: commit.to_string(),
+                source,
+            })?;
+        let (step, out) = self.run_step_output(&work, &envs, command).await?;
+        Ok(Reproduction {
+            base_commit,
+            step,
+            output: out.output,
+        })
+    }
+
     async fn run_attempt(&self, req: &FixRequest) -> Result<FixAttempt> {
         self.check_config()?;
         if req.command.trim().is_empty() || req.command.contains('\0') {
@@ -340,10 +460,11 @@ impl PatchBot {
 
         let work_tree = self.temp_dir("sentinel-patchbot-").await?;
         let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
-        let work = Work {
+        let mut work = Work {
             repo: work_tree.path().to_path_buf(),
             // git refuses to create a separate git dir that already exists, even empty.
             git: git_dir.path().join("git"),
+            deps: None,
         };
         let base = git::clone_at_with_git_dir(&req.repository, &req.commit, &work.repo, &work.git)
             .await
@@ -353,19 +474,28 @@ impl PatchBot {
                 source,
             })?;
         attempt.base_commit = Some(base);
+        attempt.test_command = match &req.test_command {
+            Some(t) if !t.trim().is_empty() => Some(t.clone()),
+            _ => match repo_test_command(&work.repo).await {
+                Ok(t) => t,
+                Err(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            },
+        };
 
+        let baseline = self.run_step(&work, &envs, &req.command).await?;
+        let reproduced = baseline.exit_code != 0;
+        attempt.baseline = Some(baseline);
+        if !reproduced {
+            return Ok(attempt.end(
+                FixStatus::NoFix,
+                "the failing command passes at this commit in the sandbox: nothing to \
+                 fix (flaky, or it depends on the CI environment)",
+            ));
+        }
+        // Keeps the dependency virtualenv alive until validation is over.
+        let mut _deps_dir = None;
         match &plan.action {
             Action::Run(commands) => {
-                let baseline = self.run_step(&work, &envs, &req.command).await?;
-                let reproduced = baseline.exit_code != 0;
-                attempt.baseline = Some(baseline);
-                if !reproduced {
-                    return Ok(attempt.end(
-                        FixStatus::NoFix,
-                        "the failing command passes at this commit in the sandbox: nothing to \
-                         fix (flaky, or it depends on the CI environment)",
-                    ));
-                }
                 for command in commands {
                     let step = self.run_step(&work, &envs, command).await?;
                     let timed_out = step.exit_code == -1;
@@ -378,13 +508,48 @@ impl PatchBot {
                     }
                 }
             }
+            Action::DeclareGlobals { files, then } => {
+                if let Err(reason) = declare_globals(&work.repo, files).await? {
+                    return Ok(attempt.end(FixStatus::NoFix, reason));
+                }
+                for command in then {
+                    let step = self.run_step(&work, &envs, command).await?;
+                    attempt.fix_steps.push(step);
+                }
+            }
             Action::AddRequirement {
                 module,
                 distribution,
             } => {
-                if let Err(reason) = self.add_requirement(&work, module, distribution).await? {
-                    return Ok(attempt.end(FixStatus::NoFix, reason));
+                let manifest = match self.add_requirement(&work, module, distribution).await? {
+                    Ok(manifest) => manifest,
+                    Err(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+                };
+                // Install the repository's dependencies as CI would, into a virtualenv outside
+                // the work tree: the only sandboxed step with network access (the name passed
+                // the index guard). Validation then runs offline with it first on `PATH`.
+                let deps = self.temp_dir("sentinel-patchbot-deps-").await?;
+                let venv = deps.path().join("venv");
+                let install = match manifest {
+                    Manifest::Requirements => "-r requirements.txt",
+                    Manifest::Pyproject => ".",
+                };
+                let command = format!(
+                    "python3 -m venv {venv} && {venv}/bin/python -m pip install \
+                     --disable-pip-version-check --no-input --quiet {install}",
+                    venv = venv.display()
+                );
+                let step = self.run_install(&work, &command, deps.path()).await?;
+                let ok = step.exit_code == 0;
+                attempt.fix_steps.push(step);
+                if !ok {
+                    return Ok(attempt.end(
+                        FixStatus::NoFix,
+                        format!("installing the dependencies with `{distribution}` added failed"),
+                    ));
                 }
+                work.deps = Some(venv);
+                _deps_dir = Some(deps);
             }
         }
 
@@ -425,27 +590,13 @@ impl PatchBot {
             ));
         }
 
-        if let Action::AddRequirement {
-            module,
-            distribution,
-        } = &plan.action
-        {
-            return Ok(attempt.end(
-                FixStatus::NoFix,
-                format!(
-                    "candidate adds `{distribution}` (provides `{module}`) to requirements.txt, \
-                     but it cannot be validated here: installing it needs network access, which \
-                     the sandbox denies; not proposing an unvalidated fix"
-                ),
-            ));
-        }
-
         let (passed, reason) = self.validate(&work, &envs, req, &mut attempt).await?;
         restore_gitfile(&work).await?;
         if !passed {
             return Ok(attempt.end(FixStatus::NoFix, reason));
         }
-        attempt.confidence = confidence(&plan, req.test_command.is_some());
+        let history = req.history.get(&plan.name).copied().unwrap_or_default();
+        attempt.confidence = confidence(&plan, attempt.test_command.is_some(), history);
         attempt.workdir = Some(work_tree);
         attempt.git_dir = Some(git_dir);
         Ok(attempt.end(FixStatus::Fixed, reason))
@@ -459,7 +610,8 @@ impl PatchBot {
         req: &FixRequest,
         attempt: &mut FixAttempt,
     ) -> Result<(bool, String)> {
-        let commands = std::iter::once(&req.command).chain(req.test_command.as_ref());
+        let test_command = attempt.test_command.clone();
+        let commands = std::iter::once(&req.command).chain(test_command.as_ref());
         for command in commands {
             let step = self.run_step(work, envs, command).await?;
             let code = step.exit_code;
@@ -471,7 +623,7 @@ impl PatchBot {
                 ));
             }
         }
-        let what = match &req.test_command {
+        let what = match &test_command {
             Some(t) => format!("`{}` and `{t}` pass", req.command),
             None => format!("`{}` passes (no test command given)", req.command),
         };
@@ -551,13 +703,25 @@ impl PatchBot {
         envs: &[ToolEnv],
         command: &str,
     ) -> Result<ValidationStep> {
-        let mut path: Vec<String> = envs
+        Ok(self.run_step_output(work, envs, command).await?.0)
+    }
+
+    async fn run_step_output(
+        &self,
+        work: &Work,
+        envs: &[ToolEnv],
+        command: &str,
+    ) -> Result<(ValidationStep, RunOutput)> {
+        let mut path: Vec<String> = work
+            .deps
             .iter()
-            .map(|e| e.bin_dir.display().to_string())
+            .map(|venv| venv.join("bin").display().to_string())
             .collect();
+        path.extend(envs.iter().map(|e| e.bin_dir.display().to_string()));
         path.push(BASE_PATH.to_string());
         tokio::fs::create_dir_all(&self.config.tool_cache).await?;
         let mut ro = vec![self.config.tool_cache.clone(), work.git.clone()];
+        ro.extend(work.deps.clone());
         ro.extend(
             envs.iter()
                 .filter(|e| !e.bin_dir.starts_with(&self.config.tool_cache))
@@ -587,17 +751,36 @@ impl PatchBot {
             exit_code = out.exit_code,
             "Sandboxed step finished."
         );
+        Ok((step(command, &out), out))
+    }
+
+    /// Runs an installer in the sandbox: network on, `rw` writable besides the work tree.
+    async fn run_install(&self, work: &Work, command: &str, rw: &Path) -> Result<ValidationStep> {
+        let mut spec = RunSpec::new(&work.repo, command)
+            .env("PATH", BASE_PATH)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("NO_COLOR", "1");
+        spec.timeout = self.config.command_timeout;
+        spec.limits = self.config.limits;
+        spec.allow_network = true;
+        if let Some(url) = &self.config.pip_index_url {
+            spec = spec.env("PIP_INDEX_URL", url.clone());
+        }
+        spec.extra_ro_paths = vec![work.git.clone()];
+        spec.extra_rw_paths = vec![rw.to_path_buf()];
+        let out = self.config.sandbox.run(&spec).await?;
         Ok(step(command, &out))
     }
 
-    /// Adds `distribution` to `requirements.txt`; `Ok(Err(reason))` when that is not the
-    /// right fix.
+    /// Adds `distribution` to `requirements.txt` (or else `pyproject.toml`'s
+    /// `[project] dependencies`) once the package index knows it; `Ok(Err(reason))` when
+    /// that is not the right fix.
     async fn add_requirement(
         &self,
         work: &Work,
         module: &str,
         distribution: &str,
-    ) -> Result<std::result::Result<(), String>> {
+    ) -> Result<std::result::Result<Manifest, String>> {
         if self.is_stdlib(module).await {
             return Ok(Err(format!(
                 "`{module}` is a standard-library module: the failure is a Python version \
@@ -620,31 +803,61 @@ impl PatchBot {
                 )));
             }
         }
-        let path = work.repo.join("requirements.txt");
-        // Repository content is untrusted: never write through a symlink out of the tree.
-        let meta = match tokio::fs::symlink_metadata(&path).await {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Err(format!(
-                    "`{module}` is missing but the repository has no requirements.txt to add \
-                     `{distribution}` to"
-                )));
+        let mut manifest = None;
+        for (name, kind) in [
+            ("requirements.txt", Manifest::Requirements),
+            ("pyproject.toml", Manifest::Pyproject),
+        ] {
+            let path = work.repo.join(name);
+            // Repository content is untrusted: never write through a symlink out of the tree.
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(meta) if meta.is_file() && meta.len() <= MAX_REQUIREMENTS_BYTES => {
+                    manifest = Some((path, kind));
+                    break;
+                }
+                Ok(_) => {
+                    return Ok(Err(format!(
+                        "{name} is not a regular file of reasonable size"
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        };
-        if !meta.is_file() || meta.len() > MAX_REQUIREMENTS_BYTES {
-            return Ok(Err(
-                "requirements.txt is not a regular file of reasonable size".into(),
-            ));
         }
+        let Some((path, kind)) = manifest else {
+            return Ok(Err(format!(
+                "`{module}` is missing but the repository has neither requirements.txt nor \
+                 pyproject.toml to add `{distribution}` to"
+            )));
+        };
+        let distribution = match &self.config.python_index {
+            Some(index) => match index.check(distribution).await? {
+                Verdict::Known(name) => name,
+                Verdict::Refused(reason) => {
+                    return Ok(Err(format!(
+                        "not adding `{distribution}` for `{module}`: {reason}"
+                    )));
+                }
+            },
+            None => distribution.to_string(),
+        };
         let contents = tokio::fs::read_to_string(&path).await?;
-        match imports::add_requirement(&contents, distribution) {
+        let updated = match kind {
+            Manifest::Requirements => imports::add_requirement(&contents, &distribution),
+            Manifest::Pyproject => {
+                match imports::add_pyproject_dependency(&contents, &distribution) {
+                    Ok(updated) => updated,
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
+        };
+        match updated {
             Some(updated) => {
                 tokio::fs::write(&path, updated).await?;
-                Ok(Ok(()))
+                Ok(Ok(kind))
             }
             None => Ok(Err(format!(
-                "`{distribution}` is already in requirements.txt: the CI environment did not \
+                "`{distribution}` is already a dependency: the CI environment did not \
                  install it (an environment problem, not a code change)"
             ))),
         }
@@ -686,6 +899,50 @@ impl PatchBot {
     }
 }
 
+/// Prepends `/* global a, b */` to each file (resolved inside `repo` from the path the log
+/// shows, which is usually absolute on the CI machine: the longest suffix that names a
+/// regular file in the tree). `Ok(Err(reason))` when a file cannot be found.
+async fn declare_globals(
+    repo: &Path,
+    files: &[(String, Vec<String>)],
+) -> Result<std::result::Result<(), String>> {
+    for (shown, names) in files {
+        let parts: Vec<&str> = shown
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+            .collect();
+        let mut found = None;
+        for start in 0..parts.len() {
+            let candidate = repo.join(parts[start..].join("/"));
+            // No symlinks: repository content must not redirect the write.
+            if tokio::fs::symlink_metadata(&candidate)
+                .await
+                .is_ok_and(|m| m.is_file() && m.len() <= MAX_REQUIREMENTS_BYTES)
+            {
+                found = Some(candidate);
+                break;
+            }
+        }
+        let Some(path) = found else {
+            return Ok(Err(format!(
+                "{shown} (named by ESLint) is not in the repository"
+            )));
+        };
+        let text = tokio::fs::read_to_string(&path).await?;
+        let header = format!("/* global {} */\n", names.join(", "));
+        let updated = match text.strip_prefix("#!") {
+            // Keep a shebang first.
+            Some(_) => match text.split_once('\n') {
+                Some((shebang, rest)) => format!("{shebang}\n{header}{rest}"),
+                None => format!("{text}\n{header}"),
+            },
+            None => format!("{header}{text}"),
+        };
+        tokio::fs::write(&path, updated).await?;
+    }
+    Ok(Ok(()))
+}
+
 /// Points the work tree's `.git` back at the real git dir, whatever a sandboxed command
 /// left there, so later git commands in the work dir (e.g. the forge's push) are safe.
 async fn restore_gitfile(work: &Work) -> Result<()> {
@@ -711,13 +968,38 @@ fn step(command: &str, out: &RunOutput) -> ValidationStep {
 
 /// Prior × validation: full prior when the change cannot alter behaviour or the tests
 /// passed too; a lint autofix validated only by the linter loses a little.
-fn confidence(plan: &Plan, tests_ran: bool) -> f64 {
+fn confidence(plan: &Plan, tests_ran: bool, history: History) -> f64 {
     let evidence = if plan.behaviour_preserving || tests_ran {
         1.0
     } else {
         0.9
     };
-    plan.prior * evidence
+    plan.prior * evidence * history.factor()
+}
+
+/// The `test_command` of the checked-out repository's `.sentinel.toml`; `Err` with a reason
+/// when the file exists but is not a small regular file of valid settings.
+async fn repo_test_command(repo: &std::path::Path) -> std::result::Result<Option<String>, String> {
+    let path = repo.join(REPO_SETTINGS_FILE);
+    let meta = match tokio::fs::symlink_metadata(&path).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{REPO_SETTINGS_FILE}: {e}")),
+    };
+    // Repository content is untrusted: no symlinks out of the tree, no huge files.
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        return Err(format!(
+            "{REPO_SETTINGS_FILE} is not a regular file of at most 64 KiB"
+        ));
+    }
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|e| format!("{REPO_SETTINGS_FILE}: {e}"))?;
+    let settings: RepoSettings =
+        toml::from_str(&text).map_err(|e| format!("invalid {REPO_SETTINGS_FILE}: {e}"))?;
+    Ok(settings
+        .test_command
+        .filter(|t| !t.trim().is_empty() && !t.contains('\0')))
 }
 
 fn is_protected(path: &str, protected: &[String]) -> bool {
@@ -780,6 +1062,51 @@ mod tests {
         );
         assert_eq!(one_line("", 100), "CI failure");
         assert_eq!(one_line(&"x".repeat(300), 100).len(), 100);
+    }
+
+    #[test]
+    fn history_scales_confidence_towards_the_observed_success_rate() {
+        assert!((History::default().factor() - 1.0).abs() < 1e-9);
+        let all_good = History {
+            attempts: 5,
+            successes: 5,
+        };
+        assert!((all_good.factor() - 1.0).abs() < 1e-9);
+        let poor = History {
+            attempts: 3,
+            successes: 0,
+        };
+        assert!((poor.factor() - 0.25).abs() < 1e-9);
+        let plan = Plan {
+            name: "black".into(),
+            tools: vec![],
+            action: Action::Run(vec![]),
+            prior: 0.9,
+            behaviour_preserving: false,
+        };
+        assert!((confidence(&plan, false, poor) - 0.9 * 0.9 * 0.25).abs() < 1e-9);
+        assert!((confidence(&plan, true, History::default()) - 0.9).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn the_repository_names_its_test_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(repo_test_command(dir.path()).await, Ok(None));
+        std::fs::write(
+            dir.path().join(REPO_SETTINGS_FILE),
+            "test_command = \"pytest -q\"\n",
+        )
+        .expect("write");
+        assert_eq!(
+            repo_test_command(dir.path()).await,
+            Ok(Some("pytest -q".into()))
+        );
+        std::fs::write(dir.path().join(REPO_SETTINGS_FILE), "test_command = [").expect("write");
+        assert!(repo_test_command(dir.path()).await.is_err());
+        std::fs::remove_file(dir.path().join(REPO_SETTINGS_FILE)).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join(REPO_SETTINGS_FILE))
+            .expect("symlink");
+        assert!(repo_test_command(dir.path()).await.is_err());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum Error {
     /// [`crate::PatchBot::commit`] was called on an attempt that has nothing to commit.
     #[error("nothing to commit: {0}")]
     NotCommittable(String),
+    /// The package index could not be asked.
+    #[error("package index: {0}")]
+    Index(String),
     /// File-system I/O failed.
     #[error("patchbot I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -50,7 +53,7 @@ impl Error {
     /// than failing the same way.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Tool { .. } | Error::Io(_) => true,
+            Error::Tool { .. } | Error::Io(_) | Error::Index(_) => true,
             Error::Checkout { source, .. } | Error::Git(source) => source.is_transient(),
             Error::Sandbox(e) => matches!(e, sentinel_sandbox::Error::Io(_)),
             Error::InvalidRequest(_) | Error::NotCommittable(_) => false,

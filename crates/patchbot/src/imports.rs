@@ -113,6 +113,63 @@ pub fn add_requirement(contents: &str, distribution: &str) -> Option<String> {
     Some(out)
 }
 
+/// `pyproject.toml` `contents` with `distribution` added to `[project] dependencies`
+/// (`Ok(None)` when already listed); `Err` with a reason when the file has no such list or
+/// is not valid TOML. The edit is textual (formatting and comments are kept) and checked by
+/// parsing the result.
+pub fn add_pyproject_dependency(
+    contents: &str,
+    distribution: &str,
+) -> Result<Option<String>, String> {
+    let deps = |text: &str| -> Result<Vec<String>, String> {
+        let doc: toml::Table =
+            toml::from_str(text).map_err(|e| format!("invalid pyproject.toml: {e}"))?;
+        doc.get("project")
+            .and_then(|p| p.get("dependencies"))
+            .and_then(|d| d.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .ok_or_else(|| "pyproject.toml has no [project] dependencies list".to_string())
+    };
+    let wanted = normalize(distribution);
+    if deps(contents)?
+        .iter()
+        .filter_map(|d| requirement_name(d))
+        .any(|n| n == wanted)
+    {
+        return Ok(None);
+    }
+    let mut in_project = false;
+    let mut offset = 0;
+    for line in contents.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
+            in_project =
+                trimmed.trim_end_matches(|c: char| c == ']' || c.is_whitespace()) == "[project";
+        } else if in_project
+            && let Some(rest) = trimmed.strip_prefix("dependencies")
+            && rest.trim_start().starts_with('=')
+            && let Some(bracket) = line.find('[')
+        {
+            let at = offset + bracket + 1;
+            let mut out = String::with_capacity(contents.len() + distribution.len() + 8);
+            out.push_str(&contents[..at]);
+            out.push_str(&format!("\n    \"{distribution}\","));
+            out.push_str(&contents[at..]);
+            let after = deps(&out)?;
+            if after.iter().any(|d| d == distribution) {
+                return Ok(Some(out));
+            }
+            break;
+        }
+        offset += line.len();
+    }
+    Err("pyproject.toml's [project] dependencies are not in a shape PatchBot edits".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +200,24 @@ mod tests {
         ] {
             assert_eq!(distribution_for(module), dist);
         }
+    }
+
+    #[test]
+    fn adds_to_pyproject_dependencies_keeping_the_rest() {
+        let py = "[build-system]\nrequires = [\"setuptools\"]\n\n[project]\nname = \"demo\"\n\
+                  dependencies = [\"requests>=2\"]  # runtime\n\n[tool.x]\ndependencies = []\n";
+        let out = add_pyproject_dependency(py, "tabulate").unwrap().unwrap();
+        assert!(out.contains("dependencies = [\n    \"tabulate\",\"requests>=2\"]  # runtime"));
+        assert!(out.ends_with("[tool.x]\ndependencies = []\n"));
+        assert_eq!(add_pyproject_dependency(&out, "Tabulate").unwrap(), None);
+        let empty = "[project]\nname = \"d\"\ndependencies = []\n";
+        let out = add_pyproject_dependency(empty, "PyYAML").unwrap().unwrap();
+        assert_eq!(
+            out,
+            "[project]\nname = \"d\"\ndependencies = [\n    \"PyYAML\",]\n"
+        );
+        assert!(add_pyproject_dependency("[project]\nname = \"d\"\n", "x").is_err());
+        assert!(add_pyproject_dependency("[project\n", "x").is_err());
     }
 
     #[test]

@@ -28,14 +28,15 @@ pub mod agent;
 mod bot;
 mod error;
 pub mod imports;
+pub mod index;
 pub use sentinel_events::redact;
 pub mod stage;
 pub mod strategy;
 pub mod tools;
 
 pub use bot::{
-    DEFAULT_PROTECTED_PATHS, FixAttempt, FixRequest, FixStatus, MAX_DIFF_BYTES, PatchBot,
-    PatchBotConfig,
+    DEFAULT_PROTECTED_PATHS, FixAttempt, FixRequest, FixStatus, History, MAX_DIFF_BYTES, PatchBot,
+    PatchBotConfig, REPO_SETTINGS_FILE, Reproduction,
 };
 pub use error::{Error, Result};
 pub use tools::{Tool, ToolCache, ToolEnv};

@@ -54,6 +54,14 @@ pub struct Plan {
 pub enum Action {
     /// Run these shell commands in the sandbox, in order.
     Run(Vec<String>),
+    /// Declare known environment globals (`/* global describe, it */`) at the top of the
+    /// files ESLint's `no-undef` names, then run `then` (e.g. `eslint --fix`).
+    DeclareGlobals {
+        /// File as the log names it (often an absolute CI path) → undefined globals.
+        files: Vec<(String, Vec<String>)>,
+        /// Commands to run afterwards.
+        then: Vec<String>,
+    },
     /// Add the distribution providing `module` to `requirements.txt`.
     AddRequirement {
         /// The missing top-level module.
@@ -102,12 +110,24 @@ pub fn choose(failure_type: FailureType, hint: Option<&str>, command: &str, log:
     let hint = hint.map(|h| h.trim().to_ascii_lowercase());
     let hint = hint.as_deref();
     let invocations = invocations(command);
+    // The command runs every tool it names and all must pass: lint autofixes first, then
+    // formatters (formatting lint-fixed code is the canonical order).
     let fixers = match failure_type {
-        FailureType::Formatting => formatting(&invocations, hint),
-        FailureType::Linting => match linting(&invocations, hint, log) {
-            Ok(fixers) => fixers,
-            Err(reason) => return Choice::NoFix(reason),
-        },
+        FailureType::Formatting => {
+            let mut fixers = linting(&invocations, None, log).unwrap_or_default();
+            fixers.extend(formatting(&invocations, hint));
+            fixers
+        }
+        FailureType::Linting => {
+            let mut fixers = match linting(&invocations, hint, log) {
+                Ok(fixers) => fixers,
+                Err(reason) => return Choice::NoFix(reason),
+            };
+            let mut formatters: Vec<Fixer> = invocations.iter().filter_map(formatter_for).collect();
+            formatters.dedup_by(|a, b| a.command == b.command);
+            fixers.extend(formatters);
+            fixers
+        }
         FailureType::ImportError => return import_error(log),
         other => {
             return Choice::NoFix(format!(
@@ -120,6 +140,34 @@ pub fn choose(failure_type: FailureType, hint: Option<&str>, command: &str, log:
             "no {failure_type} tool recognised in the command {command:?} or the hint {hint:?}"
         ));
     }
+    if failure_type == FailureType::Linting && fixers.iter().any(|f| f.name == "eslint_fix") {
+        let undefined = eslint_no_undef(log);
+        if !undefined.is_empty() {
+            let unknown: Vec<&str> = undefined
+                .iter()
+                .flat_map(|(_, names)| names)
+                .map(String::as_str)
+                .filter(|n| !KNOWN_GLOBALS.contains(n))
+                .collect();
+            if !unknown.is_empty() {
+                return Choice::NoFix(format!(
+                    "ESLint no-undef names that are no known environment global (a real bug \
+                     or typo?): {}",
+                    unknown.join(", ")
+                ));
+            }
+            return Choice::Plan(Plan {
+                name: "eslint_globals".into(),
+                tools: vec![Tool::Eslint],
+                action: Action::DeclareGlobals {
+                    files: undefined,
+                    then: fixers.into_iter().map(|f| f.command).collect(),
+                },
+                prior: 0.8,
+                behaviour_preserving: true,
+            });
+        }
+    }
     let mut tools: Vec<Tool> = fixers.iter().flat_map(|f| f.tools.clone()).collect();
     tools.sort();
     tools.dedup();
@@ -130,6 +178,39 @@ pub fn choose(failure_type: FailureType, hint: Option<&str>, command: &str, log:
         behaviour_preserving: fixers.iter().all(|f| f.behaviour_preserving),
         action: Action::Run(fixers.into_iter().map(|f| f.command).collect()),
     })
+}
+
+/// The provisionable tools a command line runs (`black --check .` → black, `cargo fmt`
+/// → rustfmt), so that reproducing the failure uses the pinned versions.
+pub fn tools_named(command: &str) -> Vec<Tool> {
+    let mut tools: Vec<Tool> = invocations(command)
+        .iter()
+        .filter_map(|inv| match inv.program.as_str() {
+            "cargo fmt" => Some(Tool::Rustfmt),
+            "cargo clippy" => Some(Tool::Clippy),
+            program => program.parse::<Tool>().ok(),
+        })
+        .collect();
+    tools.sort();
+    tools.dedup();
+    tools
+}
+
+/// The failure type a failing command implies on its own, when the log is not recognised:
+/// a formatter in check mode → formatting, a linter → linting. `None` for anything else.
+pub fn implied_failure_type(command: &str) -> Option<FailureType> {
+    let invocations = invocations(command);
+    if invocations.iter().any(|i| formatter_for(i).is_some()) {
+        return Some(FailureType::Formatting);
+    }
+    invocations
+        .iter()
+        .any(|i| match (i.program.as_str(), i.subcommand()) {
+            ("ruff", Some("format")) => false,
+            ("ruff" | "flake8" | "eslint" | "cargo clippy", _) => true,
+            _ => false,
+        })
+        .then_some(FailureType::Linting)
 }
 
 fn formatting(invocations: &[Invocation], hint: Option<&str>) -> Vec<Fixer> {
@@ -147,6 +228,7 @@ fn formatting(invocations: &[Invocation], hint: Option<&str>) -> Vec<Fixer> {
                     Tool::Prettier,
                     "prettier --write .".into(),
                 )),
+                Some("isort") => Some(Fixer::formatter("isort", Tool::Isort, "isort .".into())),
                 Some("rustfmt" | "cargo-fmt" | "cargo fmt" | "cargo_fmt") => Some(
                     Fixer::formatter("cargo_fmt", Tool::Rustfmt, "cargo fmt --all".into()),
                 ),
@@ -193,6 +275,17 @@ fn formatter_for(inv: &Invocation) -> Option<Fixer> {
             }
             Some(Fixer::formatter("cargo_fmt", Tool::Rustfmt, cmd))
         }
+        "isort" => Some(Fixer::formatter(
+            "isort",
+            Tool::Isort,
+            inv.rewrite(
+                "isort",
+                &[],
+                &["--check-only", "--check", "-c", "--diff"],
+                &[],
+                "isort .",
+            ),
+        )),
         "rustfmt" => Some(Fixer::formatter(
             "cargo_fmt",
             Tool::Rustfmt,
@@ -247,6 +340,7 @@ fn linting(
             ("ruff", Some("format")) => {}
             ("ruff", _) => fixers.push(ruff_fix("ruff check --fix .".into())),
             ("flake8", _) => flake8 = true,
+            ("cargo clippy", _) => fixers.push(clippy_fix(inv)),
             ("eslint", _) => fixers.push(eslint_fix(inv.rewrite(
                 "eslint",
                 &[],
@@ -261,6 +355,13 @@ fn linting(
         match hint {
             Some("ruff") => fixers.push(ruff_fix("ruff check --fix .".into())),
             Some("eslint") => fixers.push(eslint_fix("eslint --fix .".into())),
+            Some("clippy" | "cargo-clippy" | "cargo clippy") => {
+                fixers.push(clippy_fix(&Invocation {
+                    program: "cargo clippy".into(),
+                    args: Vec::new(),
+                    exact: true,
+                }))
+            }
             Some("flake8" | "pyflakes" | "pycodestyle") => flake8 = true,
             _ => {}
         }
@@ -295,6 +396,125 @@ fn linting(
         });
     }
     Ok(fixers)
+}
+
+/// `cargo clippy --fix`: applies only the suggestions clippy marks machine-applicable (the
+/// safe ones), keeping the command's package/target selection; lint levels after `--` are
+/// dropped (they only decide what fails, not what is fixable). Validation re-runs the
+/// original command, so lints without a safe fix leave the failure standing.
+fn clippy_fix(inv: &Invocation) -> Fixer {
+    let mut command =
+        String::from("cargo clippy --fix --allow-dirty --allow-staged --allow-no-vcs");
+    if inv.exact {
+        for arg in inv.args.iter().take_while(|a| *a != "--") {
+            if !matches!(
+                arg.as_str(),
+                "--fix" | "--allow-dirty" | "--allow-staged" | "--allow-no-vcs"
+            ) {
+                command.push(' ');
+                command.push_str(arg);
+            }
+        }
+    }
+    Fixer {
+        name: "clippy_fix",
+        tools: vec![Tool::Clippy],
+        command,
+        prior: 0.8,
+        behaviour_preserving: false,
+    }
+}
+
+/// Globals of the usual JavaScript environments (test runners, Node, browsers) that ESLint's
+/// `no-undef` reports when the configuration does not declare the environment.
+pub const KNOWN_GLOBALS: &[&str] = &[
+    // jest / mocha / jasmine / vitest
+    "describe",
+    "it",
+    "test",
+    "expect",
+    "beforeEach",
+    "afterEach",
+    "beforeAll",
+    "afterAll",
+    "before",
+    "after",
+    "context",
+    "jest",
+    "vi",
+    "suite",
+    "setup",
+    "teardown",
+    // Node
+    "module",
+    "require",
+    "exports",
+    "process",
+    "__dirname",
+    "__filename",
+    "Buffer",
+    "global",
+    // Node and browsers
+    "console",
+    "setTimeout",
+    "clearTimeout",
+    "setInterval",
+    "clearInterval",
+    "fetch",
+    "URL",
+    "URLSearchParams",
+    "TextEncoder",
+    "TextDecoder",
+    "structuredClone",
+    "queueMicrotask",
+    // browsers
+    "window",
+    "document",
+    "navigator",
+    "location",
+    "localStorage",
+    "sessionStorage",
+    "alert",
+    "HTMLElement",
+    "Event",
+    "CustomEvent",
+    "requestAnimationFrame",
+];
+
+static ESLINT_NO_UNDEF: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"^\s+\d+:\d+\s+error\s+'([A-Za-z_$][\w$]*)' is not defined\s+no-undef\s*$")
+        .expect("valid regex")
+});
+
+/// ESLint's stylish output: file header lines, then indented messages. Returns each file
+/// with the names `no-undef` reported in it.
+fn eslint_no_undef(log: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut file: Option<String> = None;
+    for line in log.lines() {
+        if !line.starts_with(char::is_whitespace) && !line.trim().is_empty() {
+            let l = line.trim();
+            file = [
+                ".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx", ".mts", ".cts", ".vue",
+            ]
+            .iter()
+            .any(|ext| l.ends_with(ext))
+            .then(|| l.to_string());
+            continue;
+        }
+        if let (Some(f), Some(c)) = (&file, ESLINT_NO_UNDEF.captures(line))
+            && let Some(name) = c.get(1)
+        {
+            let name = name.as_str().to_string();
+            match out.iter_mut().find(|(p, _)| p == f) {
+                Some((_, names)) if !names.contains(&name) => names.push(name),
+                Some(_) => {}
+                None => out.push((f.clone(), vec![name])),
+            }
+        }
+    }
+    out
 }
 
 fn import_error(log: &str) -> Choice {
@@ -420,8 +640,10 @@ fn invocations(command: &str) -> Vec<Invocation> {
                 program = name.to_string();
             }
             let mut args: Vec<String> = words.collect();
-            if program == "cargo" && args.first().map(String::as_str) == Some("fmt") {
-                program = "cargo fmt".into();
+            if program == "cargo"
+                && let Some(sub @ ("fmt" | "clippy")) = args.first().map(String::as_str)
+            {
+                program = format!("cargo {sub}");
                 args.remove(0);
             }
             Some(Invocation {
@@ -619,6 +841,79 @@ mod tests {
         ] {
             assert!(matches!(choose(t, None, "pytest", ""), Choice::NoFix(_)));
         }
+    }
+
+    #[test]
+    fn tools_named_in_a_command_are_the_ones_to_provision() {
+        assert_eq!(
+            tools_named("pip install . && python -m black --check . && npx eslint src"),
+            [Tool::Black, Tool::Eslint]
+        );
+        assert_eq!(tools_named("cargo fmt --all -- --check"), [Tool::Rustfmt]);
+        assert!(tools_named("make lint").is_empty());
+    }
+
+    #[test]
+    fn eslint_no_undef_known_globals_are_declared_unknown_ones_refused() {
+        let log = "\n/ci/work/test/app.test.js\n  1:1   error  'describe' is not defined  \
+                   no-undef\n  2:3   error  'it' is not defined        no-undef\n  3:5   \
+                   error  'it' is not defined  no-undef\n\n/ci/work/eslint.config.js\n  1:1  \
+                   error  'module' is not defined  no-undef\n\n✖ 4 problems (4 errors, 0 \
+                   warnings)\n";
+        let p = plan(choose(FailureType::Linting, None, "npx eslint .", log));
+        assert_eq!(p.name, "eslint_globals");
+        assert_eq!(
+            p.action,
+            Action::DeclareGlobals {
+                files: vec![
+                    (
+                        "/ci/work/test/app.test.js".into(),
+                        vec!["describe".into(), "it".into()]
+                    ),
+                    ("/ci/work/eslint.config.js".into(), vec!["module".into()]),
+                ],
+                then: vec!["eslint . --fix".into()],
+            }
+        );
+        let typo = "/ci/app.js\n  1:1  error  'conosle' is not defined  no-undef\n";
+        match choose(FailureType::Linting, None, "eslint .", typo) {
+            Choice::NoFix(r) => assert!(r.contains("conosle"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn isort_and_clippy_fix_what_they_check() {
+        let p = plan(choose(
+            FailureType::Formatting,
+            None,
+            "isort --check-only --diff src",
+            "",
+        ));
+        assert_eq!(p.name, "isort");
+        assert_eq!(p.tools, [Tool::Isort]);
+        assert_eq!(commands(&p), ["isort src"]);
+        let p = plan(choose(
+            FailureType::Linting,
+            None,
+            "cargo clippy --all-targets -- -D warnings",
+            "",
+        ));
+        assert_eq!(p.name, "clippy_fix");
+        assert_eq!(p.tools, [Tool::Clippy]);
+        assert_eq!(
+            commands(&p),
+            ["cargo clippy --fix --allow-dirty --allow-staged --allow-no-vcs --all-targets"]
+        );
+        assert_eq!(
+            implied_failure_type("cargo clippy -- -D warnings"),
+            Some(FailureType::Linting)
+        );
+        assert_eq!(
+            implied_failure_type("isort --check ."),
+            Some(FailureType::Formatting)
+        );
+        assert_eq!(implied_failure_type("pytest"), None);
     }
 
     #[test]

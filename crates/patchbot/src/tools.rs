@@ -3,12 +3,12 @@
 //! Nothing is taken from the repository or assumed on `PATH` except the interpreters that
 //! install the tools (`python3`, `npm`/`node`) and the Rust toolchain (for rustfmt):
 //!
-//! * Python tools (ruff, black, flake8) get one virtualenv per tool and version:
+//! * Python tools (ruff, black, flake8, isort) get one virtualenv per tool and version:
 //!   `<root>/python/<tool>-<version>/venv`, installed with `pip install <tool>==<version>`.
 //! * Node tools (prettier, eslint) get `npm install --global --prefix
 //!   <root>/node/<tool>-<version>/pkg`; the sandbox gets `NPM_CONFIG_PREFIX` pointing there
 //!   so that `npx <tool>` uses the pinned install rather than the network.
-//! * rustfmt comes from the active Rust toolchain (`rustup which rustfmt`); its version is
+//! * rustfmt and clippy come from the active Rust toolchain (`rustup which rustfmt`); its version is
 //!   recorded as reported.
 //!
 //! Each provisioned tool has a `bin/` dir holding only its own executables (and `node` for
@@ -41,6 +41,8 @@ pub const FLAKE8_VERSION: &str = "7.5.0";
 pub const PRETTIER_VERSION: &str = "3.10.1";
 /// eslint version pinned by default.
 pub const ESLINT_VERSION: &str = "10.15.0";
+/// isort version pinned by default.
+pub const ISORT_VERSION: &str = "9.0.2";
 
 /// How long one installer command may take.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -63,6 +65,10 @@ pub enum Tool {
     Eslint,
     /// rustfmt (and `cargo fmt`), from the Rust toolchain.
     Rustfmt,
+    /// isort, from PyPI.
+    Isort,
+    /// clippy (`cargo clippy`), from the Rust toolchain.
+    Clippy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +80,15 @@ enum Ecosystem {
 
 impl Tool {
     /// Every tool.
-    pub const ALL: [Tool; 6] = [
+    pub const ALL: [Tool; 8] = [
         Tool::Ruff,
         Tool::Black,
         Tool::Flake8,
         Tool::Prettier,
         Tool::Eslint,
         Tool::Rustfmt,
+        Tool::Isort,
+        Tool::Clippy,
     ];
 
     /// The package and executable name.
@@ -92,6 +100,8 @@ impl Tool {
             Tool::Prettier => "prettier",
             Tool::Eslint => "eslint",
             Tool::Rustfmt => "rustfmt",
+            Tool::Isort => "isort",
+            Tool::Clippy => "clippy",
         }
     }
 
@@ -103,15 +113,16 @@ impl Tool {
             Tool::Flake8 => Some(FLAKE8_VERSION),
             Tool::Prettier => Some(PRETTIER_VERSION),
             Tool::Eslint => Some(ESLINT_VERSION),
-            Tool::Rustfmt => None,
+            Tool::Isort => Some(ISORT_VERSION),
+            Tool::Rustfmt | Tool::Clippy => None,
         }
     }
 
     fn ecosystem(self) -> Ecosystem {
         match self {
-            Tool::Ruff | Tool::Black | Tool::Flake8 => Ecosystem::Python,
+            Tool::Ruff | Tool::Black | Tool::Flake8 | Tool::Isort => Ecosystem::Python,
             Tool::Prettier | Tool::Eslint => Ecosystem::Node,
-            Tool::Rustfmt => Ecosystem::Toolchain,
+            Tool::Rustfmt | Tool::Clippy => Ecosystem::Toolchain,
         }
     }
 }
@@ -225,7 +236,7 @@ impl ToolCache {
     /// registry is unreachable).
     pub async fn ensure(&self, tool: Tool) -> Result<ToolEnv> {
         if tool.ecosystem() == Ecosystem::Toolchain {
-            return rustfmt_from_toolchain().await;
+            return from_toolchain(tool).await;
         }
         let version = self
             .versions
@@ -405,17 +416,22 @@ async fn symlink(target: &Path, link: &Path) -> std::result::Result<(), String> 
         .map_err(|e| format!("linking {}: {e}", link.display()))
 }
 
-/// rustfmt of the active toolchain; its whole `bin/` (cargo, cargo-fmt, rustfmt) goes on
-/// `PATH` so that `cargo fmt` works without rustup's proxies.
-async fn rustfmt_from_toolchain() -> Result<ToolEnv> {
+/// rustfmt or clippy of the active toolchain; its whole `bin/` (cargo, cargo-fmt, rustfmt,
+/// cargo-clippy, clippy-driver, rustc) goes on `PATH` so that `cargo fmt` and
+/// `cargo clippy` work without rustup's proxies.
+async fn from_toolchain(tool: Tool) -> Result<ToolEnv> {
     let fail = |reason: String| Error::Tool {
-        tool: "rustfmt".into(),
+        tool: tool.name().into(),
         version: "toolchain".into(),
         reason,
     };
-    let rustfmt = match host_output(Path::new("rustup"), &["which", "rustfmt"], None).await {
+    let exe = match tool {
+        Tool::Clippy => "cargo-clippy",
+        _ => "rustfmt",
+    };
+    let rustfmt = match host_output(Path::new("rustup"), &["which", exe], None).await {
         Ok(path) => PathBuf::from(path.trim()),
-        Err(_) => which("rustfmt").ok_or_else(|| fail("rustfmt is not installed".into()))?,
+        Err(_) => which(exe).ok_or_else(|| fail(format!("{exe} is not installed")))?,
     };
     let version = host_output(&rustfmt, &["--version"], None)
         .await
@@ -425,7 +441,7 @@ async fn rustfmt_from_toolchain() -> Result<ToolEnv> {
         .map(Path::to_path_buf)
         .ok_or_else(|| fail(format!("{} has no parent dir", rustfmt.display())))?;
     Ok(ToolEnv {
-        tool: Tool::Rustfmt,
+        tool,
         version: version.trim().to_string(),
         bin_dir,
         env: Vec::new(),

@@ -59,8 +59,31 @@ enum Command {
         /// The log file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
     },
-    /// Offline PatchBot run on a repository (reserved: issue 6).
-    Fix,
+    /// Offline PatchBot run on a local repository: classify the failure, generate a fix and
+    /// validate it in the sandbox, on a fresh checkout. Never touches the repository's
+    /// working tree and opens nothing. Exit 0 when fixed, 1 when not.
+    ///
+    /// `--log FILE` names the CI log here (`-`: standard input); without it the command is
+    /// run on a checkout to obtain one. (`fix` uses no event log, so the global `--log`
+    /// flag carries the CI log file for this command.)
+    Fix {
+        /// The repository (a local git work tree or bare repository).
+        #[arg(long)]
+        repo: PathBuf,
+        /// The failing commit [default: the repository's HEAD].
+        #[arg(long)]
+        commit: Option<String>,
+        /// The command that fails (re-run to validate the fix).
+        #[arg(long)]
+        command: String,
+        /// The test command that must pass too [default: `test_command` in the
+        /// repository's `.sentinel.toml`, else none].
+        #[arg(long)]
+        test_command: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
     /// Replay history under a candidate policy (reserved: issue 5).
     Replay,
     /// Projection maintenance (reserved: issue 7).
@@ -275,7 +298,32 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fix => reserved("fix", 6),
+        Command::Fix {
+            repo,
+            commit,
+            command,
+            test_command,
+            format,
+        } => {
+            init_tracing(false, "warn");
+            // The global `--log` is the CI log file here; a value that merely comes from
+            // the event-log variable `SENTINEL_LOG` is not.
+            let log = cli
+                .global
+                .log_url
+                .clone()
+                .filter(|l| std::env::var("SENTINEL_LOG").ok().as_deref() != Some(l.as_str()))
+                .map(PathBuf::from);
+            let args = crate::fix::FixArgs {
+                repo,
+                commit,
+                command,
+                log,
+                test_command,
+                json: matches!(format, Format::Json),
+            };
+            crate::fix::run(&cli.global, args).await
+        }
         Command::Replay => reserved("replay", 5),
         Command::Projections {
             command: ProjectionsCommand::Rebuild { .. },

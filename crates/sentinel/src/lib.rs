@@ -10,5 +10,6 @@ pub mod config;
 pub mod demo;
 pub mod docs;
 pub mod ops;
+pub mod fix;
 pub mod summary;
 pub mod tracking;

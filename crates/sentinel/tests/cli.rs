@@ -73,7 +73,7 @@ fn classify_prints_the_stable_json_contract() {
 
 #[test]
 fn reserved_commands_say_so() {
-    for cmd in ["fix", "replay", "audit"] {
+    for cmd in ["replay", "audit"] {
         let out = sentinel().arg(cmd).output().expect("run");
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
@@ -172,4 +172,118 @@ fn the_fact_catalogue_is_current() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+/// git in `dir` with a fixed identity and no user config.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.invalid",
+        ])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn tool_cache() -> std::path::PathBuf {
+    std::env::var_os("SENTINEL_TOOL_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("sentinel-tool-cache"))
+}
+
+/// `sentinel fix` on a real repository with a real black failure: the JSON contract, the
+/// repository's `.sentinel.toml` test command in the validation, exit 0 — and the
+/// repository's working tree, HEAD and branches untouched. A log no pattern recognises
+/// (here a full disk) is `not_fixable` with exit 1.
+#[test]
+fn fix_repairs_a_copy_and_prints_the_stable_json_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path();
+    git(repo, &["init", "--quiet"]);
+    std::fs::write(
+        repo.join("app.py"),
+        "x = {  'a':37,'b':42,\n'c':927}\ndef f(a,b):\n  return a+b\nprint(f(1,2))\n",
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join(".sentinel.toml"),
+        "test_command = \"python3 app.py\"\n",
+    )
+    .expect("write");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "--quiet", "-m", "initial"]);
+    let head = git(repo, &["rev-parse", "HEAD"]);
+    let before = std::fs::read(repo.join("app.py")).expect("read");
+
+    let out = sentinel()
+        .args(["fix", "--repo"])
+        .arg(repo)
+        .args(["--command", "black --check .", "--format", "json"])
+        .env("SENTINEL_TOOL_CACHE", tool_cache())
+        .env_remove("SENTINEL_LOG")
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["status"], "fixed");
+    assert_eq!(v["failure_type"], "formatting");
+    assert_eq!(v["strategy"], "black");
+    assert!(v["confidence"].as_f64().expect("confidence") > 0.5);
+    assert!(v["diff"].as_str().expect("diff").contains("+def f(a, b):"));
+    assert_eq!(v["files_changed"], serde_json::json!(["app.py"]));
+    let validation = v["validation"].as_array().expect("validation");
+    assert_eq!(validation.len(), 2);
+    assert_eq!(validation[0]["command"], "black --check .");
+    assert_eq!(validation[1]["command"], "python3 app.py");
+    for step in validation {
+        assert_eq!(step["exit_code"], 0);
+        assert!(step["duration_ms"].is_i64());
+    }
+    assert_eq!(std::fs::read(repo.join("app.py")).expect("read"), before);
+    assert_eq!(git(repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(repo, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git(repo, &["branch", "--format=%(refname)"]),
+        "refs/heads/main"
+    );
+
+    let log = dir.path().join("ci.log");
+    std::fs::write(
+        &log,
+        "Collecting requests\nERROR: Could not find a version that satisfies the requirement \
+         requests (from versions: none)\nERROR: No matching distribution found for requests\n\
+         No space left on device\n",
+    )
+    .expect("write");
+    let out = sentinel()
+        .args(["fix", "--repo"])
+        .arg(repo)
+        .args(["--command", "pip install -r requirements.txt", "--log"])
+        .arg(&log)
+        .env("SENTINEL_TOOL_CACHE", tool_cache())
+        .env_remove("SENTINEL_LOG")
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["status"], "not_fixable", "{v}");
+    assert_eq!(v["diff"], "");
 }

@@ -1,0 +1,5 @@
+describe("app", () => {
+  it("works", () => {
+    expect(1).toBe(1);
+  });
+});

@@ -1,0 +1,2 @@
+const leftPad = require("left-pad");
+console.log(leftPad("1", 3, "0"));

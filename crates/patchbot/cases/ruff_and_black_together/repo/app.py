@@ -1,0 +1,3 @@
+import os
+x = {  'a':1}
+print(x)
