@@ -53,8 +53,6 @@ pub mod names {
     pub const TIME_TO_PR: &str = "sentinel_time_to_pr_seconds";
     /// Histogram (seconds). Pull request opened to merged.
     pub const TIME_TO_MERGE: &str = "sentinel_time_to_merge_seconds";
-    /// Gauge (0–1). Agent health score from recent outcomes. Labels: `agent`.
-    pub const AGENT_HEALTH: &str = "sentinel_agent_health";
     /// Counter. Fix pull requests by lifecycle event. Labels: `event` (opened, merged, closed).
     pub const PULL_REQUESTS: &str = "sentinel_pull_requests_total";
     /// Gauge. Reviews requested and not yet answered.
