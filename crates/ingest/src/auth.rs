@@ -150,7 +150,7 @@ mod tests {
         );
         // A truncated signature is a mismatch, not a prefix match.
         assert_eq!(
-            verify_sha256_signature(&secret, b"Hello, World!", Some(&sig[..20])),
+            verify_sha256_signature(&secret, b"Hello, World!", Some(&sig[..21])),
             Err(AuthError::Mismatch)
         );
     }
