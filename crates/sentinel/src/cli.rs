@@ -74,6 +74,25 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Benchmarks, each measured against a baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// P1: signed GitHub deliveries/s to durable append on the embedded log vs a bare axum
+    /// 200-OK handler (same in-tree load generator), then p50/p99 at half of the peak.
+    Ingest {
+        /// Requests per phase.
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +256,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             command: ProjectionsCommand::Rebuild { .. },
         } => reserved("projections rebuild", 7),
         Command::Audit => reserved("audit", 5),
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    requests,
+                    concurrency,
+                },
+        } => {
+            init_tracing(false, "error");
+            let dir = tempfile::tempdir().context("temporary directory")?;
+            let config = sentinel_ingest::bench::BenchConfig {
+                requests,
+                concurrency,
+            };
+            println!(
+                "bench ingest: {requests} requests per phase, {concurrency} connections, \
+                 embedded log in {}",
+                dir.path().display()
+            );
+            let report = sentinel_ingest::bench::run(dir.path(), &config).await?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Log {
             command:
                 LogCommand::Export {
