@@ -11,7 +11,7 @@
 /// Metric names. Add new metrics here, with the labels they carry in the doc comment.
 pub mod names {
     /// Counter. Webhook deliveries received. Labels: `source` (github, gitlab, jenkins,
-    /// generic, kafka), `outcome` (accepted, duplicate, ignored, unauthorized, malformed,
+    /// generic, kafka), `outcome` (accepted, duplicate, ignored, ping, unauthorized, malformed,
     /// unsupported_media_type, too_large, invalid, unavailable).
     pub const WEBHOOKS_RECEIVED: &str = "sentinel_webhooks_received_total";
     /// Histogram (seconds). Time from request received to response, webhooks. Labels: `source`.

@@ -10,3 +10,4 @@ mod github;
 mod gitlab;
 mod jenkins;
 mod metrics;
+mod schema;
