@@ -22,6 +22,7 @@ use sentinel_log::EventLog;
 use sentinel_runtime::metrics::names;
 use sentinel_runtime::{EVENTS_TOPIC, append_events, producer};
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -35,14 +36,64 @@ pub const GENERIC_SIGNATURE_HEADER: &str = "x-sentinel-signature-256";
 
 #[derive(Clone)]
 struct AppState {
-    log: Arc<dyn EventLog>,
+    appender: Appender,
     producer: String,
     config: Arc<IngestConfig>,
     recent: Arc<Mutex<RecentIds>>,
 }
 
+/// Most deliveries whose facts are appended in one transaction.
+const GROUP_COMMIT_MAX: usize = 256;
+
+type AppendRequest = (Vec<Event>, oneshot::Sender<Result<(), String>>);
+
+/// Group commit: concurrent deliveries are appended together, one durable append (one
+/// fsync on the embedded log) for all of them, and each is answered only after it. A
+/// delivery waits for no timer: the writer takes whatever is queued when the previous
+/// append finishes.
+#[derive(Clone)]
+struct Appender {
+    tx: mpsc::Sender<AppendRequest>,
+}
+
+impl Appender {
+    fn spawn(log: Arc<dyn EventLog>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<AppendRequest>(4 * GROUP_COMMIT_MAX);
+        tokio::spawn(async move {
+            let mut batch: Vec<AppendRequest> = Vec::with_capacity(GROUP_COMMIT_MAX);
+            // Ends when every sender (the router and its clones) is gone.
+            while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+                let events: Vec<Event> = batch
+                    .iter()
+                    .flat_map(|(events, _)| events.iter().cloned())
+                    .collect();
+                let result = append_events(log.as_ref(), EVENTS_TOPIC, &events)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        Appender { tx }
+    }
+
+    async fn append(&self, events: Vec<Event>) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((events, reply))
+            .await
+            .map_err(|_| "appender stopped".to_owned())?;
+        answer.await.map_err(|_| "appender stopped".to_owned())?
+    }
+}
+
 /// The webhook routes: `POST /webhooks/{generic,github,gitlab,jenkins}` and
 /// `POST /webhooks/jenkins/{token}`.
+///
+/// Must be called within a tokio runtime (it starts the group-commit writer, which stops
+/// when the router is dropped).
 pub fn router(log: Arc<dyn EventLog>, config: &IngestConfig) -> Router {
     Router::new()
         .route("/webhooks/generic", post(generic))
@@ -52,7 +103,7 @@ pub fn router(log: Arc<dyn EventLog>, config: &IngestConfig) -> Router {
         .route("/webhooks/jenkins/{token}", post(jenkins_path))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .with_state(AppState {
-            log,
+            appender: Appender::spawn(log),
             producer: producer("ingest"),
             recent: Arc::new(Mutex::new(RecentIds::new(config.dedupe_window))),
             config: Arc::new(config.clone()),
@@ -250,16 +301,14 @@ async fn record(state: &AppState, outcome: Outcome) -> Result<(&'static str, Res
     // Durable before acknowledged. Ids are deterministic from the delivery id, so a
     // redelivery this process no longer remembers is dropped by the log (embedded) or by
     // the consumers (Kafka).
-    append_events(state.log.as_ref(), EVENTS_TOPIC, &events)
-        .await
-        .map_err(|e| {
-            warn!(error = %e, "Append failed.");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "log_unavailable",
-                "the event log is unavailable; retry",
-            )
-        })?;
+    state.appender.append(events.clone()).await.map_err(|e| {
+        warn!(error = %e, "Append failed.");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "log_unavailable",
+            "the event log is unavailable; retry",
+        )
+    })?;
     {
         let mut recent = state.recent.lock().unwrap_or_else(|p| p.into_inner());
         for id in &ids {
