@@ -54,6 +54,8 @@ impl PatchBotAgent {
             tool: p.tool,
             test_command: self.test_command.clone(),
             log_excerpt: p.log_excerpt,
+            // The SDK adapter runs tasks without the stage's folded outcome history.
+            history: Default::default(),
         })
     }
 }

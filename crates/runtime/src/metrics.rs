@@ -14,7 +14,7 @@
 /// [`zero`]) so dashboards show a 0 rather than no data before the first occurrence.
 pub mod names {
     /// Counter. Webhook deliveries received. Labels: `source` (github, gitlab, jenkins,
-    /// generic, kafka), `outcome` (accepted, duplicate, ignored, unauthorized, malformed,
+    /// generic, kafka), `outcome` (accepted, duplicate, ignored, ping, unauthorized, malformed,
     /// unsupported_media_type, too_large, invalid, unavailable).
     pub const WEBHOOKS_RECEIVED: &str = "sentinel_webhooks_received_total";
     /// Histogram (seconds). Time from request received to response, webhooks. Labels: `source`.

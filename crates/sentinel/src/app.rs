@@ -276,10 +276,26 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             crate::ops::router(readiness)
         };
         if want("ingest") {
-            router = router.merge(sentinel_ingest::router(
-                log.clone(),
-                &sentinel_ingest::IngestConfig::default(),
-            ));
+            router = router.merge(sentinel_ingest::router(log.clone(), &settings.ingest));
+            // CI systems producing straight to Kafka (`sentinel.ci.failures`).
+            let direct =
+                sentinel_ingest::direct::DirectStage::new(log.clone(), settings.ingest.bot.clone());
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                (
+                    sentinel_ingest::direct::STAGE.to_owned(),
+                    direct.run(token).await.map_err(anyhow::Error::from),
+                )
+            });
+            let i = &settings.ingest;
+            info!(
+                github = i.github_secret.is_some(),
+                gitlab = i.gitlab_token.is_some(),
+                jenkins = i.jenkins_token.is_some(),
+                generic_signed = i.generic_secret.is_some(),
+                body_limit = i.body_limit,
+                "Webhook receivers configured (endpoints without a secret refuse deliveries)."
+            );
         }
         if let Some(store) = store.filter(|_| want("api")) {
             router = router.merge(sentinel_api::router(

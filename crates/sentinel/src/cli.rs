@@ -141,6 +141,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20.0)]
         rate: f64,
     },
+    /// P1: signed GitHub deliveries/s to durable append on the embedded log vs a bare axum
+    /// 200-OK handler (same in-tree load generator), then p50/p99 at half of the peak.
+    Ingest {
+        /// Requests per phase.
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +354,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 rate,
             })
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    requests,
+                    concurrency,
+                },
+        } => {
+            init_tracing(false, "error");
+            let dir = tempfile::tempdir().context("temporary directory")?;
+            let config = sentinel_ingest::bench::BenchConfig {
+                requests,
+                concurrency,
+            };
+            println!(
+                "bench ingest: {requests} requests per phase, {concurrency} connections, \
+                 embedded log in {}",
+                dir.path().display()
+            );
+            let report = sentinel_ingest::bench::run(dir.path(), &config).await?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Log {

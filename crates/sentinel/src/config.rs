@@ -37,6 +37,60 @@ pub struct GlobalOpts {
     /// [default: bubblewrap].
     #[arg(long, env = "SENTINEL_SANDBOX_ISOLATION", global = true, value_parser = parse_isolation)]
     pub sandbox_isolation: Option<sentinel_sandbox::Isolation>,
+    /// Webhook receivers and the loop guard.
+    #[command(flatten, next_help_heading = "Webhooks")]
+    pub ingest: IngestOpts,
+}
+
+/// Settings of the webhook receivers and the loop guard (issue 3).
+#[derive(Debug, Clone, Args, Default)]
+pub struct IngestOpts {
+    /// Secret of GitHub webhooks (`X-Hub-Signature-256`); without it `/webhooks/github`
+    /// refuses every delivery. Prefer the environment variable over the flag.
+    #[arg(
+        long,
+        env = "SENTINEL_GITHUB_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub github_webhook_secret: Option<String>,
+    /// Token of GitLab webhooks (`X-Gitlab-Token`); without it `/webhooks/gitlab` refuses
+    /// every delivery.
+    #[arg(
+        long,
+        env = "SENTINEL_GITLAB_WEBHOOK_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub gitlab_webhook_token: Option<String>,
+    /// Token of Jenkins notifications (`/webhooks/jenkins/{token}` or the Basic-auth
+    /// password); without it `/webhooks/jenkins` refuses every notification.
+    #[arg(
+        long,
+        env = "SENTINEL_JENKINS_WEBHOOK_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub jenkins_webhook_token: Option<String>,
+    /// Optional HMAC secret of `/webhooks/generic` (`X-Sentinel-Signature-256:
+    /// sha256=<hex>`); when unset, generic reports need no signature.
+    #[arg(
+        long,
+        env = "SENTINEL_GENERIC_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub generic_webhook_secret: Option<String>,
+    /// Largest webhook body in bytes; larger ones get 413 [default: 26214400 (25 MB)].
+    #[arg(long, env = "SENTINEL_WEBHOOK_BODY_LIMIT", global = true)]
+    pub webhook_body_limit: Option<usize>,
+    /// Author name of Sentinel's own commits: failures on them are never fixed
+    /// [default: Sentinel PatchBot].
+    #[arg(long, env = "SENTINEL_BOT_NAME", global = true)]
+    pub bot_name: Option<String>,
+    /// Author email of Sentinel's own commits [default: patchbot@sentinel.invalid].
+    #[arg(long, env = "SENTINEL_BOT_EMAIL", global = true)]
+    pub bot_email: Option<String>,
 }
 
 fn parse_isolation(s: &str) -> Result<sentinel_sandbox::Isolation, String> {
@@ -57,6 +111,13 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    github_webhook_secret: Option<String>,
+    gitlab_webhook_token: Option<String>,
+    jenkins_webhook_token: Option<String>,
+    generic_webhook_secret: Option<String>,
+    webhook_body_limit: Option<usize>,
+    bot_name: Option<String>,
+    bot_email: Option<String>,
 }
 
 /// Resolved settings.
@@ -76,6 +137,8 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// Webhook receivers: secrets, body limit, the loop guard's bot identity.
+    pub ingest: sentinel_ingest::IngestConfig,
 }
 
 /// Default data directory.
@@ -109,7 +172,36 @@ impl GlobalOpts {
             (None, Some(s)) => parse_isolation(s).map_err(anyhow::Error::msg)?,
             (None, None) => sentinel_sandbox::Isolation::Bubblewrap,
         };
+        let i = &self.ingest;
+        let secret = |flag: &Option<String>, file: Option<String>| {
+            flag.clone().or(file).and_then(sentinel_ingest::Secret::new)
+        };
+        let defaults = sentinel_ingest::IngestConfig::default();
+        let ingest = sentinel_ingest::IngestConfig {
+            github_secret: secret(&i.github_webhook_secret, file.github_webhook_secret),
+            gitlab_token: secret(&i.gitlab_webhook_token, file.gitlab_webhook_token),
+            jenkins_token: secret(&i.jenkins_webhook_token, file.jenkins_webhook_token),
+            generic_secret: secret(&i.generic_webhook_secret, file.generic_webhook_secret),
+            body_limit: i
+                .webhook_body_limit
+                .or(file.webhook_body_limit)
+                .unwrap_or(defaults.body_limit),
+            bot: sentinel_ingest::BotIdentity {
+                name: i
+                    .bot_name
+                    .clone()
+                    .or(file.bot_name)
+                    .unwrap_or(defaults.bot.name),
+                email: i
+                    .bot_email
+                    .clone()
+                    .or(file.bot_email)
+                    .unwrap_or(defaults.bot.email),
+            },
+            ..defaults
+        };
         Ok(Settings {
+            ingest,
             sandbox_isolation,
             listen,
             log_url: self
@@ -163,5 +255,36 @@ mod tests {
         }
         .resolve();
         assert!(format!("{:#}", err.expect_err("unknown key")).contains("datadir"));
+    }
+
+    #[test]
+    fn ingest_settings_come_from_flags_and_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "github_webhook_secret = \"from-file\"\ngitlab_webhook_token = \"gl\"\n\
+             webhook_body_limit = 1024\nbot_email = \"bot@example.com\"\n",
+        )
+        .expect("write");
+        let opts = GlobalOpts {
+            config: Some(file),
+            ingest: IngestOpts {
+                github_webhook_secret: Some("from-flag".into()),
+                ..IngestOpts::default()
+            },
+            ..GlobalOpts::default()
+        };
+        let s = opts.resolve().expect("resolve").ingest;
+        assert_eq!(s.github_secret, sentinel_ingest::Secret::new("from-flag"));
+        assert_eq!(s.gitlab_token, sentinel_ingest::Secret::new("gl"));
+        assert_eq!(s.jenkins_token, None);
+        assert_eq!(s.body_limit, 1024);
+        assert_eq!(s.bot.email, "bot@example.com");
+        assert_eq!(s.bot.name, sentinel_ingest::BotIdentity::default().name);
+        assert!(
+            !format!("{s:?}").contains("from-flag"),
+            "secrets stay out of Debug"
+        );
     }
 }

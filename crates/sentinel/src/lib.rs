@@ -9,7 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod docs;
-pub mod ops;
 pub mod fix;
+pub mod ops;
 pub mod summary;
 pub mod tracking;

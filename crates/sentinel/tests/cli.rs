@@ -172,6 +172,8 @@ fn the_fact_catalogue_is_current() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
 /// git in `dir` with a fixed identity and no user config.
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

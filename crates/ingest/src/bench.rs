@@ -1,0 +1,363 @@
+//! Benchmark P1 (`sentinel bench ingest`): signed GitHub deliveries per second to durable
+//! append on the embedded log, against a bare axum handler that answers 200 OK, both
+//! measured in the same run by the same in-tree load generator over loopback HTTP/1.1
+//! keep-alive connections.
+//!
+//! 1. **Peak**: a closed loop of `concurrency` workers sends `requests` requests to each
+//!    server; throughput and latency percentiles are reported and the ratio
+//!    Sentinel / bare is printed.
+//! 2. **Half of peak**: an open loop sends at half of Sentinel's measured peak rate for
+//!    the same number of requests; latency is measured from each request's *scheduled*
+//!    send time (no coordinated omission), and the p99 is compared with the 10 ms goal.
+//!
+//! Every Sentinel request is a distinct, correctly signed `workflow_run` failure, so each
+//! one is authenticated, parsed and durably appended (the run checks the log holds them).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use sentinel_log::EventLog;
+use sentinel_log::sqlite::SqliteLog;
+use sentinel_runtime::EVENTS_TOPIC;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::sign_sha256;
+use crate::config::{IngestConfig, Secret};
+use crate::{Error, Result};
+
+/// Knobs of the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Requests per phase and server.
+    pub requests: usize,
+    /// Concurrent connections of the closed loop (and the open loop's cap).
+    pub concurrency: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            requests: 5_000,
+            concurrency: 32,
+        }
+    }
+}
+
+/// One measured phase.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// What was measured.
+    pub label: String,
+    /// Successful requests.
+    pub ok: usize,
+    /// Failed requests (transport errors or unexpected status).
+    pub errors: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+}
+
+impl std::fmt::Display for Measurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<34} {:>8} ok {:>4} err {:>10.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+            self.label,
+            self.ok,
+            self.errors,
+            self.rps,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// The benchmark's result.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Bare axum 200-OK handler, closed loop.
+    pub bare: Measurement,
+    /// Sentinel's GitHub receiver with durable append, closed loop.
+    pub sentinel: Measurement,
+    /// Sentinel at half of its peak rate, open loop.
+    pub sentinel_half: Measurement,
+    /// Facts found in the log afterwards.
+    pub appended: i64,
+}
+
+impl BenchReport {
+    /// Sentinel's peak throughput as a fraction of the bare handler's.
+    pub fn ratio(&self) -> f64 {
+        self.sentinel.rps / self.bare.rps
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.bare)?;
+        writeln!(f, "{}", self.sentinel)?;
+        writeln!(f, "{}", self.sentinel_half)?;
+        writeln!(
+            f,
+            "ratio sentinel/bare: {:.3} (goal >= 0.5: {})",
+            self.ratio(),
+            if self.ratio() >= 0.5 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        )?;
+        writeln!(
+            f,
+            "p99 at half of peak: {:.2} ms (goal < 10 ms: {})",
+            self.sentinel_half.p99.as_secs_f64() * 1e3,
+            if self.sentinel_half.p99 < Duration::from_millis(10) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        )?;
+        write!(f, "facts appended: {}", self.appended)
+    }
+}
+
+const SECRET: &str = "bench-secret";
+
+struct Prepared {
+    body: Bytes,
+    signature: String,
+    delivery: String,
+}
+
+fn prepare(n: usize, tag: &str) -> Vec<Prepared> {
+    (0..n)
+        .map(|i| {
+            let delivery = format!("bench-{tag}-{i}");
+            let body = serde_json::json!({
+                "action": "completed",
+                "workflow_run": {
+                    "id": 30433642 + i,
+                    "name": "CI",
+                    "head_branch": "main",
+                    "head_sha": format!("{:040x}", i + 1),
+                    "status": "completed",
+                    "conclusion": "failure",
+                    "html_url": format!("https://github.com/octo-org/octo-repo/actions/runs/{}", 30433642 + i),
+                    "run_attempt": 1,
+                    "updated_at": "2024-05-01T12:00:00Z",
+                    "head_commit": {"author": {"name": "Octo Cat", "email": "octocat@github.com"}}
+                },
+                "repository": {
+                    "full_name": "octo-org/octo-repo",
+                    "clone_url": "https://github.com/octo-org/octo-repo.git",
+                    "html_url": "https://github.com/octo-org/octo-repo"
+                },
+                "sender": {"login": "octocat"}
+            })
+            .to_string();
+            Prepared {
+                signature: sign_sha256(SECRET.as_bytes(), body.as_bytes()),
+                body: Bytes::from(body),
+                delivery,
+            }
+        })
+        .collect()
+}
+
+async fn serve(router: Router, shutdown: CancellationToken) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Bench(format!("bind: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Bench(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(addr)
+}
+
+async fn send(client: &reqwest::Client, url: &str, p: &Prepared) -> bool {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "workflow_run")
+        .header("x-github-delivery", &p.delivery)
+        .header("x-hub-signature-256", &p.signature)
+        .body(p.body.clone())
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    // Nearest-rank percentile.
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn summarise(label: &str, mut lat: Vec<Duration>, errors: usize, elapsed: Duration) -> Measurement {
+    lat.sort_unstable();
+    Measurement {
+        label: label.to_owned(),
+        ok: lat.len(),
+        errors,
+        elapsed,
+        rps: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+    }
+}
+
+/// Closed loop: `concurrency` workers each send their share back to back.
+async fn closed_loop(
+    label: &str,
+    url: &str,
+    reqs: Arc<Vec<Prepared>>,
+    concurrency: usize,
+) -> Measurement {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let (client, url, reqs) = (client.clone(), url.to_owned(), reqs.clone());
+        workers.spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            for p in reqs.iter().skip(w).step_by(concurrency) {
+                let t = Instant::now();
+                if send(&client, &url, p).await {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    while let Some(Ok((l, e))) = workers.join_next().await {
+        lat.extend(l);
+        errors += e;
+    }
+    summarise(label, lat, errors, started.elapsed())
+}
+
+/// Open loop at `rate` requests/s; latency from the scheduled send time.
+async fn open_loop(
+    label: &str,
+    url: &str,
+    reqs: Arc<Vec<Prepared>>,
+    rate: f64,
+    cap: usize,
+) -> Measurement {
+    let client = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let permits = Arc::new(Semaphore::new(cap.max(1) * 4));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..reqs.len() {
+        let scheduled = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, url, reqs) = (client.clone(), url.to_owned(), reqs.clone());
+        tasks.spawn(async move {
+            let ok = send(&client, &url, &reqs[i]).await;
+            drop(permit);
+            ok.then(|| scheduled.elapsed())
+        });
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Some(d)) => lat.push(d),
+            _ => errors += 1,
+        }
+    }
+    summarise(label, lat, errors, started.elapsed())
+}
+
+/// Runs the benchmark with the embedded log in `dir`.
+///
+/// # Errors
+///
+/// When a server cannot start or the log cannot be opened.
+pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
+    let shutdown = CancellationToken::new();
+    let bare = Router::new().route("/webhooks/github", post(|_body: Bytes| async { "OK" }));
+    let bare_addr = serve(bare, shutdown.clone()).await?;
+
+    let log = SqliteLog::open(&dir.join("bench.db")).await?;
+    log.ensure_topic(EVENTS_TOPIC, 1).await?;
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let ingest = crate::router(
+        log.clone(),
+        &IngestConfig {
+            github_secret: Secret::new(SECRET),
+            ..IngestConfig::default()
+        },
+    );
+    let ingest_addr = serve(ingest, shutdown.clone()).await?;
+
+    let bare_url = format!("http://{bare_addr}/webhooks/github");
+    let url = format!("http://{ingest_addr}/webhooks/github");
+    // Warm-up: connections, SQLite caches.
+    let warm = Arc::new(prepare(config.concurrency * 4, "warm"));
+    closed_loop("warm-up", &bare_url, warm.clone(), config.concurrency).await;
+    closed_loop("warm-up", &url, warm, config.concurrency).await;
+
+    let bare = closed_loop(
+        "bare axum 200 OK (peak)",
+        &bare_url,
+        Arc::new(prepare(config.requests, "bare")),
+        config.concurrency,
+    )
+    .await;
+    let sentinel = closed_loop(
+        "sentinel github -> append (peak)",
+        &url,
+        Arc::new(prepare(config.requests, "peak")),
+        config.concurrency,
+    )
+    .await;
+    let half_rate = sentinel.rps / 2.0;
+    let sentinel_half = open_loop(
+        &format!("sentinel @ half peak ({half_rate:.0}/s)"),
+        &url,
+        Arc::new(prepare(config.requests, "half")),
+        half_rate,
+        config.concurrency,
+    )
+    .await;
+    shutdown.cancel();
+    let appended = log
+        .end_offsets(EVENTS_TOPIC)
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(0);
+    Ok(BenchReport {
+        bare,
+        sentinel,
+        sentinel_half,
+        appended,
+    })
+}
