@@ -46,4 +46,15 @@ pub mod names {
     pub const LLM_CALLS: &str = "sentinel_llm_calls_total";
     /// Counter. LLM tokens. Labels: `purpose`, `kind` (prompt, completion).
     pub const LLM_TOKENS: &str = "sentinel_llm_tokens_total";
+    /// Counter. Failure logs the logfetch stage handled. Labels: `source` (github, gitlab,
+    /// jenkins, other), `outcome` (captured, not_found, denied, unconfigured, invalid,
+    /// retried).
+    pub const LOGS_FETCHED: &str = "sentinel_logfetch_logs_total";
+    /// Counter. Secrets redacted from captured logs. Labels: `source`.
+    pub const LOG_REDACTIONS: &str = "sentinel_logfetch_redactions_total";
+    /// Histogram (bytes). Full size of captured logs. Labels: `source`.
+    pub const LOG_SIZE: &str = "sentinel_logfetch_log_size_bytes";
+    /// Counter. Webhook redeliveries the sweeper requested. Labels: `outcome` (requested,
+    /// failed).
+    pub const WEBHOOK_REDELIVERIES: &str = "sentinel_webhook_redeliveries_total";
 }
