@@ -14,7 +14,7 @@
 //! * `Authorization:` header values (Bearer, Basic, token, …) and bare `Bearer` tokens;
 //! * credentials in URLs (`scheme://user:password@host`, `scheme://token@host`);
 //! * assignments whose key names a secret (`password=`, `DB_PASSWORD: …`, `"token": "…"`,
-//!   `--password …`), AWS secret access keys in lines that talk about AWS;
+//!   `--password …`), `curl -u user:password`, AWS secret access keys in lines that talk about AWS;
 //! * literal secrets given to [`Redactor::new`].
 //!
 //! Values that are already masked (`***`, `[REDACTED]`) or are variable references
@@ -212,6 +212,13 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             ALT_GROUPS,
             1,
             assignment,
+        ),
+        // curl -u user:password, --user user:password.
+        rule(
+            r#"(?:^|\s)(?:-u|--user)(?:=|[ \t]+)["']?[^\s:"']+:([^\s"']+)"#,
+            1,
+            1,
+            is_real_value,
         ),
         rule(
             r"(?i)(?:^|\s)--?(?:password|passwd|token|secret|api-key|access-key|client-secret)(?:=|[ \t]+)(?:([^\s'-][^\s']*)|'([^'\n]*)')",

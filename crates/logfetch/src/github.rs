@@ -14,6 +14,7 @@
 //! renamed field elsewhere in GitHub's payloads does not break log capture.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -100,12 +101,13 @@ pub struct JobLog {
 /// GitHub REST client for log capture (and, as an App, for the delivery sweeper).
 pub struct GitHubClient {
     /// Token client, or the App's JWT client.
-    root: Octocrab,
+    root: Arc<Octocrab>,
     app: bool,
     /// `owner/repo` → installation id.
     repo_installations: Mutex<HashMap<String, u64>>,
-    /// installation id → client holding (and renewing) its installation token.
-    installations: Mutex<HashMap<u64, Octocrab>>,
+    /// installation id → client holding (and renewing) its installation token. Shared, not
+    /// cloned: a cloned `Octocrab` starts with its own copy of the token cache.
+    installations: Mutex<HashMap<u64, Arc<Octocrab>>>,
     max_download: usize,
 }
 
@@ -175,7 +177,7 @@ impl GitHubClient {
             .build()
             .map_err(|e| Error::Config(format!("GitHub client: {e}")))?;
         Ok(GitHubClient {
-            root,
+            root: Arc::new(root),
             app,
             repo_installations: Mutex::new(HashMap::new()),
             installations: Mutex::new(HashMap::new()),
@@ -190,11 +192,11 @@ impl GitHubClient {
 
     /// The App-authenticated (JWT) client, for `/app/...` endpoints.
     pub(crate) fn app_client(&self) -> Option<&Octocrab> {
-        self.app.then_some(&self.root)
+        self.app.then_some(self.root.as_ref())
     }
 
     /// The client to use for `owner/repo`: the token client, or the installation's.
-    async fn client_for(&self, owner: &str, repo: &str) -> Result<Octocrab> {
+    async fn client_for(&self, owner: &str, repo: &str) -> Result<Arc<Octocrab>> {
         check_name("owner", owner)?;
         check_name("repository", repo)?;
         if !self.app {
@@ -219,10 +221,11 @@ impl GitHubClient {
         if let Some(c) = clients.get(&installation) {
             return Ok(c.clone());
         }
-        let c = self
-            .root
-            .installation(InstallationId(installation))
-            .map_err(|e| Error::Config(format!("GitHub installation client: {e}")))?;
+        let c = Arc::new(
+            self.root
+                .installation(InstallationId(installation))
+                .map_err(|e| Error::Config(format!("GitHub installation client: {e}")))?,
+        );
         clients.insert(installation, c.clone());
         Ok(c)
     }
