@@ -1,4 +1,5 @@
-//! The classifier stage: `CiRunFailed` → `FailureClassified`.
+//! The classifier stage: `CiRunFailed` (with a log) or `FailureLogsCaptured` →
+//! `FailureClassified`.
 
 use async_trait::async_trait;
 use sentinel_events::facts::FailureClassified;
@@ -30,14 +31,35 @@ impl Stage for ClassifierStage {
     }
 
     async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
-        let Fact::CiRunFailed(f) = &event.fact else {
-            return Ok(Output::none());
+        // Input selection: a failure reported with its log (generic webhook, Kafka-direct,
+        // Jenkins with the log) is classified at once; one reported without (GitHub,
+        // GitLab, Jenkins) once the logfetch stage has captured its log.
+        struct LogInput<'a> {
+            log: &'a str,
+            command: &'a Option<String>,
+        }
+        let (failure_id, f) = match &event.fact {
+            Fact::CiRunFailed(f) if !f.log.trim().is_empty() => (
+                event.event_id.to_string(),
+                LogInput {
+                    log: &f.log,
+                    command: &f.command,
+                },
+            ),
+            Fact::FailureLogsCaptured(c) => (
+                c.failure_event_id.clone(),
+                LogInput {
+                    log: &c.excerpt,
+                    command: &c.failing_command,
+                },
+            ),
+            _ => return Ok(Output::none()),
         };
         let c = self
             .catalogue
             .classify(f.log.as_bytes(), f.command.as_deref());
         let fact = FailureClassified {
-            failure_event_id: event.event_id.to_string(),
+            failure_event_id: failure_id,
             failure_type: c.failure_type,
             confidence: c.confidence,
             method: c.method.to_owned(),

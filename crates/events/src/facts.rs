@@ -60,6 +60,16 @@ pub struct FailureLogsCaptured {
     /// The failing command's exit code, when the log shows it.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// The failed job(s), when the CI system names them (several joined with `, `).
+    #[serde(default)]
+    pub job_name: Option<String>,
+    /// The failed step, when the CI system names it.
+    #[serde(default)]
+    pub step_name: Option<String>,
+    /// Why no log could be captured (not found, expired, no credentials configured); the
+    /// excerpt is then empty and the failure is classified without a log.
+    #[serde(default)]
+    pub fetch_error: Option<String>,
 }
 
 /// A failure was classified.

@@ -74,6 +74,17 @@ pub mod names {
     pub const INFRAMIND_OUTCOMES: &str = "sentinel_inframind_outcomes_total";
     /// Histogram (seconds). One ReportAgentOutcome call.
     pub const INFRAMIND_REPORT_DURATION: &str = "sentinel_inframind_report_duration_seconds";
+    /// Counter. Failure logs the logfetch stage handled. Labels: `source` (github, gitlab,
+    /// jenkins, other), `outcome` (captured, not_found, denied, unconfigured, invalid,
+    /// retried).
+    pub const LOGS_FETCHED: &str = "sentinel_logfetch_logs_total";
+    /// Counter. Secrets redacted from captured logs. Labels: `source`.
+    pub const LOG_REDACTIONS: &str = "sentinel_logfetch_redactions_total";
+    /// Histogram (bytes). Full size of captured logs. Labels: `source`.
+    pub const LOG_SIZE: &str = "sentinel_logfetch_log_size_bytes";
+    /// Counter. Webhook redeliveries the sweeper requested. Labels: `outcome` (requested,
+    /// failed).
+    pub const WEBHOOK_REDELIVERIES: &str = "sentinel_webhook_redeliveries_total";
 }
 
 /// Registers a counter at zero for a label set, so the series exists before the first event.
