@@ -57,6 +57,8 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    /// `[llm]`: the LLM client (classifier fallback); absent means off.
+    llm: Option<sentinel_llm::LlmConfig>,
 }
 
 /// Resolved settings.
@@ -76,6 +78,8 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// The LLM client settings (`[llm]` in the config file); `None` keeps the LLM off.
+    pub llm: Option<sentinel_llm::LlmConfig>,
 }
 
 /// Default data directory.
@@ -110,6 +114,7 @@ impl GlobalOpts {
             (None, None) => sentinel_sandbox::Isolation::Bubblewrap,
         };
         Ok(Settings {
+            llm: file.llm,
             sandbox_isolation,
             listen,
             log_url: self
