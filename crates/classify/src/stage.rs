@@ -3,24 +3,58 @@
 
 use async_trait::async_trait;
 use sentinel_events::facts::FailureClassified;
-use sentinel_events::{Event, Fact};
+use sentinel_events::{Event, Fact, FailureType};
+use sentinel_runtime::metrics::names;
 use sentinel_runtime::{HandlerError, Output, Stage, producer};
 
-use crate::Catalogue;
+use crate::fallback::LlmFallback;
+use crate::{Catalogue, Classification};
 
 /// The classifier stage.
 pub struct ClassifierStage {
     catalogue: Catalogue,
+    fallback: Option<LlmFallback>,
     producer: String,
 }
 
 impl ClassifierStage {
-    /// A stage classifying with `catalogue`.
+    /// A stage classifying with `catalogue` (patterns only).
     pub fn new(catalogue: Catalogue) -> Self {
         Self {
             catalogue,
+            fallback: None,
             producer: producer("classifier"),
         }
+    }
+
+    /// Asks `fallback` about logs no pattern matched.
+    pub fn with_llm(mut self, fallback: LlmFallback) -> Self {
+        self.fallback = Some(fallback);
+        self
+    }
+
+    /// Patterns first; the LLM (when configured) only for `unknown`. An LLM failure keeps
+    /// `unknown` rather than holding the stage: classification must not stall on a remote
+    /// API, and the budget or cache decides whether it is asked again next time.
+    async fn classify(&self, log: &[u8], command: Option<&str>) -> Classification {
+        let c = self.catalogue.classify(log, command);
+        let c = match (&self.fallback, c.failure_type) {
+            (Some(fb), FailureType::Unknown) => match fb.classify(&c, command).await {
+                Ok(llm) => llm,
+                Err(error) => {
+                    tracing::warn!(%error, "LLM fallback gave no verdict; keeping unknown.");
+                    c
+                }
+            },
+            _ => c,
+        };
+        metrics::counter!(
+            names::FAILURES_CLASSIFIED,
+            "failure_type" => c.failure_type.as_str(),
+            "method" => c.method
+        )
+        .increment(1);
+        c
     }
 }
 
@@ -55,9 +89,7 @@ impl Stage for ClassifierStage {
             ),
             _ => return Ok(Output::none()),
         };
-        let c = self
-            .catalogue
-            .classify(f.log.as_bytes(), f.command.as_deref());
+        let c = self.classify(f.log.as_bytes(), f.command.as_deref()).await;
         let fact = FailureClassified {
             failure_event_id: failure_id,
             failure_type: c.failure_type,

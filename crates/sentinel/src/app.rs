@@ -185,12 +185,15 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
 
     if want("classifier") {
         let catalogue = sentinel_classify::Catalogue::builtin()?;
-        spawn_stage(
-            &mut tasks,
-            sentinel_classify::ClassifierStage::new(catalogue),
-            &log,
-            &shutdown,
-        );
+        let mut stage = sentinel_classify::ClassifierStage::new(catalogue);
+        if let Some(llm) = &settings.llm {
+            let client = sentinel_llm::LlmClient::from_config(llm)?;
+            info!(model = %llm.model, provider = ?llm.provider, "Classifier LLM fallback on.");
+            stage = stage.with_llm(sentinel_classify::fallback::LlmFallback::new(
+                std::sync::Arc::new(client),
+            ));
+        }
+        spawn_stage(&mut tasks, stage, &log, &shutdown);
     }
     if want("policy") {
         let policy = sentinel_policy::load(settings.policy.as_deref())?;

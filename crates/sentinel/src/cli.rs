@@ -1,6 +1,5 @@
 //! Subcommands.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,6 +55,14 @@ enum Command {
         /// The failing command, when known (refines the tool).
         #[arg(long)]
         command: Option<String>,
+        /// Evaluate on a labelled corpus instead: one log per file, labels from DIR/index.json
+        /// or the directory / file names; prints accuracy, per-class precision and recall and
+        /// the confusion matrix (exit 1 below --min-accuracy).
+        #[arg(long, value_name = "DIR", conflicts_with = "file")]
+        eval: Option<PathBuf>,
+        /// With --eval: the lowest accuracy that still exits 0.
+        #[arg(long, requires = "eval", default_value_t = 0.0)]
+        min_accuracy: f64,
         /// The log file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
     },
@@ -150,6 +157,22 @@ enum BenchCommand {
         /// Concurrent connections.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+    },
+    /// P2: MB/s of CI logs classified vs ripgrep searching the same pattern set over the
+    /// same logs (build with --release).
+    Classify {
+        /// Labelled corpus the workloads are built from.
+        #[arg(long, default_value = "crates/classify/corpus")]
+        corpus: PathBuf,
+        /// Workload size in MB.
+        #[arg(long, default_value_t = 64)]
+        size_mb: u64,
+        /// Rounds per side (the best is kept).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The ripgrep binary.
+        #[arg(long, default_value = "rg")]
+        rg: PathBuf,
     },
 }
 
@@ -278,22 +301,59 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Classify {
             format,
             command,
-            file,
+            eval: Some(dir),
+            min_accuracy,
+            ..
         } => {
-            let mut bytes = Vec::new();
-            let read = match file.as_deref() {
-                None => std::io::stdin().read_to_end(&mut bytes).map(|_| ()),
-                Some(p) if p.as_os_str() == "-" => {
-                    std::io::stdin().read_to_end(&mut bytes).map(|_| ())
-                }
-                Some(p) => std::fs::read(p).map(|b| bytes = b),
-            };
-            if let Err(e) = read {
-                eprintln!("error: cannot read the log: {e}");
-                return Ok(ExitCode::from(2));
-            }
+            let _ = command;
             let catalogue = sentinel_classify::Catalogue::builtin()?;
-            let c = catalogue.classify(&bytes, command.as_deref());
+            let report = sentinel_classify::eval::evaluate(&catalogue, &dir)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => print!("{}", report.to_text()),
+            }
+            Ok(if report.accuracy >= min_accuracy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Classify {
+            format,
+            command,
+            file,
+            ..
+        } => {
+            let catalogue = sentinel_classify::Catalogue::builtin()?;
+            let classified = match file.as_deref() {
+                Some(p) if p.as_os_str() != "-" => std::fs::File::open(p)
+                    .and_then(|f| catalogue.classify_reader(f, command.as_deref())),
+                _ => catalogue.classify_reader(std::io::stdin().lock(), command.as_deref()),
+            };
+            let c = match classified {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: cannot read the log: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            // The LLM fallback, when the config file has an [llm] table.
+            let settings = cli.global.resolve()?;
+            let c = match (&settings.llm, c.failure_type) {
+                (Some(llm), sentinel_events::FailureType::Unknown) => {
+                    let client = sentinel_llm::LlmClient::from_config(llm)?;
+                    let fallback =
+                        sentinel_classify::fallback::LlmFallback::new(std::sync::Arc::new(client));
+                    match fallback.classify(&c, command.as_deref()).await {
+                        Ok(llm) => llm,
+                        Err(e) => {
+                            eprintln!("warning: LLM fallback gave no verdict: {e}");
+                            c
+                        }
+                    }
+                }
+                _ => c,
+            };
             match format {
                 Format::Json => println!("{}", classification_json(&c)),
                 Format::Text => println!(
@@ -354,6 +414,43 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 rate,
             })
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Classify {
+                    corpus,
+                    size_mb,
+                    rounds,
+                    rg,
+                },
+        } => {
+            let catalogue = sentinel_classify::Catalogue::builtin()?;
+            println!(
+                "bench classify: {} patterns, {size_mb} MB per workload, best of {rounds}, corpus {}",
+                catalogue.len(),
+                corpus.display()
+            );
+            let results = sentinel_classify::bench::run(
+                &catalogue,
+                &corpus,
+                size_mb * 1_000_000,
+                rounds,
+                &rg,
+            )?;
+            for m in &results {
+                println!(
+                    "{:<8} {:>7.1} MB: classifier {:>8.1} MB/s  ripgrep {:>8.1} MB/s  ratio {:.2}x  \
+                     (classified as {}; rg matched {} lines)",
+                    m.workload,
+                    m.bytes as f64 / 1e6,
+                    m.mb_per_s(m.classifier),
+                    m.mb_per_s(m.ripgrep),
+                    m.ratio(),
+                    m.classified_as,
+                    m.rg_matching_lines
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

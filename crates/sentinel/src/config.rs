@@ -118,6 +118,8 @@ struct FileConfig {
     webhook_body_limit: Option<usize>,
     bot_name: Option<String>,
     bot_email: Option<String>,
+    /// `[llm]`: the LLM client (classifier fallback); absent means off.
+    llm: Option<sentinel_llm::LlmConfig>,
 }
 
 /// Resolved settings.
@@ -139,6 +141,8 @@ pub struct Settings {
     pub sandbox_isolation: sentinel_sandbox::Isolation,
     /// Webhook receivers: secrets, body limit, the loop guard's bot identity.
     pub ingest: sentinel_ingest::IngestConfig,
+    /// The LLM client settings (`[llm]` in the config file); `None` keeps the LLM off.
+    pub llm: Option<sentinel_llm::LlmConfig>,
 }
 
 /// Default data directory.
@@ -202,6 +206,7 @@ impl GlobalOpts {
         };
         Ok(Settings {
             ingest,
+            llm: file.llm,
             sandbox_isolation,
             listen,
             log_url: self
