@@ -29,6 +29,7 @@
 
 mod error;
 mod handlers;
+pub mod reviews;
 
 use axum::Router;
 use axum::routing::get;

@@ -193,7 +193,8 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         info!(version = %policy.version(), "Policy loaded.");
         spawn_stage(
             &mut tasks,
-            sentinel_policy::PolicyStage::new(policy),
+            sentinel_policy::PolicyStage::new(policy)
+                .with_escalation_webhook(settings.review_webhook_url.clone()),
             &log,
             &shutdown,
         );
@@ -259,6 +260,7 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         }
         if let Some(store) = store.filter(|_| want("api")) {
             router = router.merge(sentinel_api::router(sentinel_api::ApiState::new(store)));
+            router = router.merge(sentinel_api::reviews::router(log.clone()));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

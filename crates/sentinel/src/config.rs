@@ -37,6 +37,9 @@ pub struct GlobalOpts {
     /// [default: bubblewrap].
     #[arg(long, env = "SENTINEL_SANDBOX_ISOLATION", global = true, value_parser = parse_isolation)]
     pub sandbox_isolation: Option<sentinel_sandbox::Isolation>,
+    /// Webhook URL the policy stage POSTs a JSON notice to when a review is escalated.
+    #[arg(long, env = "SENTINEL_REVIEW_WEBHOOK_URL", global = true)]
+    pub review_webhook_url: Option<String>,
 }
 
 fn parse_isolation(s: &str) -> Result<sentinel_sandbox::Isolation, String> {
@@ -57,6 +60,7 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    review_webhook_url: Option<String>,
 }
 
 /// Resolved settings.
@@ -76,6 +80,8 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// Where review escalations are announced, if anywhere.
+    pub review_webhook_url: Option<String>,
 }
 
 /// Default data directory.
@@ -110,6 +116,7 @@ impl GlobalOpts {
             (None, None) => sentinel_sandbox::Isolation::Bubblewrap,
         };
         Ok(Settings {
+            review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
             sandbox_isolation,
             listen,
             log_url: self
