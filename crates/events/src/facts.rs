@@ -566,6 +566,21 @@ pub struct ForgeEventReceived {
     pub actor: Option<String>,
 }
 
+/// A draft fix pull request was marked ready for review after a human approved the fix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequestReadied {
+    /// The task.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The PR's URL.
+    pub url: String,
+    /// The approved review.
+    pub review_id: String,
+    /// The allowing fact: the approving `ReviewCompleted`.
+    pub decision_id: String,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -598,4 +613,5 @@ crate::fact_enum! {
     OutcomeReported => "outcome_reported",
     EventDeadLettered => "event_dead_lettered",
     ForgeEventReceived => "forge_event_received",
+    PullRequestReadied => "pull_request_readied",
 }

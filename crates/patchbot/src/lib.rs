@@ -28,6 +28,7 @@ mod bot;
 mod error;
 pub mod imports;
 pub use sentinel_events::redact;
+pub mod review;
 pub mod stage;
 pub mod strategy;
 pub mod tools;

@@ -8,6 +8,7 @@
 //! | `FixValidated` (sandbox run) | an earlier `DispatchDecided` = `dispatch` (via `decision_id`) |
 //! | `BranchPushed` | an earlier `ActionDecided` = `auto_merge` / `open_pr` / `require_review` for the same task; the branch must start with the fix-branch prefix and not be protected |
 //! | `PullRequestOpened` | the same; a `require_review` decision only allows a draft |
+//! | `PullRequestReadied` (draft → ready) | an earlier approving `ReviewCompleted` of the fix's review |
 //! | `PullRequestMerged` by Sentinel (`merged_by` names Sentinel) | an `auto_merge` decision for the PR's task, or an approving `ReviewCompleted` of its review |
 //!
 //! *Policy in force*: the policy version of the newest decision the tenant's policy stage
@@ -76,6 +77,7 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
     let mut pr_task: HashMap<String, String> = HashMap::new();
     let mut review_task: HashMap<String, String> = HashMap::new();
     let mut approved_tasks: HashMap<String, bool> = HashMap::new();
+    let mut completions: HashMap<String, (String, bool)> = HashMap::new();
     let mut out = Vec::new();
     for (seq, e) in events.iter().enumerate() {
         let mut violation = |problem: String| {
@@ -211,8 +213,17 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
             Fact::ReviewCompleted(r) => {
                 if let Some(t) = review_task.get(&r.review_id) {
                     approved_tasks.insert(t.clone(), r.approved);
+                    completions.insert(e.event_id.to_string(), (r.review_id.clone(), r.approved));
                 }
             }
+            Fact::PullRequestReadied(p) => match completions.get(&p.decision_id) {
+                Some((review, true))
+                    if *review == p.review_id && review_task.get(review) == Some(&p.task_id) => {}
+                _ => violation(format!(
+                    "marked {} ready without an approving review ({})",
+                    p.url, p.decision_id
+                )),
+            },
             Fact::PullRequestMerged(m) => {
                 let by_sentinel = m
                     .merged_by

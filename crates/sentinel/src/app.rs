@@ -229,6 +229,11 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
+        let forge = Arc::new(sentinel_forge::LocalGitForge::new(
+            settings.data_dir.join("forge"),
+        ));
+        let reviews = sentinel_patchbot::review::ReviewEffectsStage::new(forge);
+        spawn_stage(&mut tasks, reviews, &log, &shutdown);
     }
     let store = if want("projector") || want("api") {
         Some(open_store(settings).await?)
