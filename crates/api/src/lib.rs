@@ -49,6 +49,7 @@ pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
+pub mod reviews;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -636,6 +636,21 @@ pub struct RollbackRequested {
     pub reason_code: String,
 }
 
+/// A draft fix pull request was marked ready for review after a human approved the fix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequestReadied {
+    /// The task.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The PR's URL.
+    pub url: String,
+    /// The approved review.
+    pub review_id: String,
+    /// The allowing fact: the approving `ReviewCompleted`.
+    pub decision_id: String,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -670,4 +685,5 @@ crate::fact_enum! {
     EventDeadLettered => "event_dead_lettered",
     ForgeEventReceived => "forge_event_received",
     RollbackRequested => "rollback_requested",
+    PullRequestReadied => "pull_request_readied",
 }

@@ -173,4 +173,24 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
 
     /// Opens a pull request, or returns the one already opened for the branch.
     async fn open_pull_request(&self, req: &PullRequestRequest) -> Result<PullRequest>;
+
+    /// Marks the (draft) pull request for `branch` ready for review; idempotent. Forges
+    /// that cannot do this refuse with [`Error::InvalidInput`].
+    async fn mark_ready(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        let _ = branch;
+        Err(Error::InvalidInput(format!(
+            "{} cannot mark pull requests of {repo} ready",
+            self.name()
+        )))
+    }
+
+    /// Closes the pull request for `branch` without merging; idempotent. Forges that cannot
+    /// do this refuse with [`Error::InvalidInput`].
+    async fn close_pull_request(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        let _ = branch;
+        Err(Error::InvalidInput(format!(
+            "{} cannot close pull requests of {repo}",
+            self.name()
+        )))
+    }
 }

@@ -67,13 +67,22 @@ impl LocalGitForge {
         branch: &str,
         state: PullRequestState,
     ) -> Result<PullRequest> {
+        self.update(repo, branch, |pr| pr.state = state).await
+    }
+
+    async fn update(
+        &self,
+        repo: &RepoRef,
+        branch: &str,
+        change: impl FnOnce(&mut PullRequest),
+    ) -> Result<PullRequest> {
         let _guard = self.lock.lock().await;
         let target = Target::resolve(repo)?;
         let path = self.record_path(&target, branch);
         let mut pr = read_record(&path).await?.ok_or_else(|| {
             Error::InvalidInput(format!("no pull request for branch {branch:?} in {repo}"))
         })?;
-        pr.state = state;
+        change(&mut pr);
         let tmp = temp_name(&path);
         tokio::fs::write(&tmp, to_json(&pr)?).await?;
         tokio::fs::rename(&tmp, &path).await?;
@@ -273,6 +282,21 @@ impl Forge for LocalGitForge {
             branch: branch.to_string(),
             commit,
         })
+    }
+
+    async fn mark_ready(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        validate_branch(branch)?;
+        self.update(repo, branch, |pr| pr.draft = false).await
+    }
+
+    async fn close_pull_request(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        validate_branch(branch)?;
+        self.update(repo, branch, |pr| {
+            if pr.state == PullRequestState::Open {
+                pr.state = PullRequestState::Closed;
+            }
+        })
+        .await
     }
 
     async fn find_pull_request(&self, repo: &RepoRef, branch: &str) -> Result<Option<PullRequest>> {

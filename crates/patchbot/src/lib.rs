@@ -30,6 +30,7 @@ mod error;
 pub mod imports;
 pub mod index;
 pub use sentinel_events::redact;
+pub mod review;
 pub mod stage;
 pub mod strategy;
 pub mod tools;

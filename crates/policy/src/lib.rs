@@ -4,9 +4,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod decide;
 pub mod model;
+pub mod replay;
 pub mod stage;
+pub mod testing;
 
 pub use decide::{
     ActionRequest, Decision, DispatchRequest, PolicyState, decide_action, decide_dispatch,

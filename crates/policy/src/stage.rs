@@ -382,4 +382,115 @@ mod tests {
                 .is_empty()
         );
     }
+
+    /// A review nobody answers is escalated once `escalation_timeout_hours` of event time
+    /// have passed, and the webhook (a local axum server standing in for a chat or paging
+    /// hook) receives the notice.
+    #[tokio::test]
+    async fn unanswered_reviews_escalate_in_event_time_and_notify_the_webhook() {
+        use sentinel_events::facts::{FixValidated, TaskQueued};
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(v);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut stage = PolicyStage::new(AutoRemediationPolicy::default())
+            .with_escalation_webhook(Some(format!("http://{addr}/hook")));
+        let mut f = failure(1, "main");
+        if let Fact::CiRunFailed(c) = &mut f.fact {
+            c.author = Some("alice".into());
+        }
+        feed(&mut stage, &f).await;
+        let c = classified(&f, 1);
+        stage.fold(&c);
+        let out = stage.handle(&c).await.expect("handle");
+        let decided = out.events().next().expect("decision").clone();
+        stage.fold(&decided);
+        let queued = decided.caused(
+            TaskQueued {
+                task_id: "task-1".into(),
+                agent_id: "patchbot".into(),
+                task_type: "fix_failure".into(),
+                priority: 0,
+                decision_id: Some(decided.event_id.to_string()),
+                failure_event_id: Some(f.event_id.to_string()),
+                payload: "{}".into(),
+                timeout_seconds: 60,
+                max_attempts: 1,
+            },
+            "controller@0",
+            0,
+            None,
+        );
+        feed(&mut stage, &queued).await;
+        let validated = queued.caused(
+            FixValidated {
+                task_id: "task-1".into(),
+                candidate_id: "c1".into(),
+                decision_id: decided.event_id.to_string(),
+                passed: true,
+                confidence: 0.5,
+                steps: vec![],
+                protected_paths_touched: vec![],
+            },
+            "patchbot@0",
+            0,
+            None,
+        );
+        stage.fold(&validated);
+        let out = stage.handle(&validated).await.expect("handle");
+        let facts: Vec<&Event> = out.events().collect();
+        assert_eq!(facts.len(), 2);
+        let Fact::ReviewRequested(r) = &facts[1].fact else {
+            panic!("expected a review request: {:?}", facts[1].fact)
+        };
+        assert_eq!(r.triggered_by.as_deref(), Some("alice"));
+        assert_eq!(r.reason_code.as_deref(), Some("low_confidence"));
+        let review_id = r.review_id.clone();
+        for e in &facts {
+            stage.fold(e);
+        }
+        // 23 hours later: nothing; 25 hours later: escalated, once.
+        let tick = |h: i64, i: usize| {
+            let mut e = failure(100 + i, "main");
+            e.occurred_at = f.occurred_at + Duration::hours(h);
+            e
+        };
+        let early = tick(23, 0);
+        stage.fold(&early);
+        assert!(stage.handle(&early).await.expect("handle").is_empty());
+        let late = tick(25, 1);
+        stage.fold(&late);
+        let out = stage.handle(&late).await.expect("handle");
+        let escalations: Vec<&Event> = out.events().collect();
+        assert_eq!(escalations.len(), 1);
+        let Fact::ReviewEscalated(x) = &escalations[0].fact else {
+            panic!("expected an escalation")
+        };
+        assert_eq!(x.review_id, review_id);
+        assert!(x.waited_hours >= 25.0);
+        stage.fold(escalations[0]);
+        let later = tick(30, 2);
+        stage.fold(&later);
+        assert!(stage.handle(&later).await.expect("handle").is_empty());
+        let notice = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("webhook called")
+            .expect("notice");
+        assert_eq!(notice["event"], "review_escalated");
+        assert_eq!(notice["review_id"], review_id.as_str());
+        assert_eq!(notice["task_id"], "task-1");
+    }
 }

@@ -453,6 +453,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         Fact::FailureLogsCaptured(_)
         | Fact::TaskProgressed(_)
         | Fact::PullRequestReviewed(_)
+        | Fact::PullRequestReadied(_)
         | Fact::PredictionReceived(_)
         | Fact::PredictionCorrelated(_)
         | Fact::OutcomeReported(_)

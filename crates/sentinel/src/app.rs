@@ -200,7 +200,8 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         info!(version = %policy.version(), "Policy loaded.");
         spawn_stage(
             &mut tasks,
-            sentinel_policy::PolicyStage::new(policy),
+            sentinel_policy::PolicyStage::new(policy)
+                .with_escalation_webhook(settings.review_webhook_url.clone()),
             &log,
             &shutdown,
         );
@@ -235,6 +236,11 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
+        let forge = Arc::new(sentinel_forge::LocalGitForge::new(
+            settings.data_dir.join("forge"),
+        ));
+        let reviews = sentinel_patchbot::review::ReviewEffectsStage::new(forge);
+        spawn_stage(&mut tasks, reviews, &log, &shutdown);
     }
     // PR tracker and InfraMind correlator (issue 8): settings from the environment, see
     // `crate::tracking`.
@@ -306,6 +312,7 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
                     .with_log(log.clone())
                     .with_metrics(|| crate::ops::prometheus().render()),
             ));
+            router = router.merge(sentinel_api::reviews::router(log.clone()));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

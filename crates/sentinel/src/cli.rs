@@ -91,15 +91,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
-    /// Replay history under a candidate policy (reserved: issue 5).
-    Replay,
+    /// Replay history under a candidate policy (`--policy CANDIDATE.toml`) and report what
+    /// would have been decided differently. Reads the log of `--data-dir` / `--log`, or
+    /// `--events FILE.jsonl`; writes nothing.
+    Replay(crate::replay::ReplayArgs),
     /// Projection maintenance (reserved: issue 7).
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
-    /// Check that every side effect in the log has an allowing decision (reserved: issue 5).
-    Audit,
+    /// Check that every side effect in the log has an allowing decision; exit 1 on any
+    /// violation.
+    Audit {
+        /// Exported facts (`sentinel log export --format jsonl`) instead of the event log.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
     /// Read the event log.
     Log {
         #[command(subcommand)]
@@ -394,11 +401,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             crate::fix::run(&cli.global, args).await
         }
-        Command::Replay => reserved("replay", 5),
+        Command::Replay(args) => crate::replay::run_replay(&cli.global, &args).await,
         Command::Projections {
             command: ProjectionsCommand::Rebuild { .. },
         } => reserved("projections rebuild", 7),
-        Command::Audit => reserved("audit", 5),
         Command::Bench {
             command:
                 BenchCommand::Inframind {
@@ -475,6 +481,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { events } => crate::replay::run_audit(&cli.global, events.as_deref()).await,
         Command::Log {
             command:
                 LogCommand::Export {

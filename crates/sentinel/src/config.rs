@@ -37,6 +37,9 @@ pub struct GlobalOpts {
     /// [default: bubblewrap].
     #[arg(long, env = "SENTINEL_SANDBOX_ISOLATION", global = true, value_parser = parse_isolation)]
     pub sandbox_isolation: Option<sentinel_sandbox::Isolation>,
+    /// Webhook URL the policy stage POSTs a JSON notice to when a review is escalated.
+    #[arg(long, env = "SENTINEL_REVIEW_WEBHOOK_URL", global = true)]
+    pub review_webhook_url: Option<String>,
     /// Webhook receivers and the loop guard.
     #[command(flatten, next_help_heading = "Webhooks")]
     pub ingest: IngestOpts,
@@ -120,6 +123,7 @@ struct FileConfig {
     bot_email: Option<String>,
     /// `[llm]`: the LLM client (classifier fallback); absent means off.
     llm: Option<sentinel_llm::LlmConfig>,
+    review_webhook_url: Option<String>,
 }
 
 /// Resolved settings.
@@ -143,6 +147,8 @@ pub struct Settings {
     pub ingest: sentinel_ingest::IngestConfig,
     /// The LLM client settings (`[llm]` in the config file); `None` keeps the LLM off.
     pub llm: Option<sentinel_llm::LlmConfig>,
+    /// Where review escalations are announced, if anywhere.
+    pub review_webhook_url: Option<String>,
 }
 
 /// Default data directory.
@@ -207,6 +213,7 @@ impl GlobalOpts {
         Ok(Settings {
             ingest,
             llm: file.llm,
+            review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
             sandbox_isolation,
             listen,
             log_url: self

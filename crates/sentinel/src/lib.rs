@@ -11,5 +11,6 @@ pub mod demo;
 pub mod docs;
 pub mod fix;
 pub mod ops;
+pub mod replay;
 pub mod summary;
 pub mod tracking;

@@ -73,8 +73,8 @@ fn classify_prints_the_stable_json_contract() {
 
 #[test]
 fn reserved_commands_say_so() {
-    for cmd in ["replay", "audit"] {
-        let out = sentinel().arg(cmd).output().expect("run");
+    for cmd in [["projections", "rebuild"]] {
+        let out = sentinel().args(cmd).output().expect("run");
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
     }
@@ -288,4 +288,142 @@ fn fix_repairs_a_copy_and_prints_the_stable_json_contract() {
     assert_eq!(out.status.code(), Some(1), "{v}");
     assert_eq!(v["status"], "not_fixable", "{v}");
     assert_eq!(v["diff"], "");
+}
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `sentinel replay` reads an exported history and prints the JSON contract; `--chart`
+/// writes an SVG; `sentinel audit` passes a clean history and fails a tampered one.
+#[test]
+fn replay_and_audit_on_a_recorded_history() {
+    let root = repo_root();
+    let history = root.join("replay/history-busy-day.jsonl");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("chart.svg");
+    let out = sentinel()
+        .arg("replay")
+        .arg("--events")
+        .arg(&history)
+        .arg("--policy")
+        .arg(root.join("replay/policies/tighter-hourly.toml"))
+        .args(["--format", "json", "--chart"])
+        .arg(&chart)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["changed"].as_u64().expect("changed") > 0);
+    assert_eq!(v["baseline_policy"], "recorded");
+    let change = &v["changes"][0];
+    for k in [
+        "correlation_id",
+        "repository",
+        "failure_type",
+        "occurred_at",
+        "baseline",
+        "candidate",
+        "reason",
+    ] {
+        assert!(change.get(k).is_some(), "{k}");
+    }
+    let svg = std::fs::read_to_string(&chart).expect("chart");
+    assert!(svg.starts_with("<svg") && svg.contains("candidate"));
+
+    let out = sentinel()
+        .arg("audit")
+        .arg("--events")
+        .arg(&history)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 violations");
+
+    // Drop one allowing action decision: the PR and push it allowed are now violations.
+    let text = std::fs::read_to_string(&history).expect("history");
+    let mut dropped = false;
+    let tampered: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let drop = !dropped && l.contains("\"action_decided\"") && l.contains("\"open_pr\"");
+            dropped |= drop;
+            !drop
+        })
+        .collect();
+    assert!(dropped);
+    let file = dir.path().join("tampered.jsonl");
+    std::fs::write(&file, tampered.join("\n")).expect("write");
+    let out = sentinel()
+        .arg("audit")
+        .arg("--events")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no earlier action decision"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("2 violations"), "{stdout}");
+}
+
+/// `sentinel replay --data-dir` reads the embedded log itself, and the identical policy
+/// changes nothing; a missing log is a clear error.
+#[test]
+fn replay_reads_the_embedded_log() {
+    let root = repo_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text =
+        std::fs::read_to_string(root.join("replay/history-quiet-week.jsonl")).expect("history");
+    let events: Vec<sentinel_events::Event> = text
+        .lines()
+        .map(|l| {
+            sentinel_events::codec::from_json(&serde_json::from_str(l).expect("json"))
+                .expect("event")
+        })
+        .collect();
+    let db = dir.path().join("sentinel.db");
+    tokio::runtime::Runtime::new().expect("rt").block_on(async {
+        let log = sentinel_log::sqlite::SqliteLog::open(&db)
+            .await
+            .expect("open");
+        sentinel_log::topology::Topology::builtin()
+            .expect("topology")
+            .apply_embedded(&log)
+            .await
+            .expect("topics");
+        sentinel_runtime::append_events(&log, sentinel_runtime::EVENTS_TOPIC, &events)
+            .await
+            .expect("append");
+    });
+    let out = sentinel()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--policy")
+        .arg(root.join("replay/policies/recorded.toml"))
+        .args(["--format", "json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["total"], 40);
+    assert_eq!(v["changed"], 0);
+    let out = sentinel()
+        .arg("replay")
+        .arg("--data-dir")
+        .arg(dir.path().join("nope"))
+        .arg("--policy")
+        .arg(root.join("replay/policies/recorded.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no event log"));
 }

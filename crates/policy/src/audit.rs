@@ -1,0 +1,369 @@
+//! The audit (DESIGN §4 rule 3): every side effect in the log must reference an allowing
+//! decision made under the policy in force at that moment. Pure: a function of the facts in
+//! log order.
+//!
+//! | side effect (fact) | must reference |
+//! |---|---|
+//! | `TaskQueued` with a decision (work starts) | an earlier `DispatchDecided` = `dispatch` for the same failure |
+//! | `FixValidated` (sandbox run) | an earlier `DispatchDecided` = `dispatch` (via `decision_id`) |
+//! | `BranchPushed` | an earlier `ActionDecided` = `auto_merge` / `open_pr` / `require_review` for the same task; the branch must start with the fix-branch prefix and not be protected |
+//! | `PullRequestOpened` | the same; a `require_review` decision only allows a draft |
+//! | `PullRequestReadied` (draft → ready) | an earlier approving `ReviewCompleted` of the fix's review |
+//! | `PullRequestMerged` by Sentinel (`merged_by` names Sentinel) | an `auto_merge` decision for the PR's task, or an approving `ReviewCompleted` of its review |
+//!
+//! *Policy in force*: the policy version of the newest decision the tenant's policy stage
+//! recorded. An effect whose allowing decision was made under a version that has since been
+//! superseded (a decision under another version was recorded between the allowing decision
+//! and the effect) is a violation: a tightened policy must not be bypassed by decisions made
+//! before it took effect.
+
+use std::collections::HashMap;
+
+use sentinel_events::{ActionDecision, DispatchDecision, Event, Fact};
+use serde::Serialize;
+
+use crate::AutoRemediationPolicy;
+use crate::model::matches;
+
+/// One violation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The effect's event id.
+    pub event_id: String,
+    /// The effect's fact type.
+    pub event_type: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Repository.
+    pub repository: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({}/{}): {}",
+            self.event_type, self.event_id, self.tenant, self.repository, self.problem
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Decided {
+    Dispatch {
+        failure: String,
+        decision: DispatchDecision,
+        version: String,
+        seq: usize,
+    },
+    Action {
+        task: String,
+        decision: ActionDecision,
+        version: String,
+        seq: usize,
+    },
+}
+
+/// Audits facts in log order. `policy` supplies the branch rules (fix-branch prefix,
+/// protected branches).
+pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation> {
+    let mut decisions: HashMap<String, Decided> = HashMap::new();
+    // Per tenant: (current version, sequence number of the decision that changed it).
+    let mut in_force: HashMap<String, (String, usize)> = HashMap::new();
+    let mut task_failure: HashMap<String, String> = HashMap::new();
+    let mut task_action: HashMap<String, String> = HashMap::new();
+    let mut pr_task: HashMap<String, String> = HashMap::new();
+    let mut review_task: HashMap<String, String> = HashMap::new();
+    let mut approved_tasks: HashMap<String, bool> = HashMap::new();
+    let mut completions: HashMap<String, (String, bool)> = HashMap::new();
+    let mut out = Vec::new();
+    for (seq, e) in events.iter().enumerate() {
+        let mut violation = |problem: String| {
+            out.push(Violation {
+                event_id: e.event_id.to_string(),
+                event_type: e.event_type().to_owned(),
+                tenant: e.tenant.clone(),
+                repository: e.subject.clone(),
+                problem,
+            });
+        };
+        // Checks that `id` names an allowing decision made under the policy still in force.
+        let check_in_force = |version: &str, dseq: usize, violation: &mut dyn FnMut(String)| {
+            match in_force.get(&e.tenant) {
+                Some((current, changed_at)) if current != version && *changed_at > dseq => {
+                    violation(format!(
+                        "the allowing decision was made under policy {version}, superseded by {current} before this effect"
+                    ));
+                }
+                _ => {}
+            }
+        };
+        match &e.fact {
+            Fact::DispatchDecided(d) => {
+                decisions.insert(
+                    e.event_id.to_string(),
+                    Decided::Dispatch {
+                        failure: d.failure_event_id.clone(),
+                        decision: d.decision,
+                        version: d.policy_version.clone(),
+                        seq,
+                    },
+                );
+                note_version(&mut in_force, &e.tenant, &d.policy_version, seq);
+            }
+            Fact::ActionDecided(a) => {
+                decisions.insert(
+                    e.event_id.to_string(),
+                    Decided::Action {
+                        task: a.task_id.clone(),
+                        decision: a.decision,
+                        version: a.policy_version.clone(),
+                        seq,
+                    },
+                );
+                task_action.insert(a.task_id.clone(), e.event_id.to_string());
+                note_version(&mut in_force, &e.tenant, &a.policy_version, seq);
+            }
+            Fact::TaskQueued(t) => {
+                let Some(id) = &t.decision_id else { continue };
+                if let Some(f) = &t.failure_event_id {
+                    task_failure.insert(t.task_id.clone(), f.clone());
+                }
+                match decisions.get(id) {
+                    Some(Decided::Dispatch {
+                        failure,
+                        decision: DispatchDecision::Dispatch,
+                        version,
+                        seq: dseq,
+                    }) => {
+                        if t.failure_event_id.as_ref().is_some_and(|f| f != failure) {
+                            violation(format!("decision {id} is about another failure"));
+                        }
+                        check_in_force(version, *dseq, &mut violation);
+                    }
+                    Some(Decided::Dispatch { decision, .. }) => violation(format!(
+                        "decision {id} is {}, not dispatch",
+                        decision.as_str()
+                    )),
+                    _ => violation(format!("no earlier dispatch decision {id}")),
+                }
+            }
+            Fact::FixValidated(v) => match decisions.get(&v.decision_id) {
+                Some(Decided::Dispatch {
+                    failure,
+                    decision: DispatchDecision::Dispatch,
+                    version,
+                    seq: dseq,
+                }) => {
+                    if task_failure.get(&v.task_id).is_some_and(|f| f != failure) {
+                        violation(format!(
+                            "sandbox run under decision {} which is about another failure",
+                            v.decision_id
+                        ));
+                    }
+                    check_in_force(version, *dseq, &mut violation);
+                }
+                Some(Decided::Dispatch { decision, .. }) => violation(format!(
+                    "sandbox run under decision {} = {}, not dispatch",
+                    v.decision_id,
+                    decision.as_str()
+                )),
+                _ => violation(format!(
+                    "sandbox run without an earlier dispatch decision ({})",
+                    v.decision_id
+                )),
+            },
+            Fact::BranchPushed(b) => {
+                let rules = &policy.rules_for(&e.tenant, &e.subject);
+                if !b
+                    .branch
+                    .starts_with(&rules.rules.branches.fix_branch_prefix)
+                    || matches(&rules.protected_branches, &b.branch)
+                {
+                    violation(format!(
+                        "pushed to {}, which is not a fix branch ({}…) or is protected",
+                        b.branch, rules.rules.branches.fix_branch_prefix
+                    ));
+                }
+                check_action(
+                    &decisions,
+                    &b.decision_id,
+                    &b.task_id,
+                    None,
+                    &mut violation,
+                    &check_in_force,
+                );
+            }
+            Fact::PullRequestOpened(p) => {
+                pr_task.insert(p.url.clone(), p.task_id.clone());
+                check_action(
+                    &decisions,
+                    &p.decision_id,
+                    &p.task_id,
+                    Some(p.draft),
+                    &mut violation,
+                    &check_in_force,
+                );
+            }
+            Fact::ReviewRequested(r) => {
+                review_task.insert(r.review_id.clone(), r.task_id.clone());
+            }
+            Fact::ReviewCompleted(r) => {
+                if let Some(t) = review_task.get(&r.review_id) {
+                    approved_tasks.insert(t.clone(), r.approved);
+                    completions.insert(e.event_id.to_string(), (r.review_id.clone(), r.approved));
+                }
+            }
+            Fact::PullRequestReadied(p) => match completions.get(&p.decision_id) {
+                Some((review, true))
+                    if *review == p.review_id && review_task.get(review) == Some(&p.task_id) => {}
+                _ => violation(format!(
+                    "marked {} ready without an approving review ({})",
+                    p.url, p.decision_id
+                )),
+            },
+            Fact::PullRequestMerged(m) => {
+                let by_sentinel = m
+                    .merged_by
+                    .as_deref()
+                    .is_some_and(|b| b.to_ascii_lowercase().contains("sentinel"));
+                let Some(task) = pr_task.get(&m.url) else {
+                    continue;
+                };
+                if !by_sentinel {
+                    continue;
+                }
+                let auto = task_action
+                    .get(task)
+                    .and_then(|id| decisions.get(id))
+                    .is_some_and(|d| {
+                        matches!(
+                            d,
+                            Decided::Action {
+                                decision: ActionDecision::AutoMerge,
+                                ..
+                            }
+                        )
+                    });
+                let approved = approved_tasks.get(task).copied().unwrap_or(false);
+                if !auto && !approved {
+                    violation(format!(
+                        "Sentinel merged {} without an auto_merge decision or an approved review",
+                        m.url
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn note_version(
+    in_force: &mut HashMap<String, (String, usize)>,
+    tenant: &str,
+    version: &str,
+    seq: usize,
+) {
+    match in_force.get_mut(tenant) {
+        Some((v, at)) if v != version => {
+            *v = version.to_owned();
+            *at = seq;
+        }
+        Some(_) => {}
+        None => {
+            in_force.insert(tenant.to_owned(), (version.to_owned(), seq));
+        }
+    }
+}
+
+fn check_action(
+    decisions: &HashMap<String, Decided>,
+    id: &str,
+    task_id: &str,
+    draft: Option<bool>,
+    violation: &mut dyn FnMut(String),
+    check_in_force: &dyn Fn(&str, usize, &mut dyn FnMut(String)),
+) {
+    match decisions.get(id) {
+        Some(Decided::Action {
+            task,
+            decision,
+            version,
+            seq,
+        }) => {
+            if task != task_id {
+                violation(format!("decision {id} is about task {task}, not {task_id}"));
+            }
+            match decision {
+                ActionDecision::Reject => {
+                    violation(format!("decision {id} rejected the fix"));
+                }
+                ActionDecision::RequireReview if draft == Some(false) => {
+                    violation(format!(
+                        "decision {id} requires review, but the pull request was not a draft"
+                    ));
+                }
+                _ => {}
+            }
+            check_in_force(version, *seq, violation);
+        }
+        _ => violation(format!("no earlier action decision {id}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentinel_events::facts::{ActionDecided, BranchPushed};
+
+    #[test]
+    fn a_push_without_a_decision_and_to_main_is_reported() {
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("ts");
+        let decided = Event::origin(
+            ActionDecided {
+                task_id: "task".into(),
+                candidate_id: "c".into(),
+                decision: ActionDecision::OpenPr,
+                reason_code: "confident".into(),
+                reason: "x".into(),
+                policy_version: "sha256:1".into(),
+                confidence: 0.8,
+            },
+            Some("d"),
+            "t",
+            "r",
+            t0,
+            "policy@0",
+        );
+        let push = |branch: &str, decision: &str| {
+            Event::origin(
+                BranchPushed {
+                    task_id: "task".into(),
+                    repository: "r".into(),
+                    branch: branch.into(),
+                    commit: "c".into(),
+                    decision_id: decision.into(),
+                },
+                Some(branch),
+                "t",
+                "r",
+                t0,
+                "patchbot@0",
+            )
+        };
+        let ok = push("sentinel/fix-abc", &decided.event_id.to_string());
+        let p = AutoRemediationPolicy::default();
+        assert!(audit(&[decided.clone(), ok.clone()], &p).is_empty());
+        let v = audit(&[ok.clone(), decided.clone()], &p);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].problem.contains("no earlier action decision"));
+        let v = audit(
+            &[decided.clone(), push("main", &decided.event_id.to_string())],
+            &p,
+        );
+        assert!(v[0].problem.contains("not a fix branch"), "{v:?}");
+    }
+}
