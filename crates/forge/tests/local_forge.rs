@@ -761,3 +761,225 @@ async fn github_pushes_through_the_git_data_api_and_opens_one_draft_pr() {
     );
     assert!(!err.is_transient());
 }
+
+mod fake_gitlab {
+    //! An in-memory GitLab speaking the REST v4 shapes PatchBot uses: the Commits API with
+    //! `actions`, merge requests (list by source branch, create), and the merge endpoint
+    //! with `auto_merge`. Every request must carry `PRIVATE-TOKEN`.
+
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Json;
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post, put};
+    use serde_json::{Value, json};
+
+    #[derive(Default)]
+    pub struct Gl {
+        pub commits: Vec<Value>,
+        pub mrs: Vec<Value>,
+        pub merges: Vec<(u64, Value)>,
+        pub projects: Vec<String>,
+    }
+
+    pub type Shared = Arc<Mutex<Gl>>;
+
+    fn authorized(h: &HeaderMap) -> bool {
+        h.get("private-token").and_then(|v| v.to_str().ok()) == Some("glpat-test")
+    }
+
+    async fn commit(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Path(project): Path<String>,
+        Json(b): Json<Value>,
+    ) -> Response {
+        if !authorized(&h) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"message": "401 Unauthorized"})),
+            )
+                .into_response();
+        }
+        let mut g = s.lock().unwrap();
+        g.projects.push(project);
+        g.commits.push(b);
+        let id = format!("{:040}", g.commits.len());
+        (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "short_id": &id[..8]})),
+        )
+            .into_response()
+    }
+
+    async fn list(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        assert_eq!(q.get("state").map(String::as_str), Some("all"));
+        let branch = q.get("source_branch").cloned().unwrap_or_default();
+        let g = s.lock().unwrap();
+        Json(
+            g.mrs
+                .iter()
+                .filter(|m| m["source_branch"] == branch.as_str())
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+        .into_response()
+    }
+
+    async fn create(State(s): State<Shared>, h: HeaderMap, Json(b): Json<Value>) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let mut g = s.lock().unwrap();
+        let iid = g.mrs.len() as u64 + 1;
+        let title = b["title"].as_str().unwrap().to_string();
+        let labels: Vec<&str> = b["labels"].as_str().unwrap().split(',').collect();
+        let mr = json!({
+            "id": 5000 + iid, "iid": iid,
+            "web_url": format!("https://gitlab.example/acme/app/-/merge_requests/{iid}"),
+            "title": title, "description": b["description"], "draft": title.starts_with("Draft:"),
+            "state": "opened", "source_branch": b["source_branch"], "target_branch": b["target_branch"],
+            "sha": "abc", "labels": labels, "reviewers": b.get("reviewer_ids").cloned().unwrap_or(json!([])),
+        });
+        g.mrs.push(mr.clone());
+        (StatusCode::CREATED, Json(mr)).into_response()
+    }
+
+    async fn merge(
+        State(s): State<Shared>,
+        Path((_, iid)): Path<(String, u64)>,
+        Json(b): Json<Value>,
+    ) -> Response {
+        let mut g = s.lock().unwrap();
+        g.merges.push((iid, b));
+        let mr = g.mrs[(iid - 1) as usize].clone();
+        Json(mr).into_response()
+    }
+
+    pub async fn serve() -> (String, Shared) {
+        let state: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route("/api/v4/projects/{p}/repository/commits", post(commit))
+            .route(
+                "/api/v4/projects/{p}/merge_requests",
+                get(list).post(create),
+            )
+            .route(
+                "/api/v4/projects/{p}/merge_requests/{iid}/merge",
+                put(merge),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/api/v4"), state)
+    }
+}
+
+/// GitLab through its REST v4 API against a local server speaking GitLab's documented
+/// shapes: one Commits API call carries the fix (create/update/delete actions, base64
+/// contents, the failing commit as `start_sha`, `force`), the MR is a draft with labels and
+/// reviewers, reopening returns the same MR, auto-merge uses the merge endpoint.
+#[tokio::test]
+async fn gitlab_commits_through_the_api_and_opens_one_draft_mr() {
+    use base64::Engine;
+    use sentinel_forge::{GitLabConfig, GitLabForge};
+    let (url, gl) = fake_gitlab::serve().await;
+    let (repo, base) = fix_commit_repo();
+    let forge = GitLabForge::new(GitLabConfig {
+        api_url: url.clone(),
+        token: "glpat-test".into(),
+        reviewer_ids: vec![42],
+    })
+    .unwrap();
+    let repo_ref = RepoRef::new("https://gitlab.example/acme/app.git");
+    let pushed = forge
+        .push_branch(&repo_ref, repo.path(), "sentinel/fix-abc")
+        .await
+        .unwrap();
+    {
+        let g = gl.lock().unwrap();
+        // One path segment, `acme%2Fapp` on the wire (axum decodes it).
+        assert_eq!(g.projects, ["acme/app"]);
+        let c = &g.commits[0];
+        assert_eq!(c["branch"], "sentinel/fix-abc");
+        assert_eq!(c["start_sha"], base.as_str());
+        assert_eq!(c["force"], true);
+        assert_eq!(
+            c["commit_message"],
+            "Fix: formatting failure\n\nGenerated by PatchBot"
+        );
+        let actions = c["actions"].as_array().unwrap();
+        let by_path = |p: &str| {
+            actions
+                .iter()
+                .find(|a| a["file_path"] == p)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(by_path("old.txt")["action"], "delete");
+        assert_eq!(by_path("bin/run.sh")["action"], "create");
+        assert_eq!(by_path("bin/run.sh")["execute_filemode"], true);
+        let app = by_path("app.py");
+        assert_eq!(app["action"], "update");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(app["content"].as_str().unwrap())
+                .unwrap(),
+            b"x = {\"a\": 1}\n"
+        );
+        assert_eq!(pushed.commit, format!("{:040}", 1));
+    }
+    let mr = forge
+        .open_pull_request(&hosted_request("acme/app", true))
+        .await
+        .unwrap();
+    assert_eq!(mr.number, 1);
+    assert!(mr.draft);
+    assert_eq!(mr.labels, ["sentinel", "formatting"]);
+    assert_eq!(
+        gl.lock().unwrap().mrs[0]["reviewers"],
+        serde_json::json!([42])
+    );
+    let same = forge
+        .open_pull_request(&hosted_request("acme/app", true))
+        .await
+        .unwrap();
+    assert_eq!(same.number, 1);
+    assert_eq!(gl.lock().unwrap().mrs.len(), 1);
+    assert!(forge.enable_auto_merge(&mr).await.unwrap());
+    assert_eq!(gl.lock().unwrap().merges[0].0, 1);
+    assert_eq!(gl.lock().unwrap().merges[0].1["auto_merge"], true);
+
+    let bad = GitLabForge::new(GitLabConfig {
+        api_url: url,
+        token: "wrong".into(),
+        reviewer_ids: vec![],
+    })
+    .unwrap();
+    let err = bad
+        .push_branch(&repo_ref, repo.path(), "sentinel/fix-abc")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Remote {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+}
