@@ -83,6 +83,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
+    /// Benchmarks, each measured against a baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Replay history under a candidate policy (reserved: issue 5).
     Replay,
     /// Projection maintenance (reserved: issue 7).
@@ -96,6 +101,21 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: LogCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// P6: time from a CI-failure webhook to the pull request opened for a deterministic
+    /// (black) fix on a small repository, whole pipeline in-process; p50 over the runs,
+    /// printed beside the time of the failing command itself.
+    Pr {
+        /// Sequential runs (each on a fresh repository).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Give up on a run after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
     },
 }
 
@@ -279,6 +299,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 json: matches!(format, Format::Json),
             };
             crate::fix::run(&cli.global, args).await
+        }
+        Command::Bench {
+            command: BenchCommand::Pr { runs, timeout_secs },
+        } => {
+            init_tracing(false, "warn");
+            crate::bench_pr::run(
+                &cli.global,
+                runs.max(1),
+                std::time::Duration::from_secs(timeout_secs),
+            )
+            .await
         }
         Command::Replay => reserved("replay", 5),
         Command::Projections {
