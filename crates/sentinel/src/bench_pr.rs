@@ -89,9 +89,19 @@ pub async fn run(global: &GlobalOpts, runs: usize, timeout: Duration) -> Result<
         .prefix("sentinel-bench-pr-")
         .tempdir()?;
     let root: PathBuf = scratch.path().to_path_buf();
+    // The seed policy caps fixes at 10 an hour and 10 repositories at once: lift the caps
+    // (and only them) so that every run is decided the same way.
+    let policy = root.join("bench-policy.toml");
+    std::fs::write(
+        &policy,
+        "[rate_limits]\nmax_fixes_per_hour = 100000\nmax_fixes_per_day = 100000\n\
+         [blast_radius]\nmax_concurrent_fixes = 100000\nmax_repos_affected_simultaneously = \
+         100000\n",
+    )?;
     let mut settings = GlobalOpts {
         data_dir: Some(root.join("data")),
         listen: Some(([127, 0, 0, 1], 0).into()),
+        policy: Some(policy),
         ..global.clone()
     }
     .resolve()?;
