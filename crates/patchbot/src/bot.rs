@@ -69,7 +69,7 @@ pub struct PatchBotConfig {
     /// Paths reported when a fix touches them (see [`DEFAULT_PROTECTED_PATHS`]).
     pub protected_paths: Vec<String>,
     /// The index a missing Python dependency must exist in (and be old enough in) before
-    /// PatchBot adds it; `None` skips the check (tests with a trusted offline index only).
+    /// PatchBot adds it; `None`: no dependency is ever added.
     pub python_index: Option<PackageIndex>,
     /// The index pip installs from when validating a dependency fix (`PIP_INDEX_URL`);
     /// pip's default (PyPI) when `None`.
@@ -831,15 +831,27 @@ impl PatchBot {
             )));
         };
         let distribution = match &self.config.python_index {
-            Some(index) => match index.check(distribution).await? {
-                Verdict::Known(name) => name,
-                Verdict::Refused(reason) => {
+            Some(index) => match index.check(distribution).await {
+                Ok(Verdict::Known(name)) => name,
+                Ok(Verdict::Refused(reason)) => {
                     return Ok(Err(format!(
                         "not adding `{distribution}` for `{module}`: {reason}"
                     )));
                 }
+                // Never add a name that could not be checked.
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "not adding `{distribution}` for `{module}`: it could not be checked \
+                         against the package index ({e})"
+                    )));
+                }
             },
-            None => distribution.to_string(),
+            None => {
+                return Ok(Err(format!(
+                    "`{module}` is missing, but no package index is configured to check \
+                     `{distribution}` against: PatchBot adds no dependency it cannot check"
+                )));
+            }
         };
         let contents = tokio::fs::read_to_string(&path).await?;
         let updated = match kind {

@@ -206,12 +206,19 @@ mod tests {
     fn adds_to_pyproject_dependencies_keeping_the_rest() {
         let py = "[build-system]\nrequires = [\"setuptools\"]\n\n[project]\nname = \"demo\"\n\
                   dependencies = [\"requests>=2\"]  # runtime\n\n[tool.x]\ndependencies = []\n";
-        let out = add_pyproject_dependency(py, "tabulate").expect("valid").expect("added");
+        let out = add_pyproject_dependency(py, "tabulate")
+            .expect("valid")
+            .expect("added");
         assert!(out.contains("dependencies = [\n    \"tabulate\",\"requests>=2\"]  # runtime"));
         assert!(out.ends_with("[tool.x]\ndependencies = []\n"));
-        assert_eq!(add_pyproject_dependency(&out, "Tabulate").expect("valid"), None);
+        assert_eq!(
+            add_pyproject_dependency(&out, "Tabulate").expect("valid"),
+            None
+        );
         let empty = "[project]\nname = \"d\"\ndependencies = []\n";
-        let out = add_pyproject_dependency(empty, "PyYAML").expect("valid").expect("added");
+        let out = add_pyproject_dependency(empty, "PyYAML")
+            .expect("valid")
+            .expect("added");
         assert_eq!(
             out,
             "[project]\nname = \"d\"\ndependencies = [\n    \"PyYAML\",]\n"

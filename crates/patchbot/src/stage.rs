@@ -99,6 +99,15 @@ impl PatchBotStage {
         })
     }
 
+    /// Checks missing Python dependencies against `index` instead of PyPI (`None`: no
+    /// dependency is ever added).
+    pub fn with_python_index(mut self, index: Option<crate::index::PackageIndex>) -> Self {
+        let mut config = self.bot.config().clone();
+        config.python_index = index;
+        self.bot = PatchBot::new(config);
+        self
+    }
+
     /// Replaces the forge (e.g. a [`sentinel_forge::GitHubForge`]).
     pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
         self.forge = forge;
