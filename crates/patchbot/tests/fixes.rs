@@ -567,7 +567,10 @@ async fn the_package_index_guard_refuses_unknown_and_young_names() {
     let pypi = PackageIndex::new(Ecosystem::Python, &index.url);
     assert_eq!(
         pypi.check("sentinelfixture").await.unwrap(),
-        Verdict::Known("sentinelfixture".into())
+        Verdict::Known {
+            name: "sentinelfixture".into(),
+            latest: Some("1.0".into())
+        }
     );
     match pypi.check("reqeusts").await.unwrap() {
         Verdict::Refused(r) => assert!(r.contains("does not exist"), "{r}"),
@@ -582,7 +585,10 @@ async fn the_package_index_guard_refuses_unknown_and_young_names() {
             .check("youngpkg")
             .await
             .unwrap()
-            == Verdict::Known("youngpkg".into())
+            == Verdict::Known {
+                name: "youngpkg".into(),
+                latest: Some("1.0".into())
+            }
     );
     let err = PackageIndex::new(Ecosystem::Python, &index.url)
         .check("brokenpkg")
