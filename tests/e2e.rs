@@ -36,7 +36,7 @@ async fn pipeline(
         .with_test_writer()
         .try_init();
     let commits = build_repository(repo_dir).expect("scratch repository");
-    let settings = GlobalOpts {
+    let mut settings = GlobalOpts {
         data_dir: Some(data_dir.to_path_buf()),
         listen: Some(([127, 0, 0, 1], 0).into()),
         database_url,
@@ -44,6 +44,8 @@ async fn pipeline(
     }
     .resolve()
     .expect("settings");
+    // Network tests talk only to 127.0.0.1: no package index for the invented module.
+    settings.patchbot.python_index = None;
     let path_prefix = sentinel::demo::provision_tools(&settings)
         .await
         .expect("provision tools");

@@ -31,6 +31,14 @@ pub enum Error {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// A hosted forge's API refused or failed a request.
+    #[error("forge API ({status:?}): {message}")]
+    Remote {
+        /// The HTTP status, when there was a response.
+        status: Option<u16>,
+        /// What was being done and what the API said.
+        message: String,
+    },
     /// File-system I/O failed.
     #[error("forge I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -39,6 +47,11 @@ pub enum Error {
 impl Error {
     /// Whether retrying later may succeed (I/O trouble) rather than failing the same way.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Io(_))
+        match self {
+            Error::Io(_) => true,
+            // No response, rate limits, server trouble.
+            Error::Remote { status, .. } => status.is_none_or(|s| s == 408 || s == 429 || s >= 500),
+            _ => false,
+        }
     }
 }

@@ -26,6 +26,20 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    let out = run_bytes(cwd, args).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`run`], returning stdout as bytes (e.g. `git cat-file blob`).
+///
+/// # Errors
+///
+/// As for [`run`].
+pub async fn run_bytes<I, S>(cwd: Option<&Path>, args: I) -> Result<Vec<u8>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args
         .into_iter()
         .map(|a| a.as_ref().to_os_string())
@@ -78,7 +92,7 @@ where
             stderr: tail,
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(output.stdout)
 }
 
 /// Checks a branch name against git's rules for ref names (`git check-ref-format`), plus

@@ -11,7 +11,10 @@
 //! * [`LocalGitForge`] — the embedded deployment: the repository is a local path or a
 //!   `file://` URL, branches are pushed with the real `git` CLI and pull requests are JSON
 //!   records on disk.
-//! * GitHub and GitLab forges (distributed deployment) are planned behind the same trait.
+//! * [`GitHubForge`] — GitHub through octocrab (token or App installation), branch and
+//!   commit through the Git Data API.
+//! * [`GitLabForge`] — GitLab merge requests through its REST API (reqwest), branch and
+//!   commit through the Commits API.
 //!
 //! [`git::clone_at`] checks a repository out at an exact commit into a fresh directory,
 //! for PatchBot.
@@ -20,6 +23,8 @@
 
 mod error;
 pub mod git;
+mod github;
+mod gitlab;
 mod local;
 
 use std::path::Path;
@@ -28,6 +33,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
+pub use github::{GitHubAuth, GitHubConfig, GitHubForge};
+pub use gitlab::{GitLabConfig, GitLabForge};
 pub use local::{DEFAULT_BRANCH_PREFIX, LocalGitForge};
 
 /// A repository as a forge addresses it: for [`LocalGitForge`] a local path or a
@@ -192,5 +199,12 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
             "{} cannot close pull requests of {repo}",
             self.name()
         )))
+    }
+
+    /// Asks the forge to merge `pr` once its checks pass — called only on an `auto_merge`
+    /// policy decision. `Ok(false)` when this forge has no auto-merge (the default).
+    async fn enable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
+        let _ = pr;
+        Ok(false)
     }
 }

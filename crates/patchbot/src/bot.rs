@@ -69,11 +69,14 @@ pub struct PatchBotConfig {
     /// Paths reported when a fix touches them (see [`DEFAULT_PROTECTED_PATHS`]).
     pub protected_paths: Vec<String>,
     /// The index a missing Python dependency must exist in (and be old enough in) before
-    /// PatchBot adds it; `None` skips the check (tests with a trusted offline index only).
+    /// PatchBot adds it; `None`: no dependency is ever added.
     pub python_index: Option<PackageIndex>,
     /// The index pip installs from when validating a dependency fix (`PIP_INDEX_URL`);
     /// pip's default (PyPI) when `None`.
     pub pip_index_url: Option<String>,
+    /// The npm registry a missing Node package must exist in (and be old enough in);
+    /// `None`: no dependency is ever added. npm installs from it during validation.
+    pub npm_index: Option<PackageIndex>,
 }
 
 impl PatchBotConfig {
@@ -98,6 +101,7 @@ impl PatchBotConfig {
                 .collect(),
             python_index: Some(PackageIndex::pypi()),
             pip_index_url: None,
+            npm_index: Some(PackageIndex::npm()),
         }
     }
 }
@@ -508,6 +512,86 @@ impl PatchBot {
                     }
                 }
             }
+            Action::AddNodeDependency { package } => {
+                let Some(index) = &self.config.npm_index else {
+                    return Ok(attempt.end(
+                        FixStatus::NoFix,
+                        format!(
+                            "`{package}` is missing, but no npm registry is configured to \
+                             check it against: PatchBot adds no dependency it cannot check"
+                        ),
+                    ));
+                };
+                let latest = match index.check(package).await {
+                    Ok(Verdict::Known { latest, .. }) => latest,
+                    Ok(Verdict::Refused(reason)) => {
+                        return Ok(attempt.end(
+                            FixStatus::NoFix,
+                            format!("not adding `{package}`: {reason}"),
+                        ));
+                    }
+                    Err(e) => {
+                        return Ok(attempt.end(
+                            FixStatus::NoFix,
+                            format!(
+                                "not adding `{package}`: it could not be checked against the \
+                                 npm registry ({e})"
+                            ),
+                        ));
+                    }
+                };
+                let range = latest.map_or_else(|| "*".to_string(), |v| format!("^{v}"));
+                let path = work.repo.join("package.json");
+                let meta = tokio::fs::symlink_metadata(&path).await;
+                if !meta
+                    .as_ref()
+                    .is_ok_and(|m| m.is_file() && m.len() <= MAX_REQUIREMENTS_BYTES)
+                {
+                    return Ok(attempt.end(
+                        FixStatus::NoFix,
+                        format!("`{package}` is missing but there is no regular package.json"),
+                    ));
+                }
+                let contents = tokio::fs::read_to_string(&path).await?;
+                match imports::add_package_json_dependency(&contents, package, &range) {
+                    Ok(Some(updated)) => tokio::fs::write(&path, updated).await?,
+                    Ok(None) => {
+                        return Ok(attempt.end(
+                            FixStatus::NoFix,
+                            format!(
+                                "`{package}` is already a dependency: the CI environment did \
+                                 not install it (an environment problem, not a code change)"
+                            ),
+                        ));
+                    }
+                    Err(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+                }
+                // npm install in the sandbox (network on, install scripts off), writing
+                // node_modules into the work tree (untracked, so never committed).
+                let deps = self.temp_dir("sentinel-patchbot-deps-").await?;
+                let command = format!(
+                    "npm install --no-audit --no-fund --ignore-scripts --loglevel=error \
+                     --registry {}",
+                    index.base_url()
+                );
+                let mut spec_env = vec![(
+                    "NPM_CONFIG_CACHE".to_string(),
+                    deps.path().join("cache").display().to_string(),
+                )];
+                spec_env.push(("NPM_CONFIG_UPDATE_NOTIFIER".into(), "false".into()));
+                let step = self
+                    .run_install_with(&work, &command, deps.path(), &spec_env)
+                    .await?;
+                let ok = step.exit_code == 0;
+                attempt.fix_steps.push(step);
+                if !ok {
+                    return Ok(attempt.end(
+                        FixStatus::NoFix,
+                        format!("`npm install` with `{package}` added failed"),
+                    ));
+                }
+                _deps_dir = Some(deps);
+            }
             Action::DeclareGlobals { files, then } => {
                 if let Err(reason) = declare_globals(&work.repo, files).await? {
                     return Ok(attempt.end(FixStatus::NoFix, reason));
@@ -756,6 +840,16 @@ impl PatchBot {
 
     /// Runs an installer in the sandbox: network on, `rw` writable besides the work tree.
     async fn run_install(&self, work: &Work, command: &str, rw: &Path) -> Result<ValidationStep> {
+        self.run_install_with(work, command, rw, &[]).await
+    }
+
+    async fn run_install_with(
+        &self,
+        work: &Work,
+        command: &str,
+        rw: &Path,
+        env: &[(String, String)],
+    ) -> Result<ValidationStep> {
         let mut spec = RunSpec::new(&work.repo, command)
             .env("PATH", BASE_PATH)
             .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -765,6 +859,9 @@ impl PatchBot {
         spec.allow_network = true;
         if let Some(url) = &self.config.pip_index_url {
             spec = spec.env("PIP_INDEX_URL", url.clone());
+        }
+        for (k, v) in env {
+            spec = spec.env(k.clone(), v.clone());
         }
         spec.extra_ro_paths = vec![work.git.clone()];
         spec.extra_rw_paths = vec![rw.to_path_buf()];
@@ -831,15 +928,27 @@ impl PatchBot {
             )));
         };
         let distribution = match &self.config.python_index {
-            Some(index) => match index.check(distribution).await? {
-                Verdict::Known(name) => name,
-                Verdict::Refused(reason) => {
+            Some(index) => match index.check(distribution).await {
+                Ok(Verdict::Known { name, .. }) => name,
+                Ok(Verdict::Refused(reason)) => {
                     return Ok(Err(format!(
                         "not adding `{distribution}` for `{module}`: {reason}"
                     )));
                 }
+                // Never add a name that could not be checked.
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "not adding `{distribution}` for `{module}`: it could not be checked \
+                         against the package index ({e})"
+                    )));
+                }
             },
-            None => distribution.to_string(),
+            None => {
+                return Ok(Err(format!(
+                    "`{module}` is missing, but no package index is configured to check \
+                     `{distribution}` against: PatchBot adds no dependency it cannot check"
+                )));
+            }
         };
         let contents = tokio::fs::read_to_string(&path).await?;
         let updated = match kind {

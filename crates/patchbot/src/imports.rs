@@ -54,6 +54,103 @@ pub fn missing_module(log: &str) -> Option<String> {
         .and_then(|m| m.as_str().split('.').next().map(str::to_string))
 }
 
+static NODE_NOT_FOUND: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r#"Cannot find (?:module|package) ['"]([^'"\s]+)['"]"#).expect("valid regex")
+});
+
+/// The npm package of the first `Cannot find module 'x'` / `Cannot find package 'x'` in a
+/// Node log that names a package (not a relative path or a `node:` builtin):
+/// `lodash/fp` → `lodash`, `@scope/pkg/sub` → `@scope/pkg`.
+pub fn missing_node_package(log: &str) -> Option<String> {
+    NODE_NOT_FOUND.captures_iter(log).find_map(|c| {
+        let spec = c.get(1)?.as_str();
+        if spec.starts_with(['.', '/']) || spec.starts_with("node:") {
+            return None;
+        }
+        let mut parts = spec.split('/');
+        let first = parts.next()?;
+        let name = if first.starts_with('@') {
+            format!("{first}/{}", parts.next()?)
+        } else {
+            first.to_string()
+        };
+        let valid = name.len() <= 214
+            && name.trim_start_matches('@').chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | '/')
+            });
+        valid.then_some(name)
+    })
+}
+
+/// `package.json` `contents` with `"name": "range"` added to `dependencies` (`Ok(None)`
+/// when already in `dependencies` or `devDependencies`). Textual, so key order and
+/// formatting are kept; checked by parsing the result.
+pub fn add_package_json_dependency(
+    contents: &str,
+    name: &str,
+    range: &str,
+) -> Result<Option<String>, String> {
+    let parse = |text: &str| -> Result<serde_json::Value, String> {
+        serde_json::from_str(text).map_err(|e| format!("invalid package.json: {e}"))
+    };
+    let doc = parse(contents)?;
+    if !doc.is_object() {
+        return Err("package.json is not an object".into());
+    }
+    if ["dependencies", "devDependencies", "peerDependencies"]
+        .iter()
+        .any(|k| doc.get(k).and_then(|d| d.get(name)).is_some())
+    {
+        return Ok(None);
+    }
+    let entry = format!(
+        "{}: {}",
+        serde_json::Value::from(name),
+        serde_json::Value::from(range)
+    );
+    let updated = match doc.get("dependencies") {
+        Some(deps) if deps.is_object() => {
+            let key = contents
+                .find("\"dependencies\"")
+                .ok_or("package.json dependencies are not in a shape PatchBot edits")?;
+            let brace = key
+                + contents[key..]
+                    .find('{')
+                    .ok_or("package.json dependencies are not in a shape PatchBot edits")?;
+            let empty = deps.as_object().is_some_and(serde_json::Map::is_empty);
+            let sep = if empty { "" } else { "," };
+            format!(
+                "{}\n    {entry}{sep}{}",
+                &contents[..=brace],
+                &contents[brace + 1..]
+            )
+        }
+        Some(_) => return Err("package.json dependencies is not an object".into()),
+        None => {
+            let brace = contents.find('{').ok_or("package.json is not an object")?;
+            let empty = doc.as_object().is_some_and(serde_json::Map::is_empty);
+            let sep = if empty { "" } else { "," };
+            format!(
+                "{}\n  \"dependencies\": {{ {entry} }}{sep}{}",
+                &contents[..=brace],
+                &contents[brace + 1..]
+            )
+        }
+    };
+    let after = parse(&updated)?;
+    if after
+        .get("dependencies")
+        .and_then(|d| d.get(name))
+        .and_then(|v| v.as_str())
+        == Some(range)
+    {
+        Ok(Some(updated))
+    } else {
+        Err("package.json dependencies are not in a shape PatchBot edits".into())
+    }
+}
+
 /// The PyPI distribution that provides `module` (the module name itself unless the map
 /// says otherwise).
 pub fn distribution_for(module: &str) -> String {
@@ -206,18 +303,67 @@ mod tests {
     fn adds_to_pyproject_dependencies_keeping_the_rest() {
         let py = "[build-system]\nrequires = [\"setuptools\"]\n\n[project]\nname = \"demo\"\n\
                   dependencies = [\"requests>=2\"]  # runtime\n\n[tool.x]\ndependencies = []\n";
-        let out = add_pyproject_dependency(py, "tabulate").unwrap().unwrap();
+        let out = add_pyproject_dependency(py, "tabulate")
+            .expect("valid")
+            .expect("added");
         assert!(out.contains("dependencies = [\n    \"tabulate\",\"requests>=2\"]  # runtime"));
         assert!(out.ends_with("[tool.x]\ndependencies = []\n"));
-        assert_eq!(add_pyproject_dependency(&out, "Tabulate").unwrap(), None);
+        assert_eq!(
+            add_pyproject_dependency(&out, "Tabulate").expect("valid"),
+            None
+        );
         let empty = "[project]\nname = \"d\"\ndependencies = []\n";
-        let out = add_pyproject_dependency(empty, "PyYAML").unwrap().unwrap();
+        let out = add_pyproject_dependency(empty, "PyYAML")
+            .expect("valid")
+            .expect("added");
         assert_eq!(
             out,
             "[project]\nname = \"d\"\ndependencies = [\n    \"PyYAML\",]\n"
         );
         assert!(add_pyproject_dependency("[project]\nname = \"d\"\n", "x").is_err());
         assert!(add_pyproject_dependency("[project\n", "x").is_err());
+    }
+
+    #[test]
+    fn node_packages_come_from_cannot_find_module() {
+        assert_eq!(
+            missing_node_package("Error: Cannot find module 'left-pad'\nRequire stack:").as_deref(),
+            Some("left-pad")
+        );
+        assert_eq!(
+            missing_node_package("Error [ERR_MODULE_NOT_FOUND]: Cannot find package '@acme/ui/button' imported from /x.js").as_deref(),
+            Some("@acme/ui")
+        );
+        assert_eq!(missing_node_package("Cannot find module './util'"), None);
+        assert_eq!(missing_node_package("Cannot find module 'node:fs'"), None);
+    }
+
+    #[test]
+    fn adds_to_package_json_keeping_order() {
+        let pj = "{\n  \"name\": \"demo\",\n  \"dependencies\": {\n    \"zod\": \"^3\"\n  }\n}\n";
+        let out = add_package_json_dependency(pj, "left-pad", "^1.3.0")
+            .expect("valid")
+            .expect("added");
+        assert_eq!(
+            out,
+            "{\n  \"name\": \"demo\",\n  \"dependencies\": {\n    \"left-pad\": \"^1.3.0\",\n    \"zod\": \"^3\"\n  }\n}\n"
+        );
+        assert_eq!(
+            add_package_json_dependency(&out, "zod", "^3").expect("valid"),
+            None
+        );
+        let bare = "{\"name\": \"d\", \"private\": true}";
+        let out = add_package_json_dependency(bare, "x", "^1.0.0")
+            .expect("valid")
+            .expect("added");
+        assert!(out.starts_with("{\n  \"dependencies\": { \"x\": \"^1.0.0\" },\"name\""));
+        let empty = "{\"dependencies\": {}}";
+        assert!(
+            add_package_json_dependency(empty, "x", "^1")
+                .expect("valid")
+                .is_some()
+        );
+        assert!(add_package_json_dependency("[1]", "x", "^1").is_err());
     }
 
     #[test]

@@ -41,8 +41,13 @@ pub struct PackageIndex {
 /// Why a name was refused, or that it is fine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Known and old enough; the index's spelling of the name.
-    Known(String),
+    /// Known and old enough.
+    Known {
+        /// The index's spelling of the name.
+        name: String,
+        /// The latest release, when the index says.
+        latest: Option<String>,
+    },
     /// Refused, with the reason.
     Refused(String),
 }
@@ -57,6 +62,8 @@ struct PypiProject {
 #[derive(Deserialize)]
 struct PypiInfo {
     name: String,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +74,8 @@ struct PypiFile {
 #[derive(Deserialize)]
 struct NpmPackage {
     name: String,
+    #[serde(default, rename = "dist-tags")]
+    dist_tags: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     time: std::collections::BTreeMap<String, String>,
 }
@@ -100,6 +109,11 @@ impl PackageIndex {
     pub fn with_min_age(mut self, min_age: Duration) -> Self {
         self.min_age = min_age;
         self
+    }
+
+    /// The index's root URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// The protocol this index speaks.
@@ -153,7 +167,8 @@ impl PackageIndex {
         if body.len() > 64 << 20 {
             return Err(fail("response too large".into()));
         }
-        let (canonical, times): (String, Vec<String>) = match self.ecosystem {
+        let (canonical, latest, times): (String, Option<String>, Vec<String>) = match self.ecosystem
+        {
             Ecosystem::Python => {
                 let p: PypiProject =
                     serde_json::from_slice(&body).map_err(|e| fail(e.to_string()))?;
@@ -163,7 +178,7 @@ impl PackageIndex {
                     .flatten()
                     .filter_map(|f| f.upload_time_iso_8601)
                     .collect();
-                (p.info.name, times)
+                (p.info.name, p.info.version, times)
             }
             Ecosystem::Node => {
                 let p: NpmPackage =
@@ -174,7 +189,7 @@ impl PackageIndex {
                     .filter(|(k, _)| k != "modified")
                     .map(|(_, v)| v)
                     .collect();
-                (p.name, times)
+                (p.name, p.dist_tags.get("latest").cloned(), times)
             }
         };
         let first = times
@@ -197,6 +212,9 @@ impl PackageIndex {
                 min.num_days()
             )));
         }
-        Ok(Verdict::Known(canonical))
+        Ok(Verdict::Known {
+            name: canonical,
+            latest,
+        })
     }
 }

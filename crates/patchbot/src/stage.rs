@@ -99,6 +99,21 @@ impl PatchBotStage {
         })
     }
 
+    /// Checks missing Python dependencies against `index` instead of PyPI (`None`: no
+    /// dependency is ever added).
+    pub fn with_python_index(mut self, index: Option<crate::index::PackageIndex>) -> Self {
+        let mut config = self.bot.config().clone();
+        config.python_index = index;
+        self.bot = PatchBot::new(config);
+        self
+    }
+
+    /// Replaces the forge (e.g. a [`sentinel_forge::GitHubForge`]).
+    pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
+        self.forge = forge;
+        self
+    }
+
     async fn run_task(&mut self, event: &Event, task_id: &str) -> Result<Output, HandlerError> {
         let mut out = Output::none();
         let Some(task) = self.tasks.get_mut(task_id) else {
@@ -292,6 +307,17 @@ impl PatchBotStage {
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("open PR: {e}")))?;
+        // Auto-merge only on an explicit `auto_merge` decision.
+        if decision == ActionDecision::AutoMerge {
+            let enabled = self
+                .forge
+                .enable_auto_merge(&pr)
+                .await
+                .map_err(|e| HandlerError::Transient(format!("enable auto-merge: {e}")))?;
+            if !enabled {
+                tracing::info!(forge = self.forge.name(), url = %pr.url, "Forge has no auto-merge; the PR stays open.");
+            }
+        }
         out.push(event.caused(
             BranchPushed {
                 task_id: task_id.to_owned(),

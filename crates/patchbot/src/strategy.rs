@@ -62,6 +62,11 @@ pub enum Action {
         /// Commands to run afterwards.
         then: Vec<String>,
     },
+    /// Add the npm package to `package.json` `dependencies`.
+    AddNodeDependency {
+        /// The package (`left-pad`, `@scope/pkg`).
+        package: String,
+    },
     /// Add the distribution providing `module` to `requirements.txt`.
     AddRequirement {
         /// The missing top-level module.
@@ -529,11 +534,20 @@ fn import_error(log: &str) -> Choice {
             prior: 0.6,
             behaviour_preserving: false,
         }),
-        None => Choice::NoFix(
-            "no Python `No module named '…'` in the log; other import errors have no \
-             deterministic fix"
-                .into(),
-        ),
+        None => match imports::missing_node_package(log) {
+            Some(package) => Choice::Plan(Plan {
+                name: "add_node_dependency".into(),
+                tools: Vec::new(),
+                action: Action::AddNodeDependency { package },
+                prior: 0.6,
+                behaviour_preserving: false,
+            }),
+            None => Choice::NoFix(
+                "no Python `No module named '…'` or Node `Cannot find module '…'` naming a \
+                 package in the log; other import errors have no deterministic fix"
+                    .into(),
+            ),
+        },
     }
 }
 

@@ -567,7 +567,10 @@ async fn the_package_index_guard_refuses_unknown_and_young_names() {
     let pypi = PackageIndex::new(Ecosystem::Python, &index.url);
     assert_eq!(
         pypi.check("sentinelfixture").await.unwrap(),
-        Verdict::Known("sentinelfixture".into())
+        Verdict::Known {
+            name: "sentinelfixture".into(),
+            latest: Some("1.0".into())
+        }
     );
     match pypi.check("reqeusts").await.unwrap() {
         Verdict::Refused(r) => assert!(r.contains("does not exist"), "{r}"),
@@ -582,7 +585,10 @@ async fn the_package_index_guard_refuses_unknown_and_young_names() {
             .check("youngpkg")
             .await
             .unwrap()
-            == Verdict::Known("youngpkg".into())
+            == Verdict::Known {
+                name: "youngpkg".into(),
+                latest: Some("1.0".into())
+            }
     );
     let err = PackageIndex::new(Ecosystem::Python, &index.url)
         .check("brokenpkg")
@@ -966,4 +972,153 @@ async fn the_case_set_is_fixed_at_least_70_percent() {
         "fixed cases expected unfixable: {false_fixes:?}"
     );
     assert!(rate >= 0.7, "fix success {:.0}% < 70%", rate * 100.0);
+}
+
+/// A local npm registry speaking the registry API's documented shapes: the packument at
+/// `/<name>` (`name`, `dist-tags.latest`, `versions.<v>.dist.{tarball,shasum}`,
+/// `time.created`) and the tarball it points at, built by the test with `tar`. Stands in
+/// for registry.npmjs.org, which tests must not reach.
+async fn local_npm_registry() -> (String, TempDir) {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    let dir = TempDir::new().unwrap();
+    let pkg = dir.path().join("package");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("package.json"),
+        r#"{"name": "sentinel-pad", "version": "1.2.3", "main": "index.js"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("index.js"),
+        "module.exports = (s, n, c) => String(s).padStart(n, c);\n",
+    )
+    .unwrap();
+    let tgz = dir.path().join("sentinel-pad-1.2.3.tgz");
+    let st = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            dir.path().to_str().unwrap(),
+            "package",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bytes = std::fs::read(&tgz).unwrap();
+    let sha1 = std::process::Command::new("sha1sum")
+        .arg(&tgz)
+        .output()
+        .unwrap();
+    let sha1 = String::from_utf8(sha1.stdout).unwrap()[..40].to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+
+    #[derive(Clone)]
+    struct Reg {
+        base: String,
+        sha1: String,
+        bytes: Arc<Vec<u8>>,
+    }
+    async fn packument(
+        State(r): State<Reg>,
+        UrlPath(name): UrlPath<String>,
+    ) -> axum::response::Response {
+        if name != "sentinel-pad" {
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({"error": "Not found"})),
+            )
+                .into_response();
+        }
+        axum::Json(serde_json::json!({
+            "name": "sentinel-pad",
+            "dist-tags": {"latest": "1.2.3"},
+            "versions": {"1.2.3": {
+                "name": "sentinel-pad", "version": "1.2.3", "main": "index.js",
+                "dist": {"tarball": format!("{}/tarballs/sentinel-pad-1.2.3.tgz", r.base),
+                         "shasum": r.sha1},
+            }},
+            "time": {"created": "2019-05-06T07:08:09.000Z", "modified": "2019-05-06T07:08:09.000Z",
+                     "1.2.3": "2019-05-06T07:08:09.000Z"},
+        }))
+        .into_response()
+    }
+    async fn tarball(State(r): State<Reg>) -> Vec<u8> {
+        r.bytes.as_ref().clone()
+    }
+    let app = axum::Router::new()
+        .route("/{name}", get(packument))
+        .route("/tarballs/{file}", get(tarball))
+        .with_state(Reg {
+            base: base.clone(),
+            sha1,
+            bytes: Arc::new(bytes),
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, dir)
+}
+
+/// A real Node `Cannot find module` fixed end to end: the package passes the registry
+/// guard, lands in package.json as `^latest`, `npm install` fetches it from the (local)
+/// registry in the sandbox, and `node index.js` then passes offline. An unknown package
+/// is refused.
+#[tokio::test]
+async fn a_missing_node_package_is_added_installed_and_validated() {
+    let (registry, _dir) = local_npm_registry().await;
+    let (origin, sha) = repo(&[
+        (
+            "index.js",
+            "const pad = require(\"sentinel-pad\");\nconsole.log(pad(\"7\", 3, \"0\"));\n",
+        ),
+        (
+            "package.json",
+            "{\n  \"name\": \"demo\",\n  \"private\": true,\n  \"dependencies\": {}\n}\n",
+        ),
+        (".gitignore", "node_modules/\n"),
+    ]);
+    let jail = LocalJail::detect().await;
+    let mut config = PatchBotConfig::new(tool_cache(), Arc::new(jail));
+    config.npm_index = Some(sentinel_patchbot::index::PackageIndex::new(
+        sentinel_patchbot::index::Ecosystem::Node,
+        &registry,
+    ));
+    let bot = PatchBot::new(config);
+    let mut req = request(
+        origin.path(),
+        &sha,
+        FailureType::ImportError,
+        "node index.js",
+        None,
+    );
+    req.log_excerpt = "node:internal/modules/cjs/loader:1228\n  throw err;\n  ^\n\nError: Cannot \
+                       find module 'sentinel-pad'\nRequire stack:\n- /ci/index.js\n"
+        .into();
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_fixed(&attempt);
+    assert_eq!(attempt.strategy.as_deref(), Some("add_node_dependency"));
+    assert!(
+        attempt.files_changed.contains(&"package.json".to_string()),
+        "{:?}",
+        attempt.files_changed
+    );
+    assert!(
+        attempt.diff.contains("+    \"sentinel-pad\": \"^1.2.3\""),
+        "{}",
+        attempt.diff
+    );
+    assert!(attempt.validation[0].output_tail.contains("007"));
+
+    req.log_excerpt = "Error: Cannot find module 'sentinel-nope'\n".into();
+    let attempt = bot.attempt(&req).await.unwrap();
+    assert_eq!(attempt.status, FixStatus::NoFix);
+    assert!(
+        attempt.reason.contains("does not exist"),
+        "{}",
+        attempt.reason
+    );
 }

@@ -235,6 +235,7 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
+        let stage = configure_patchbot(stage, &settings.patchbot)?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
         let forge = Arc::new(sentinel_forge::LocalGitForge::new(
             settings.data_dir.join("forge"),
@@ -356,4 +357,71 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// PatchBot's package index and forge from the settings; forge tokens come from the
+/// environment only (`SENTINEL_GITHUB_TOKEN`, or `SENTINEL_GITHUB_APP_ID` +
+/// `SENTINEL_GITHUB_APP_KEY` (PEM) + `SENTINEL_GITHUB_INSTALLATION_ID`;
+/// `SENTINEL_GITLAB_TOKEN`).
+fn configure_patchbot(
+    stage: sentinel_patchbot::stage::PatchBotStage,
+    s: &crate::config::PatchBotSettings,
+) -> Result<sentinel_patchbot::stage::PatchBotStage> {
+    use sentinel_patchbot::index::{Ecosystem, PackageIndex};
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let stage = stage.with_python_index(
+        s.python_index
+            .as_ref()
+            .map(|url| PackageIndex::new(Ecosystem::Python, url)),
+    );
+    let forge: std::sync::Arc<dyn sentinel_forge::Forge> = match s.forge.as_str() {
+        "github" => {
+            let auth = match (
+                env("SENTINEL_GITHUB_TOKEN"),
+                env("SENTINEL_GITHUB_APP_ID"),
+                env("SENTINEL_GITHUB_APP_KEY"),
+                env("SENTINEL_GITHUB_INSTALLATION_ID"),
+            ) {
+                (Some(token), ..) => sentinel_forge::GitHubAuth::Token(token),
+                (None, Some(app), Some(key), Some(inst)) => sentinel_forge::GitHubAuth::App {
+                    app_id: app.parse().context("SENTINEL_GITHUB_APP_ID")?,
+                    private_key_pem: key,
+                    installation_id: inst.parse().context("SENTINEL_GITHUB_INSTALLATION_ID")?,
+                },
+                _ => anyhow::bail!(
+                    "forge = github needs SENTINEL_GITHUB_TOKEN, or SENTINEL_GITHUB_APP_ID, \
+                     SENTINEL_GITHUB_APP_KEY and SENTINEL_GITHUB_INSTALLATION_ID"
+                ),
+            };
+            std::sync::Arc::new(sentinel_forge::GitHubForge::new(
+                sentinel_forge::GitHubConfig {
+                    api_url: s
+                        .forge_api_url
+                        .clone()
+                        .unwrap_or_else(|| "https://api.github.com".into()),
+                    auth,
+                    reviewers: s.forge_reviewers.clone(),
+                    team_reviewers: Vec::new(),
+                },
+            )?)
+        }
+        "gitlab" => std::sync::Arc::new(sentinel_forge::GitLabForge::new(
+            sentinel_forge::GitLabConfig {
+                api_url: s
+                    .forge_api_url
+                    .clone()
+                    .unwrap_or_else(|| "https://gitlab.com/api/v4".into()),
+                token: env("SENTINEL_GITLAB_TOKEN")
+                    .context("forge = gitlab needs SENTINEL_GITLAB_TOKEN")?,
+                reviewer_ids: s
+                    .forge_reviewers
+                    .iter()
+                    .map(|r| r.parse::<u64>())
+                    .collect::<Result<_, _>>()
+                    .context("forge_reviewers must be GitLab user ids for forge = gitlab")?,
+            },
+        )?),
+        _ => return Ok(stage),
+    };
+    Ok(stage.with_forge(forge))
 }

@@ -142,6 +142,17 @@ enum DocsCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// P6: time from a CI-failure webhook to the pull request opened for a deterministic
+    /// (black) fix on a small repository, whole pipeline in-process; p50 over the runs,
+    /// printed beside the time of the failing command itself.
+    Pr {
+        /// Sequential runs (each on a fresh repository).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Give up on a run after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
     /// Outcomes/s delivered to a local InfraMind (tracker → correlator → gRPC) against
     /// direct gRPC calls, and the latency from `PullRequestMerged` to the outcome arriving.
     Inframind {
@@ -402,6 +413,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::fix::run(&cli.global, args).await
         }
         Command::Replay(args) => crate::replay::run_replay(&cli.global, &args).await,
+        Command::Bench {
+            command: BenchCommand::Pr { runs, timeout_secs },
+        } => {
+            init_tracing(false, "warn");
+            crate::bench_pr::run(
+                &cli.global,
+                runs.max(1),
+                std::time::Duration::from_secs(timeout_secs),
+            )
+            .await
+        }
         Command::Projections {
             command: ProjectionsCommand::Rebuild { .. },
         } => reserved("projections rebuild", 7),

@@ -124,6 +124,10 @@ struct FileConfig {
     /// `[llm]`: the LLM client (classifier fallback); absent means off.
     llm: Option<sentinel_llm::LlmConfig>,
     review_webhook_url: Option<String>,
+    python_index: Option<String>,
+    forge: Option<String>,
+    forge_api_url: Option<String>,
+    forge_reviewers: Option<Vec<String>>,
 }
 
 /// Resolved settings.
@@ -149,6 +153,24 @@ pub struct Settings {
     pub llm: Option<sentinel_llm::LlmConfig>,
     /// Where review escalations are announced, if anywhere.
     pub review_webhook_url: Option<String>,
+    /// PatchBot settings (issue 6).
+    pub patchbot: PatchBotSettings,
+}
+
+/// PatchBot's settings: the package index that guards dependency fixes and the forge that
+/// receives fix branches. Secrets come from the environment only.
+#[derive(Debug, Clone)]
+pub struct PatchBotSettings {
+    /// PyPI-compatible index root for the invented-name guard (`python_index`,
+    /// `SENTINEL_PYTHON_INDEX`; `off`: never add dependencies) [default: https://pypi.org].
+    pub python_index: Option<String>,
+    /// `local` (default), `github` or `gitlab` (`forge`, `SENTINEL_FORGE`).
+    pub forge: String,
+    /// The hosted forge's API root (`forge_api_url`, `SENTINEL_FORGE_API_URL`) [default:
+    /// https://api.github.com or https://gitlab.com/api/v4].
+    pub forge_api_url: Option<String>,
+    /// Reviewers requested on review-required PRs: GitHub logins, or GitLab user ids.
+    pub forge_reviewers: Vec<String>,
 }
 
 /// Default data directory.
@@ -210,10 +232,30 @@ impl GlobalOpts {
             },
             ..defaults
         };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let patchbot = PatchBotSettings {
+            python_index: match env("SENTINEL_PYTHON_INDEX").or(file.python_index) {
+                Some(v) if v == "off" => None,
+                Some(v) => Some(v),
+                None => Some("https://pypi.org".into()),
+            },
+            forge: env("SENTINEL_FORGE")
+                .or(file.forge)
+                .unwrap_or_else(|| "local".into()),
+            forge_api_url: env("SENTINEL_FORGE_API_URL").or(file.forge_api_url),
+            forge_reviewers: file.forge_reviewers.unwrap_or_default(),
+        };
+        if !matches!(patchbot.forge.as_str(), "local" | "github" | "gitlab") {
+            anyhow::bail!(
+                "forge must be local, github or gitlab, not {:?}",
+                patchbot.forge
+            );
+        }
         Ok(Settings {
             ingest,
             llm: file.llm,
             review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
+            patchbot,
             sandbox_isolation,
             listen,
             log_url: self

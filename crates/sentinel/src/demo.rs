@@ -165,6 +165,11 @@ pub async fn run(global: &GlobalOpts, keep: bool, timeout: Duration) -> Result<E
         ..global.clone()
     }
     .resolve()?;
+    // The demo's missing module is invented on purpose: it must end `no_fix` without asking
+    // a package index (which may be unreachable), unless an index is configured explicitly.
+    if std::env::var_os("SENTINEL_PYTHON_INDEX").is_none() {
+        settings.patchbot.python_index = None;
+    }
     if global.data_dir.is_none() && global.log_url.is_none() {
         settings.log_url = format!(
             "sqlite://{}",

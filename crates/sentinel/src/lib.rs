@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_pr;
 pub mod cli;
 pub mod config;
 pub mod demo;
