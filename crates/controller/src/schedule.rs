@@ -31,7 +31,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use sentinel_events::envelope::Timestamp;
-use sentinel_events::types::Artifact;
 use sentinel_events::{AgentStatus, Event, Fact, TaskOutcome};
 use uuid::Uuid;
 
@@ -182,8 +181,8 @@ pub struct TaskEntry {
     pub retry_not_before: Option<Timestamp>,
     /// Last error reported.
     pub last_error: Option<String>,
-    /// Artifacts of the final result.
-    pub artifacts: Vec<Artifact>,
+    /// Kinds of the final result's artifacts (the artifacts themselves stay in the log).
+    pub artifact_kinds: Vec<String>,
     /// Duration of the final attempt.
     pub duration_ms: Option<i64>,
     /// Whether a final `TaskFailed` (give-up) was already recorded.
@@ -272,6 +271,9 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     agents: BTreeMap<String, AgentEntry>,
     tasks: HashMap<String, TaskEntry>,
+    /// Tasks the decisions still concern (open, or failed without a recorded give-up), so
+    /// deciding costs O(open tasks), not O(history).
+    active: BTreeSet<String>,
     next_seq: u64,
 }
 
@@ -294,6 +296,11 @@ impl Scheduler {
         self.agents.get(agent_id)
     }
 
+    /// How many tasks decisions still concern (queued, assigned, or awaiting a give-up).
+    pub fn open_tasks(&self) -> usize {
+        self.active.len()
+    }
+
     /// One task.
     pub fn task(&self, task_id: &str) -> Option<&TaskEntry> {
         self.tasks.get(task_id)
@@ -301,6 +308,29 @@ impl Scheduler {
 
     /// Folds one fact. Idempotent per fact; facts about unknown tasks are ignored.
     pub fn apply(&mut self, event: &Event) {
+        self.apply_fact(event);
+        let task_id = match &event.fact {
+            Fact::TaskQueued(f) => &f.task_id,
+            Fact::TaskAssigned(f) => &f.task_id,
+            Fact::TaskStarted(f) => &f.task_id,
+            Fact::TaskCompleted(f) => &f.task_id,
+            Fact::TaskFailed(f) => &f.task_id,
+            Fact::TaskCancelled(f) => &f.task_id,
+            _ => return,
+        };
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            let concerns = !t.phase.is_final() || (t.phase == Phase::Failed && !t.gave_up);
+            if concerns {
+                self.active.insert(task_id.clone());
+            } else {
+                self.active.remove(task_id);
+                // The payload is only needed to assign attempts.
+                t.payload = String::new();
+            }
+        }
+    }
+
+    fn apply_fact(&mut self, event: &Event) {
         match &event.fact {
             Fact::AgentRegistered(r) => {
                 let a = self
@@ -357,7 +387,7 @@ impl Scheduler {
                         delay: Duration::ZERO,
                         retry_not_before: None,
                         last_error: None,
-                        artifacts: Vec::new(),
+                        artifact_kinds: Vec::new(),
                         duration_ms: None,
                         gave_up: false,
                     },
@@ -387,7 +417,7 @@ impl Scheduler {
                 let attempt = t.attempt.max(1);
                 t.ended.insert(attempt);
                 t.phase = Phase::Done(c.outcome);
-                t.artifacts = c.artifacts.clone();
+                t.artifact_kinds = c.artifacts.iter().map(|a| a.kind.clone()).collect();
                 t.duration_ms = Some(c.duration_ms);
                 let task_id = t.task_id.clone();
                 self.release(&c.agent_id, &task_id, Some(true));
@@ -478,8 +508,9 @@ impl Scheduler {
     /// descending, then queue order).
     pub fn queue(&self) -> Vec<&TaskEntry> {
         let mut q: Vec<&TaskEntry> = self
-            .tasks
-            .values()
+            .active
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
             .filter(|t| t.phase == Phase::Queued)
             .collect();
         q.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
@@ -509,10 +540,7 @@ impl Scheduler {
             }
         }
         // Overdue attempts and exhausted tasks, in a stable order.
-        let mut ids: Vec<&String> = self.tasks.keys().collect();
-        ids.sort();
-        for id in ids {
-            let t = &self.tasks[id];
+        for t in self.active.iter().filter_map(|id| self.tasks.get(id)) {
             if t.phase == Phase::Assigned
                 && let (Some(at), Some(agent)) = (t.assigned_at, &t.agent_id)
             {
@@ -630,8 +658,8 @@ impl Scheduler {
             if t.phase.is_final() {
                 e.duration_ms_total += t.duration_ms.unwrap_or(0);
             }
-            for a in &t.artifacts {
-                *e.artifacts.entry(a.kind.clone()).or_default() += 1;
+            for kind in &t.artifact_kinds {
+                *e.artifacts.entry(kind.clone()).or_default() += 1;
             }
         }
         out
@@ -801,8 +829,12 @@ mod tests {
             assigned("a", "w", 1, 1),
         ]);
         assert_eq!(assigns(&s.decide(at(2))), []);
+        assert_eq!(s.open_tasks(), 2);
         s.apply(&completed("a", "w", 3));
         assert_eq!(assigns(&s.decide(at(3))), [a("b", "w", 1)]);
+        // Finished tasks leave the decision loop and drop their payload.
+        assert_eq!(s.open_tasks(), 1);
+        assert_eq!(s.task("a").map(|t| t.payload.as_str()), Some(""));
         assert_eq!(s.totals_by_agent()["w"].completed, 1);
     }
 
