@@ -274,6 +274,10 @@ pub struct Scheduler {
     /// Tasks the decisions still concern (open, or failed without a recorded give-up), so
     /// deciding costs O(open tasks), not O(history).
     active: BTreeSet<String>,
+    /// The latest event time folded: attempts are timed on this monotonic clock, so facts
+    /// carrying an old event time (a replayed or late-delivered failure) neither start an
+    /// attempt in the past nor time out the attempts already running.
+    clock: Option<Timestamp>,
     next_seq: u64,
 }
 
@@ -331,6 +335,10 @@ impl Scheduler {
     }
 
     fn apply_fact(&mut self, event: &Event) {
+        let clock = self
+            .clock
+            .map_or(event.occurred_at, |c| c.max(event.occurred_at));
+        self.clock = Some(clock);
         match &event.fact {
             Fact::AgentRegistered(r) => {
                 let a = self
@@ -394,7 +402,7 @@ impl Scheduler {
                 );
             }
             Fact::TaskAssigned(a) => {
-                self.on_attempt(&a.task_id, &a.agent_id, a.attempt, event.occurred_at);
+                self.on_attempt(&a.task_id, &a.agent_id, a.attempt, clock);
                 if let Some(t) = self.tasks.get_mut(&a.task_id)
                     && t.attempt == a.attempt
                 {
@@ -404,7 +412,7 @@ impl Scheduler {
             Fact::TaskStarted(s) => {
                 // Agents that take work straight from TaskQueued (PatchBot's stage) start
                 // without an assignment: the attempt counts against their slots all the same.
-                self.on_attempt(&s.task_id, &s.agent_id, s.attempt, event.occurred_at);
+                self.on_attempt(&s.task_id, &s.agent_id, s.attempt, clock);
             }
             Fact::TaskProgressed(_) => {}
             Fact::TaskCompleted(c) => {
@@ -446,7 +454,7 @@ impl Scheduler {
                         Phase::Failed
                     } else {
                         t.retry_not_before =
-                            Some(event.occurred_at + backoff(&self.config, &f.task_id, f.attempt));
+                            Some(clock + backoff(&self.config, &f.task_id, f.attempt));
                         Phase::Queued
                     };
                 }
@@ -519,6 +527,7 @@ impl Scheduler {
 
     /// What to do at event time `now`. Pure: the same state and time give the same list.
     pub fn decide(&self, now: Timestamp) -> Vec<Decision> {
+        let now = self.clock.map_or(now, |c| c.max(now));
         let mut out = Vec::new();
         // Agents' health first: a failing agent gets no new work in this round.
         let mut failed_now = BTreeSet::new();
@@ -1035,6 +1044,31 @@ mod tests {
         s.apply(&status("w", AgentStatus::Active));
         assert_eq!(s.agent("w").map(AgentEntry::health_score), Some(1.0));
         assert_eq!(assigns(&s.decide(at(12))), [a("next", "w", 1)]);
+    }
+
+    #[test]
+    fn old_event_times_neither_start_attempts_in_the_past_nor_time_them_out() {
+        // The worker registered now; a failure replayed from a year ago queues a task.
+        let mut s = given(&[agent("w", &["t"], 1)]);
+        let year_ago = ev(
+            TaskQueued {
+                task_id: "old".into(),
+                agent_id: "w".into(),
+                task_type: "t".into(),
+                priority: 0,
+                decision_id: None,
+                failure_event_id: None,
+                payload: "{}".into(),
+                timeout_seconds: 60,
+                max_attempts: 1,
+            },
+            -365 * 86_400,
+        );
+        s.apply(&year_ago);
+        s.apply(&assigned("old", "w", 1, -365 * 86_400));
+        // Facts at "now" (t0) arrive: the attempt started on the clock's time, not a year ago.
+        assert_eq!(s.decide(at(1)), []);
+        assert!(matches!(&s.decide(at(200))[..], [Decision::TimeOut { .. }]));
     }
 
     #[test]
