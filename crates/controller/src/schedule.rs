@@ -31,7 +31,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use sentinel_events::envelope::Timestamp;
-use sentinel_events::types::Artifact;
 use sentinel_events::{AgentStatus, Event, Fact, TaskOutcome};
 use uuid::Uuid;
 
@@ -182,8 +181,8 @@ pub struct TaskEntry {
     pub retry_not_before: Option<Timestamp>,
     /// Last error reported.
     pub last_error: Option<String>,
-    /// Artifacts of the final result.
-    pub artifacts: Vec<Artifact>,
+    /// Kinds of the final result's artifacts (the artifacts themselves stay in the log).
+    pub artifact_kinds: Vec<String>,
     /// Duration of the final attempt.
     pub duration_ms: Option<i64>,
     /// Whether a final `TaskFailed` (give-up) was already recorded.
@@ -272,6 +271,13 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     agents: BTreeMap<String, AgentEntry>,
     tasks: HashMap<String, TaskEntry>,
+    /// Tasks the decisions still concern (open, or failed without a recorded give-up), so
+    /// deciding costs O(open tasks), not O(history).
+    active: BTreeSet<String>,
+    /// The latest event time folded: attempts are timed on this monotonic clock, so facts
+    /// carrying an old event time (a replayed or late-delivered failure) neither start an
+    /// attempt in the past nor time out the attempts already running.
+    clock: Option<Timestamp>,
     next_seq: u64,
 }
 
@@ -294,6 +300,11 @@ impl Scheduler {
         self.agents.get(agent_id)
     }
 
+    /// How many tasks decisions still concern (queued, assigned, or awaiting a give-up).
+    pub fn open_tasks(&self) -> usize {
+        self.active.len()
+    }
+
     /// One task.
     pub fn task(&self, task_id: &str) -> Option<&TaskEntry> {
         self.tasks.get(task_id)
@@ -301,6 +312,33 @@ impl Scheduler {
 
     /// Folds one fact. Idempotent per fact; facts about unknown tasks are ignored.
     pub fn apply(&mut self, event: &Event) {
+        self.apply_fact(event);
+        let task_id = match &event.fact {
+            Fact::TaskQueued(f) => &f.task_id,
+            Fact::TaskAssigned(f) => &f.task_id,
+            Fact::TaskStarted(f) => &f.task_id,
+            Fact::TaskCompleted(f) => &f.task_id,
+            Fact::TaskFailed(f) => &f.task_id,
+            Fact::TaskCancelled(f) => &f.task_id,
+            _ => return,
+        };
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            let concerns = !t.phase.is_final() || (t.phase == Phase::Failed && !t.gave_up);
+            if concerns {
+                self.active.insert(task_id.clone());
+            } else {
+                self.active.remove(task_id);
+                // The payload is only needed to assign attempts.
+                t.payload = String::new();
+            }
+        }
+    }
+
+    fn apply_fact(&mut self, event: &Event) {
+        let clock = self
+            .clock
+            .map_or(event.occurred_at, |c| c.max(event.occurred_at));
+        self.clock = Some(clock);
         match &event.fact {
             Fact::AgentRegistered(r) => {
                 let a = self
@@ -357,14 +395,14 @@ impl Scheduler {
                         delay: Duration::ZERO,
                         retry_not_before: None,
                         last_error: None,
-                        artifacts: Vec::new(),
+                        artifact_kinds: Vec::new(),
                         duration_ms: None,
                         gave_up: false,
                     },
                 );
             }
             Fact::TaskAssigned(a) => {
-                self.on_attempt(&a.task_id, &a.agent_id, a.attempt, event.occurred_at);
+                self.on_attempt(&a.task_id, &a.agent_id, a.attempt, clock);
                 if let Some(t) = self.tasks.get_mut(&a.task_id)
                     && t.attempt == a.attempt
                 {
@@ -374,7 +412,7 @@ impl Scheduler {
             Fact::TaskStarted(s) => {
                 // Agents that take work straight from TaskQueued (PatchBot's stage) start
                 // without an assignment: the attempt counts against their slots all the same.
-                self.on_attempt(&s.task_id, &s.agent_id, s.attempt, event.occurred_at);
+                self.on_attempt(&s.task_id, &s.agent_id, s.attempt, clock);
             }
             Fact::TaskProgressed(_) => {}
             Fact::TaskCompleted(c) => {
@@ -387,7 +425,7 @@ impl Scheduler {
                 let attempt = t.attempt.max(1);
                 t.ended.insert(attempt);
                 t.phase = Phase::Done(c.outcome);
-                t.artifacts = c.artifacts.clone();
+                t.artifact_kinds = c.artifacts.iter().map(|a| a.kind.clone()).collect();
                 t.duration_ms = Some(c.duration_ms);
                 let task_id = t.task_id.clone();
                 self.release(&c.agent_id, &task_id, Some(true));
@@ -416,7 +454,7 @@ impl Scheduler {
                         Phase::Failed
                     } else {
                         t.retry_not_before =
-                            Some(event.occurred_at + backoff(&self.config, &f.task_id, f.attempt));
+                            Some(clock + backoff(&self.config, &f.task_id, f.attempt));
                         Phase::Queued
                     };
                 }
@@ -478,8 +516,9 @@ impl Scheduler {
     /// descending, then queue order).
     pub fn queue(&self) -> Vec<&TaskEntry> {
         let mut q: Vec<&TaskEntry> = self
-            .tasks
-            .values()
+            .active
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
             .filter(|t| t.phase == Phase::Queued)
             .collect();
         q.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
@@ -488,6 +527,7 @@ impl Scheduler {
 
     /// What to do at event time `now`. Pure: the same state and time give the same list.
     pub fn decide(&self, now: Timestamp) -> Vec<Decision> {
+        let now = self.clock.map_or(now, |c| c.max(now));
         let mut out = Vec::new();
         // Agents' health first: a failing agent gets no new work in this round.
         let mut failed_now = BTreeSet::new();
@@ -509,10 +549,7 @@ impl Scheduler {
             }
         }
         // Overdue attempts and exhausted tasks, in a stable order.
-        let mut ids: Vec<&String> = self.tasks.keys().collect();
-        ids.sort();
-        for id in ids {
-            let t = &self.tasks[id];
+        for t in self.active.iter().filter_map(|id| self.tasks.get(id)) {
             if t.phase == Phase::Assigned
                 && let (Some(at), Some(agent)) = (t.assigned_at, &t.agent_id)
             {
@@ -630,8 +667,8 @@ impl Scheduler {
             if t.phase.is_final() {
                 e.duration_ms_total += t.duration_ms.unwrap_or(0);
             }
-            for a in &t.artifacts {
-                *e.artifacts.entry(a.kind.clone()).or_default() += 1;
+            for kind in &t.artifact_kinds {
+                *e.artifacts.entry(kind.clone()).or_default() += 1;
             }
         }
         out
@@ -801,8 +838,12 @@ mod tests {
             assigned("a", "w", 1, 1),
         ]);
         assert_eq!(assigns(&s.decide(at(2))), []);
+        assert_eq!(s.open_tasks(), 2);
         s.apply(&completed("a", "w", 3));
         assert_eq!(assigns(&s.decide(at(3))), [a("b", "w", 1)]);
+        // Finished tasks leave the decision loop and drop their payload.
+        assert_eq!(s.open_tasks(), 1);
+        assert_eq!(s.task("a").map(|t| t.payload.as_str()), Some(""));
         assert_eq!(s.totals_by_agent()["w"].completed, 1);
     }
 
@@ -1003,6 +1044,31 @@ mod tests {
         s.apply(&status("w", AgentStatus::Active));
         assert_eq!(s.agent("w").map(AgentEntry::health_score), Some(1.0));
         assert_eq!(assigns(&s.decide(at(12))), [a("next", "w", 1)]);
+    }
+
+    #[test]
+    fn old_event_times_neither_start_attempts_in_the_past_nor_time_them_out() {
+        // The worker registered now; a failure replayed from a year ago queues a task.
+        let mut s = given(&[agent("w", &["t"], 1)]);
+        let year_ago = ev(
+            TaskQueued {
+                task_id: "old".into(),
+                agent_id: "w".into(),
+                task_type: "t".into(),
+                priority: 0,
+                decision_id: None,
+                failure_event_id: None,
+                payload: "{}".into(),
+                timeout_seconds: 60,
+                max_attempts: 1,
+            },
+            -365 * 86_400,
+        );
+        s.apply(&year_ago);
+        s.apply(&assigned("old", "w", 1, -365 * 86_400));
+        // Facts at "now" (t0) arrive: the attempt started on the clock's time, not a year ago.
+        assert_eq!(s.decide(at(1)), []);
+        assert!(matches!(&s.decide(at(200))[..], [Decision::TimeOut { .. }]));
     }
 
     #[test]

@@ -452,6 +452,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         )],
         Fact::FailureLogsCaptured(_)
         | Fact::TaskProgressed(_)
+        | Fact::TaskAssigned(_)
         | Fact::PullRequestReviewed(_)
         | Fact::PullRequestReadied(_)
         | Fact::PredictionReceived(_)

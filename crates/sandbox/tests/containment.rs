@@ -532,3 +532,242 @@ async fn host_secrets_never_reach_the_command() {
         );
     }
 }
+
+/// The Docker backend against a local stand-in for the Docker Engine API on a unix socket,
+/// speaking the documented shapes of the endpoints the backend uses (API v1.4x:
+/// `POST /containers/create`, `/start`, `/wait`, `/kill`, `GET /containers/{id}/logs` as a
+/// multiplexed stream, `GET /containers/{id}/json`, `DELETE /containers/{id}`, `/_ping`).
+/// No Docker engine runs here; `docker_live_*` runs against a real one when reachable.
+mod docker_engine {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+    use axum::http::{Method, StatusCode, Uri, header};
+    use axum::response::{IntoResponse, Response};
+    use sentinel_sandbox::{DockerConfig, RunSpec, Sandbox};
+    use tokio::sync::watch;
+
+    #[derive(Default)]
+    struct Engine {
+        created: Vec<serde_json::Value>,
+        exits: HashMap<String, watch::Sender<Option<i64>>>,
+        commands: HashMap<String, String>,
+        killed: Vec<(String, String)>,
+        removed: Vec<String>,
+    }
+
+    type Shared = Arc<Mutex<Engine>>;
+
+    fn frame(stream: u8, text: &str) -> Vec<u8> {
+        let mut f = vec![stream, 0, 0, 0];
+        f.extend_from_slice(&u32::try_from(text.len()).unwrap().to_be_bytes());
+        f.extend_from_slice(text.as_bytes());
+        f
+    }
+
+    async fn handle(
+        axum::extract::State(engine): axum::extract::State<Shared>,
+        method: Method,
+        uri: Uri,
+        body: Bytes,
+    ) -> Response {
+        // Strip the API version prefix (`/v1.47/...`).
+        let path = uri.path();
+        let path = match path.strip_prefix("/v") {
+            Some(rest) => rest.find('/').map_or(path, |i| &rest[i..]),
+            None => path,
+        };
+        let query = uri.query().unwrap_or("");
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method.as_str(), parts.as_slice()) {
+            ("GET" | "HEAD", ["_ping"]) => "OK".into_response(),
+            ("POST", ["containers", "create"]) => {
+                let spec: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let mut e = engine.lock().unwrap();
+                let id = format!("c{}", e.created.len());
+                let cmd = spec["Cmd"][2].as_str().unwrap_or_default().to_owned();
+                e.commands.insert(id.clone(), cmd);
+                e.exits.insert(id.clone(), watch::channel(None).0);
+                e.created.push(spec);
+                (
+                    StatusCode::CREATED,
+                    axum::Json(serde_json::json!({"Id": id, "Warnings": []})),
+                )
+                    .into_response()
+            }
+            ("POST", ["containers", id, "start"]) => {
+                let e = engine.lock().unwrap();
+                let cmd = &e.commands[*id];
+                // "exit N" exits at once with N; anything with "sleep" runs until killed.
+                if !cmd.contains("sleep") {
+                    let code = cmd
+                        .rsplit("exit ")
+                        .next()
+                        .and_then(|n| n.trim().parse().ok())
+                        .unwrap_or(0);
+                    e.exits[*id].send_replace(Some(code));
+                }
+                StatusCode::NO_CONTENT.into_response()
+            }
+            ("POST", ["containers", id, "wait"]) => {
+                let mut rx = engine.lock().unwrap().exits[*id].subscribe();
+                let code = loop {
+                    if let Some(c) = *rx.borrow_and_update() {
+                        break c;
+                    }
+                    if rx.changed().await.is_err() {
+                        break -1;
+                    }
+                };
+                axum::Json(serde_json::json!({"StatusCode": code})).into_response()
+            }
+            ("POST", ["containers", id, "kill"]) => {
+                let mut e = engine.lock().unwrap();
+                e.killed.push(((*id).to_owned(), query.to_owned()));
+                e.exits[*id].send_replace(Some(137));
+                StatusCode::NO_CONTENT.into_response()
+            }
+            ("GET", ["containers", id, "logs"]) => {
+                assert!(query.contains("stdout=true") && query.contains("stderr=true"));
+                let mut body = frame(1, "hello from the container\n");
+                body.extend(frame(
+                    2,
+                    &format!("ran: {}\n", engine.lock().unwrap().commands[*id]),
+                ));
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/vnd.docker.multiplexed-stream",
+                    )],
+                    body,
+                )
+                    .into_response()
+            }
+            ("GET", ["containers", id, "json"]) => {
+                let code = *engine.lock().unwrap().exits[*id].borrow();
+                axum::Json(serde_json::json!({
+                    "Id": id,
+                    "State": {"Status": "exited", "ExitCode": code.unwrap_or(-1), "OOMKilled": false}
+                }))
+                .into_response()
+            }
+            ("DELETE", ["containers", id]) => {
+                assert!(query.contains("force=true"), "{query}");
+                engine.lock().unwrap().removed.push((*id).to_owned());
+                StatusCode::NO_CONTENT.into_response()
+            }
+            _ => (StatusCode::NOT_FOUND, format!("unexpected {method} {uri}")).into_response(),
+        }
+    }
+
+    async fn engine() -> (Shared, tempfile::TempDir, DockerConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let shared = Shared::default();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = DockerConfig {
+            socket: socket.display().to_string(),
+            ..DockerConfig::default()
+        };
+        (shared, dir, config)
+    }
+
+    #[tokio::test]
+    async fn a_run_creates_a_hardened_container_collects_output_and_removes_it() {
+        let (engine, _dir, config) = engine().await;
+        let sandbox = config.build().unwrap();
+        sandbox.ping().await.unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::new(work.path(), "pytest; exit 3");
+        spec.ecosystem = Some("python".into());
+        let out = sandbox.run(&spec).await.unwrap();
+        assert_eq!(out.exit_code, 3, "{out:?}");
+        assert!(!out.timed_out);
+        assert_eq!(
+            out.output,
+            "hello from the container\nran: pytest; exit 3\n"
+        );
+        assert_eq!(out.backend, "docker");
+        let e = engine.lock().unwrap();
+        let created = &e.created[0];
+        assert_eq!(created["Image"], "python:3.12-slim");
+        assert_eq!(created["HostConfig"]["NetworkMode"], "none");
+        assert_eq!(created["HostConfig"]["ReadonlyRootfs"], true);
+        assert_eq!(created["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+        assert_ne!(created["User"], "0:0");
+        assert_eq!(e.removed, ["c0"]);
+        assert!(e.killed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_container_and_a_dropped_run_removes_it() {
+        let (engine, _dir, config) = engine().await;
+        let sandbox = config.build().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::new(work.path(), "sleep 1000");
+        spec.timeout = Duration::from_millis(300);
+        let out = sandbox.run(&spec).await.unwrap();
+        assert!(out.timed_out);
+        assert_eq!(out.exit_code, -1);
+        assert!(
+            out.output.contains("killed after the 0.3s timeout"),
+            "{}",
+            out.output
+        );
+        {
+            let e = engine.lock().unwrap();
+            assert_eq!(e.killed, [("c0".to_owned(), "signal=SIGKILL".to_owned())]);
+            assert_eq!(e.removed, ["c0"]);
+        }
+        // Cancellation: the caller drops the run mid-way; the container is still removed.
+        spec.timeout = Duration::from_secs(600);
+        let dropped = tokio::time::timeout(Duration::from_millis(300), sandbox.run(&spec)).await;
+        assert!(dropped.is_err());
+        for _ in 0..50 {
+            if engine.lock().unwrap().removed.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(engine.lock().unwrap().removed, ["c0", "c1"]);
+    }
+
+    /// Against a real Docker daemon, when one is reachable (skipped with the reason
+    /// otherwise): the hardening holds inside a real container.
+    #[tokio::test]
+    async fn docker_live_containment() {
+        let config = DockerConfig::default();
+        let sandbox = match config.build() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("SKIPPED docker_live_containment: no Docker daemon here ({e})");
+                return;
+            }
+        };
+        if let Err(e) = sandbox.ping().await {
+            eprintln!("SKIPPED docker_live_containment: Docker daemon not answering ({e})");
+            return;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let out = sandbox
+            .run(&RunSpec::new(
+                work.path(),
+                "id -u; touch /etc/x 2>&1 || echo ro-root; \
+                 (wget -T 3 -q -O- http://1.1.1.1 || echo no-net) 2>&1; \
+                 grep CapEff /proc/self/status; echo ok > in-workdir",
+            ))
+            .await
+            .unwrap();
+        eprintln!("{}", out.output);
+        assert!(!out.output.starts_with("0\n"), "{}", out.output);
+        assert!(out.output.contains("ro-root"));
+        assert!(out.output.contains("no-net"));
+        assert!(out.output.contains("CapEff:\t0000000000000000"));
+    }
+}

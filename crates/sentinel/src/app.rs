@@ -21,6 +21,7 @@ pub const STAGES: &[&str] = &[
     "policy",
     "controller",
     "patchbot",
+    "log-summariser",
     "projector",
     "api",
     "tracker",
@@ -250,6 +251,15 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
     }
     if want("correlator") {
         crate::tracking::start_correlator(&mut tasks, &log, &shutdown).await?;
+    }
+    if want("log-summariser") {
+        // The example SDK agent: summarises CI logs queued as `summarise_log` tasks.
+        let worker = sentinel_agent_sdk::AgentWorker::new(
+            sentinel_log_summariser::LogSummariser::default(),
+            log.clone(),
+            sentinel_agent_sdk::WorkerConfig::default(),
+        );
+        spawn_stage(&mut tasks, worker, &log, &shutdown);
     }
     let store = if want("projector") || want("api") {
         Some(open_store(settings).await?)
