@@ -38,6 +38,9 @@ sentinel_projections::on_both_backends!(
     run_follows_the_log_until_shutdown,
     lag_reports_what_is_left,
     migrations_are_idempotent,
+    rebuild_replaces_drifted_tables_and_the_projector_continues,
+    rebuilding_one_projection_swaps_only_its_table,
+    readers_never_see_a_half_built_table,
 );
 
 struct Env {
@@ -1219,4 +1222,252 @@ fn sql_blocks(markdown: &str) -> Vec<String> {
         }
     }
     out
+}
+
+// ---- rebuilds ----
+
+fn chains(n: usize, start: DateTime<Utc>) -> Vec<FixChain> {
+    (0..n)
+        .map(|i| {
+            FixChain::new(
+                if i % 2 == 0 { "org/a" } else { "org/b" },
+                if i % 3 == 0 {
+                    FailureType::Formatting
+                } else {
+                    FailureType::Linting
+                },
+                &format!("rebuild-{i}"),
+                start + chrono::Duration::minutes(i64::try_from(i).expect("i")),
+            )
+        })
+        .collect()
+}
+
+fn t_rebuild() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 6, 1, 8, 0, 0)
+        .single()
+        .expect("t")
+}
+
+async fn execute(store: &Store, sql: &str) {
+    match store {
+        Store::Sqlite(pool) => {
+            sqlx::raw_sql(sql).execute(pool).await.expect("sql");
+        }
+        Store::Postgres(pool) => {
+            sqlx::raw_sql(sql).execute(pool).await.expect("sql");
+        }
+    }
+}
+
+/// Schemas (PostgreSQL) or files (SQLite) a rebuild may have left behind.
+async fn leftovers(env: &Env) -> Vec<String> {
+    match env.store() {
+        Store::Postgres(pool) => sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sentinel_rebuild%'",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("schemas"),
+        Store::Sqlite(_) => {
+            let path = env.db.url().trim_start_matches("sqlite://").to_owned();
+            let dir = std::path::Path::new(&path).parent().expect("dir");
+            std::fs::read_dir(dir)
+                .expect("dir")
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("sentinel_rebuild"))
+                .collect()
+        }
+    }
+}
+
+async fn reference(env: &Env, backend: Backend) -> TestDb {
+    let fresh = TestDb::new(backend).await;
+    Projector::new(env.log.clone(), fresh.store().clone())
+        .run_once()
+        .await
+        .expect("reference projection");
+    fresh
+}
+
+async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Backend) {
+    let env = Env::new(backend).await;
+    let all = chains(12, t_rebuild());
+    env.append(
+        &all[..8]
+            .iter()
+            .flat_map(FixChain::events)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    env.projector().run_once().await.expect("project");
+    // Drift: rows lost and rows edited by hand.
+    execute(
+        env.store(),
+        "DELETE FROM failures WHERE repository = 'org/a'",
+    )
+    .await;
+    execute(env.store(), "UPDATE failure_fixes SET status = 'bogus'").await;
+    execute(env.store(), "DELETE FROM agents").await;
+    assert_ne!(
+        snapshot(env.store()).await,
+        snapshot(reference(&env, backend).await.store()).await
+    );
+
+    let seen = std::sync::Mutex::new(Vec::new());
+    let report = sentinel_projections::rebuild(
+        env.log.clone(),
+        env.store(),
+        &sentinel_projections::RebuildOptions {
+            batch_size: 7,
+            ..Default::default()
+        },
+        &|p| seen.lock().expect("lock").push(p),
+    )
+    .await
+    .expect("rebuild");
+    assert!(report.tables.iter().any(|t| t == "failure_fixes"));
+    assert!(report.tables.iter().any(|t| t == "projection_checkpoints"));
+    // 11 facts per chain, but PatchBot's registration is one fact: the log drops repeats.
+    assert_eq!(report.applied, 8 * 11 - 7, "every fact of the 8 chains");
+    let progress = seen.into_inner().expect("lock");
+    assert!(
+        progress.len() > 3,
+        "a batch of 7 reports often: {progress:?}"
+    );
+    assert!(progress.windows(2).all(|w| w[0].done <= w[1].done));
+    let last = progress.last().expect("progress");
+    assert_eq!(last.done, last.total);
+
+    assert_eq!(
+        snapshot(env.store()).await,
+        snapshot(reference(&env, backend).await.store()).await,
+        "rebuilt tables equal a fresh projection of the log"
+    );
+    assert!(
+        leftovers(&env).await.is_empty(),
+        "{:?}",
+        leftovers(&env).await
+    );
+
+    // The live projector continues from the swapped-in checkpoint.
+    env.append(
+        &all[8..]
+            .iter()
+            .flat_map(FixChain::events)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(env.projector().run_once().await.expect("continue"), 4 * 10);
+    assert_eq!(
+        snapshot(env.store()).await,
+        snapshot(reference(&env, backend).await.store()).await
+    );
+}
+
+async fn rebuilding_one_projection_swaps_only_its_table(backend: Backend) {
+    let env = Env::new(backend).await;
+    env.append(
+        &chains(6, t_rebuild())
+            .iter()
+            .flat_map(FixChain::events)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    env.projector().run_once().await.expect("project");
+    let before = count(env.store(), "failures").await;
+    execute(env.store(), "DELETE FROM failures").await;
+    execute(env.store(), "DELETE FROM agents").await;
+
+    let err = sentinel_projections::rebuild(
+        env.log.clone(),
+        env.store(),
+        &sentinel_projections::RebuildOptions {
+            projection: Some("nonsense".into()),
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .await
+    .expect_err("unknown projection");
+    assert!(
+        matches!(&err, Error::UnknownProjection { known, .. } if known.iter().any(|k| k == "failures")),
+        "{err}"
+    );
+
+    let report = sentinel_projections::rebuild(
+        env.log.clone(),
+        env.store(),
+        &sentinel_projections::RebuildOptions {
+            projection: Some("failures".into()),
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .await
+    .expect("rebuild failures");
+    assert_eq!(report.tables, ["failures"]);
+    assert_eq!(
+        count(env.store(), "failures").await,
+        before,
+        "failures rebuilt"
+    );
+    assert_eq!(count(env.store(), "agents").await, 0, "agents untouched");
+    let reference = reference(&env, backend).await;
+    assert_eq!(
+        rows(env.store(), "failures", "id").await,
+        rows(reference.store(), "failures", "id").await
+    );
+    assert!(leftovers(&env).await.is_empty());
+}
+
+async fn readers_never_see_a_half_built_table(backend: Backend) {
+    let env = Env::new(backend).await;
+    let n = 60;
+    env.append(
+        &chains(n, t_rebuild())
+            .iter()
+            .flat_map(FixChain::events)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    env.projector().run_once().await.expect("project");
+    execute(env.store(), "DELETE FROM failure_fixes").await;
+
+    let stop = CancellationToken::new();
+    let reader = {
+        let store = env.store().clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.is_cancelled() {
+                seen.insert(count(&store, "failure_fixes").await);
+                tokio::task::yield_now().await;
+            }
+            seen.insert(count(&store, "failure_fixes").await);
+            seen
+        })
+    };
+    sentinel_projections::rebuild(
+        env.log.clone(),
+        env.store(),
+        &sentinel_projections::RebuildOptions {
+            batch_size: 11,
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .await
+    .expect("rebuild");
+    stop.cancel();
+    let seen = reader.await.expect("reader");
+    assert!(
+        seen.contains(&n),
+        "the reader saw the rebuilt table: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|c| *c == 0 || *c == n),
+        "only the old (empty) or the complete table is ever visible: {seen:?}"
+    );
 }
