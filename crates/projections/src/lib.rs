@@ -30,6 +30,8 @@
 //! `migrations/<backend>/` (embedded, and runnable with `sqlx migrate run` as well).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod migrate;
 mod plan;
 mod projector;

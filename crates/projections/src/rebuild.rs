@@ -243,8 +243,15 @@ async fn swap_aligned(
             let mut conn = live.acquire().await?;
             attach(&mut conn, shadow).await?;
             let result = async {
-                // IMMEDIATE takes the write lock now: the live projector waits for the swap.
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                // Take the live file's write lock with the first statement (the live
+                // projector waits for the swap from here), but not the shadow's — as
+                // `BEGIN IMMEDIATE` would — which the catch-up below still writes.
+                sqlx::query("BEGIN").execute(&mut *conn).await?;
+                for t in tables {
+                    sqlx::query(&format!("DELETE FROM main.{}", ident(t)))
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 let rows = sqlx::query(
                     "SELECT \"partition\", next_offset FROM main.projection_checkpoints \
                      WHERE projection = $1 AND topic = $2",
@@ -258,7 +265,12 @@ async fn swap_aligned(
                     targets.insert(r.try_get::<i32, _>(0)?, r.try_get::<i64, _>(1)?);
                 }
                 *applied += projector.catch_up_to(Some(&targets), &|_, _| {}).await? as u64;
-                copy_sqlite(&mut conn, tables).await?;
+                for t in tables {
+                    let t = ident(t);
+                    sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM shadow.{t}"))
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 sqlx::query("COMMIT").execute(&mut *conn).await?;
                 let mut v: Vec<(i32, i64)> = targets.into_iter().collect();
                 v.sort_unstable();

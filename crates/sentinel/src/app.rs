@@ -173,6 +173,15 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         }
     }
     let want = |c: &str| components.contains(&"all") || components.contains(&c);
+    let api_config = sentinel_api::ApiConfig {
+        tokens: settings.api_tokens.clone(),
+    };
+    if want("api") {
+        // Before anything starts: an unauthenticated API never listens beyond loopback.
+        api_config
+            .check_bind(settings.listen)
+            .map_err(anyhow::Error::msg)?;
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let log = open_log(settings).await?;
@@ -258,7 +267,23 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             ));
         }
         if let Some(store) = store.filter(|_| want("api")) {
-            router = router.merge(sentinel_api::router(sentinel_api::ApiState::new(store)));
+            // API: token auth from config; without tokens, loopback only (checked first).
+            let config = api_config.clone();
+            if config.requires_auth() {
+                info!(tokens = config.tokens.len(), "API requires bearer tokens.");
+            } else {
+                tracing::warn!(
+                    listen = %settings.listen,
+                    "No API tokens configured: the API is unauthenticated and served on loopback only."
+                );
+            }
+            let mut state = sentinel_api::ApiState::new(store)
+                .with_log(log.clone())
+                .with_config(config);
+            if let Some(handle) = prometheus() {
+                state = state.with_metrics(move || handle.render());
+            }
+            router = router.merge(sentinel_api::router(state));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -280,6 +305,23 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         tasks,
         http_addr,
     })
+}
+
+/// The process-wide Prometheus recorder behind `/metrics`, installed on first use.
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "No Prometheus recorder: /metrics stays empty.");
+                    None
+                }
+            }
+        })
+        .clone()
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

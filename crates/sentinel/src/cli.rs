@@ -62,7 +62,7 @@ enum Command {
     Fix,
     /// Replay history under a candidate policy (reserved: issue 5).
     Replay,
-    /// Projection maintenance (reserved: issue 7).
+    /// Projection maintenance: rebuild from the log, show offsets and lag.
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
@@ -73,6 +73,31 @@ enum Command {
     Log {
         #[command(subcommand)]
         command: LogCommand,
+    },
+    /// Benchmarks that print ratios against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// P3: rebuild rate into PostgreSQL against a binary COPY of the same rows.
+    Projections {
+        /// PostgreSQL server to create scratch databases on.
+        #[arg(
+            long,
+            env = "SENTINEL_BENCH_POSTGRES",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
+        /// Log sizes (facts) to measure.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<u64>,
+        /// Records per replay transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
     },
 }
 
@@ -91,11 +116,22 @@ enum TopicsCommand {
 
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
-    /// Replay the log into fresh tables and swap them in (reserved: issue 7).
+    /// Replay the log from offset 0 into fresh tables (a shadow schema in PostgreSQL, a
+    /// shadow file beside SQLite) and swap them in atomically.
     Rebuild {
-        /// Only this projection.
+        /// Only this projection (a table: failures, policy_decisions, agents, agent_tasks,
+        /// failure_fixes, pull_requests, reviews).
         #[arg(long)]
         projection: Option<String>,
+        /// Records per replay transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
+    /// Show each projection's offset and lag per partition.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -233,9 +269,30 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Fix => reserved("fix", 6),
         Command::Replay => reserved("replay", 5),
-        Command::Projections {
-            command: ProjectionsCommand::Rebuild { .. },
-        } => reserved("projections rebuild", 7),
+        Command::Projections { command } => {
+            init_tracing(false, "warn");
+            let settings = cli.global.resolve()?;
+            match command {
+                ProjectionsCommand::Rebuild {
+                    projection,
+                    batch_size,
+                } => crate::projections::rebuild_cmd(&settings, projection, batch_size).await,
+                ProjectionsCommand::Status { json } => {
+                    crate::projections::status_cmd(&settings, json).await
+                }
+            }
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Projections {
+                    postgres,
+                    sizes,
+                    batch_size,
+                },
+        } => {
+            init_tracing(false, "warn");
+            crate::projections::bench_cmd(&postgres, &sizes, batch_size).await
+        }
         Command::Audit => reserved("audit", 5),
         Command::Log {
             command:

@@ -57,6 +57,9 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    /// API tokens: `[[api_tokens]]` with `name`, `token` and `scopes` (read/write/admin).
+    #[serde(default)]
+    api_tokens: Vec<sentinel_api::ApiToken>,
 }
 
 /// Resolved settings.
@@ -76,6 +79,9 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// API tokens (from the config file only: secrets stay out of flags and `ps`). None:
+    /// the API is unauthenticated and served on loopback only.
+    pub api_tokens: Vec<sentinel_api::ApiToken>,
 }
 
 /// Default data directory.
@@ -110,6 +116,7 @@ impl GlobalOpts {
             (None, None) => sentinel_sandbox::Isolation::Bubblewrap,
         };
         Ok(Settings {
+            api_tokens: file.api_tokens,
             sandbox_isolation,
             listen,
             log_url: self
