@@ -1619,13 +1619,32 @@ async fn kafka_projector_resumes_each_partition_from_its_stored_offset(backend: 
         .await
         .expect("checkpoints")
     {
-        assert_eq!(c.next_offset, ends[usize::try_from(c.partition).expect("p")]);
+        assert_eq!(
+            c.next_offset,
+            ends[usize::try_from(c.partition).expect("p")]
+        );
     }
     let reference = TestDb::new(backend).await;
     Projector::new(log.clone(), reference.store().clone())
         .run_once()
         .await
         .expect("reference");
-    assert_eq!(snapshot(db.store()).await, snapshot(reference.store()).await);
+    let got = snapshot(db.store()).await;
+    let want = snapshot(reference.store()).await;
+    for (table, rows) in &want {
+        let diff: Vec<_> = got[table]
+            .iter()
+            .zip(rows)
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| {
+                a.iter()
+                    .filter(|(k, v)| b.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k}: {v} vs {:?}", b.get(k)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(got[table].len(), rows.len(), "{table}: row count");
+        assert!(diff.is_empty(), "{table} differs: {diff:?}");
+    }
     assert_eq!(count(db.store(), "failures").await, 18);
 }
