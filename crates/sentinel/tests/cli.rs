@@ -244,6 +244,9 @@ async fn kill_minus_nine_mid_batch_loses_and_doubles_nothing(backend: Backend) {
         // Wait for progress past where it restarted, then for an open transaction.
         loop {
             assert!(Instant::now() < deadline, "the projector made no progress");
+            if let Some(status) = child.try_wait().expect("child status") {
+                panic!("sentinel run projector exited on its own: {status:?}");
+            }
             let now = next_offset(db.store()).await;
             if now >= end {
                 break;
