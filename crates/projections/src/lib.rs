@@ -30,10 +30,13 @@
 //! `migrations/<backend>/` (embedded, and runnable with `sqlx migrate run` as well).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod migrate;
 mod plan;
 mod projector;
 mod read;
+mod rebuild;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
@@ -45,6 +48,7 @@ pub use read::{
     Agent, Cursor, DEFAULT_PAGE, Decision, DecisionFilter, Failure, FailureFilter, Fix, FixCursor,
     FixFilter, MAX_PAGE, Task,
 };
+pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use store::{ApplyOutcome, Backend, Checkpoint, Store, StoreTx};
 
 /// The fact log topic the projections read. A permanent identifier: renaming it breaks
@@ -83,6 +87,14 @@ pub enum Error {
     /// A stored row does not hold what the projection wrote (a defect or manual edit).
     #[error("corrupt projection row: {0}")]
     CorruptRow(String),
+    /// A rebuild was asked for a projection that does not exist.
+    #[error("unknown projection {name:?}; known: {}", known.join(", "))]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+        /// The projections there are (their tables).
+        known: Vec<String>,
+    },
     /// The SQL of a statement is missing for a backend (a build defect the tests catch).
     #[error("no SQL statement {name:?} for the {backend} backend")]
     MissingStatement {

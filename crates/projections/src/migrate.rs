@@ -16,15 +16,27 @@ use crate::store::Backend;
 /// One embedded migration file: (file name, contents).
 type File = (&'static str, &'static str);
 
-const SQLITE: &[File] = &[(
-    "0001_projections.sql",
-    include_str!("../../../migrations/sqlite/0001_projections.sql"),
-)];
+const SQLITE: &[File] = &[
+    (
+        "0001_projections.sql",
+        include_str!("../../../migrations/sqlite/0001_projections.sql"),
+    ),
+    (
+        "0002_agent_health_index.sql",
+        include_str!("../../../migrations/sqlite/0002_agent_health_index.sql"),
+    ),
+];
 
-const POSTGRES: &[File] = &[(
-    "0001_projections.sql",
-    include_str!("../../../migrations/postgres/0001_projections.sql"),
-)];
+const POSTGRES: &[File] = &[
+    (
+        "0001_projections.sql",
+        include_str!("../../../migrations/postgres/0001_projections.sql"),
+    ),
+    (
+        "0002_agent_health_index.sql",
+        include_str!("../../../migrations/postgres/0002_agent_health_index.sql"),
+    ),
+];
 
 /// The embedded migration files of a backend, in order: (file name, SQL).
 pub fn migrations(backend: Backend) -> &'static [(&'static str, &'static str)] {

@@ -460,7 +460,6 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::OutcomeReported(_)
         | Fact::EventDeadLettered(_)
         | Fact::ForgeEventReceived(_)
-        | Fact::TaskAssigned(_)
         | Fact::RollbackRequested(_) => Vec::new(),
     })
 }

@@ -224,8 +224,35 @@ impl Projector {
     }
 
     async fn catch_up(&self, shutdown: Option<&CancellationToken>) -> Result<usize> {
+        self.catch_up_bounded(shutdown, None, &|_, _| {}).await
+    }
+
+    /// Catches up to `targets` (partition → offset to stop before; partitions not listed
+    /// are not read), or to the end of every partition when `targets` is `None`, calling
+    /// `on_batch(partition, next_offset)` after each committed batch. Returns the facts
+    /// applied. Used by rebuilds, which must stop exactly where the live projection is.
+    ///
+    /// # Errors
+    ///
+    /// Log or database errors; everything committed before stays committed.
+    pub async fn catch_up_to(
+        &self,
+        targets: Option<&HashMap<i32, i64>>,
+        on_batch: &(dyn Fn(i32, i64) + Send + Sync),
+    ) -> Result<usize> {
+        self.catch_up_bounded(None, targets, on_batch).await
+    }
+
+    async fn catch_up_bounded(
+        &self,
+        shutdown: Option<&CancellationToken>,
+        targets: Option<&HashMap<i32, i64>>,
+        on_batch: &(dyn Fn(i32, i64) + Send + Sync),
+    ) -> Result<usize> {
         let partitions = self.log.partitions(&self.config.topic).await?;
-        let mut pending: Vec<i32> = (0..partitions).collect();
+        let mut pending: Vec<i32> = (0..partitions)
+            .filter(|p| targets.is_none_or(|t| t.contains_key(p)))
+            .collect();
         let mut applied = 0;
         // One batch per partition in turn, so a busy partition does not starve the others.
         while !pending.is_empty() {
@@ -234,9 +261,11 @@ impl Projector {
                 if shutdown.is_some_and(CancellationToken::is_cancelled) {
                     return Ok(applied);
                 }
-                match self.step(partition).await? {
-                    Step::Applied(n) => {
+                let until = targets.and_then(|t| t.get(&partition).copied());
+                match self.step(partition, until).await? {
+                    Step::Applied(n, next) => {
                         applied += n;
+                        on_batch(partition, next);
                         still.push(partition);
                     }
                     Step::Conflict => still.push(partition),
@@ -248,8 +277,9 @@ impl Projector {
         Ok(applied)
     }
 
-    /// Reads one batch of a partition from its checkpoint and applies it.
-    async fn step(&self, partition: i32) -> Result<Step> {
+    /// Reads one batch of a partition from its checkpoint (stopping before `until`, when
+    /// given) and applies it.
+    async fn step(&self, partition: i32, until: Option<i64>) -> Result<Step> {
         let cfg = &self.config;
         // Read the checkpoint afresh each time: another projector may have moved it.
         let from = self
@@ -259,10 +289,18 @@ impl Projector {
             .into_iter()
             .find(|c| c.partition == partition)
             .map_or(0, |c| c.next_offset);
-        let records = self
-            .log
-            .read(&cfg.topic, partition, from, cfg.batch_size.max(1))
-            .await?;
+        let mut max = cfg.batch_size.max(1);
+        if let Some(until) = until {
+            let left = usize::try_from(until - from).unwrap_or(0);
+            if left == 0 {
+                return Ok(Step::AtEnd);
+            }
+            max = max.min(left);
+        }
+        let mut records = self.log.read(&cfg.topic, partition, from, max).await?;
+        if let Some(until) = until {
+            records.retain(|r| r.position.offset < until);
+        }
         let Some(last) = records.last() else {
             return Ok(Step::AtEnd);
         };
@@ -328,12 +366,12 @@ impl Projector {
             skipped,
             "Projected a batch."
         );
-        Ok(Step::Applied(outcome.applied))
+        Ok(Step::Applied(outcome.applied, next))
     }
 }
 
 enum Step {
-    Applied(usize),
+    Applied(usize, i64),
     Conflict,
     AtEnd,
 }

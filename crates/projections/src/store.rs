@@ -210,8 +210,8 @@ impl Store {
     /// Empties every projection table and forgets `projection`'s checkpoints, in one
     /// transaction, so the next run replays the log from offset 0.
     ///
-    /// Readers see empty tables until the replay catches up; the swap-based rebuild of
-    /// DESIGN §4 rule 4 is not implemented yet.
+    /// Readers see empty tables until the replay catches up; [`rebuild`](crate::rebuild)
+    /// replays into fresh tables and swaps them in instead, so readers never do.
     ///
     /// # Errors
     ///

@@ -178,6 +178,15 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
     let want = |c: &str| components.contains(&"all") || components.contains(&c);
     // The metrics recorder first: stages register their series as they start.
     crate::ops::prometheus();
+    let api_config = sentinel_api::ApiConfig {
+        tokens: settings.api_tokens.clone(),
+    };
+    if want("api") {
+        // Before anything starts: an unauthenticated API never listens beyond loopback.
+        api_config
+            .check_bind(settings.listen)
+            .map_err(anyhow::Error::msg)?;
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let log = open_log(settings).await?;
@@ -318,11 +327,21 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             );
         }
         if let Some(store) = store.filter(|_| want("api")) {
-            router = router.merge(sentinel_api::router(
-                sentinel_api::ApiState::new(store)
-                    .with_log(log.clone())
-                    .with_metrics(|| crate::ops::prometheus().render()),
-            ));
+            // API: token auth from config; without tokens, loopback only (checked first).
+            let config = api_config.clone();
+            if config.requires_auth() {
+                info!(tokens = config.tokens.len(), "API requires bearer tokens.");
+            } else {
+                tracing::warn!(
+                    listen = %settings.listen,
+                    "No API tokens configured: the API is unauthenticated and served on loopback only."
+                );
+            }
+            let state = sentinel_api::ApiState::new(store)
+                .with_log(log.clone())
+                .with_config(config)
+                .with_metrics(|| crate::ops::prometheus().render());
+            router = router.merge(sentinel_api::router(state));
             router = router.merge(sentinel_api::reviews::router(log.clone()));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)

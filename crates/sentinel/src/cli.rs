@@ -95,7 +95,7 @@ enum Command {
     /// would have been decided differently. Reads the log of `--data-dir` / `--log`, or
     /// `--events FILE.jsonl`; writes nothing.
     Replay(crate::replay::ReplayArgs),
-    /// Projection maintenance (reserved: issue 7).
+    /// Projection maintenance: rebuild from the log, show offsets and lag.
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
@@ -192,6 +192,22 @@ enum BenchCommand {
         #[arg(long, default_value = "rg")]
         rg: PathBuf,
     },
+    /// P3: rebuild rate into PostgreSQL against a binary COPY of the same rows.
+    Projections {
+        /// PostgreSQL server to create scratch databases on.
+        #[arg(
+            long,
+            env = "SENTINEL_BENCH_POSTGRES",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
+        /// Log sizes (facts) to measure.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<u64>,
+        /// Records per replay transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,11 +225,22 @@ enum TopicsCommand {
 
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
-    /// Replay the log into fresh tables and swap them in (reserved: issue 7).
+    /// Replay the log from offset 0 into fresh tables (a shadow schema in PostgreSQL, a
+    /// shadow file beside SQLite) and swap them in atomically.
     Rebuild {
-        /// Only this projection.
+        /// Only this projection (a table: failures, policy_decisions, agents, agent_tasks,
+        /// failure_fixes, pull_requests, reviews).
         #[arg(long)]
         projection: Option<String>,
+        /// Records per replay transaction.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
+    /// Show each projection's offset and lag per partition.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -268,11 +295,6 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 /// Default log filter of `serve` and `run`.
 const SERVE_LOG_FILTER: &str = "info,sqlx=warn,librdkafka=warn";
-
-fn reserved(what: &str, issue: u32) -> Result<ExitCode> {
-    eprintln!("`sentinel {what}` is reserved and not available in this build yet (issue {issue}).");
-    Ok(ExitCode::from(2))
-}
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     use std::io::IsTerminal;
@@ -424,9 +446,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
-        Command::Projections {
-            command: ProjectionsCommand::Rebuild { .. },
-        } => reserved("projections rebuild", 7),
         Command::Bench {
             command:
                 BenchCommand::Inframind {
@@ -504,6 +523,30 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { events } => crate::replay::run_audit(&cli.global, events.as_deref()).await,
+        Command::Projections { command } => {
+            init_tracing(false, "warn");
+            let settings = cli.global.resolve()?;
+            match command {
+                ProjectionsCommand::Rebuild {
+                    projection,
+                    batch_size,
+                } => crate::projections::rebuild_cmd(&settings, projection, batch_size).await,
+                ProjectionsCommand::Status { json } => {
+                    crate::projections::status_cmd(&settings, json).await
+                }
+            }
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Projections {
+                    postgres,
+                    sizes,
+                    batch_size,
+                },
+        } => {
+            init_tracing(false, "warn");
+            crate::projections::bench_cmd(&postgres, &sizes, batch_size).await
+        }
         Command::Log {
             command:
                 LogCommand::Export {

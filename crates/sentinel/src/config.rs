@@ -128,6 +128,9 @@ struct FileConfig {
     forge: Option<String>,
     forge_api_url: Option<String>,
     forge_reviewers: Option<Vec<String>>,
+    /// API tokens: `[[api_tokens]]` with `name`, `token` and `scopes` (read/write/admin).
+    #[serde(default)]
+    api_tokens: Vec<sentinel_api::ApiToken>,
 }
 
 /// Resolved settings.
@@ -155,6 +158,9 @@ pub struct Settings {
     pub review_webhook_url: Option<String>,
     /// PatchBot settings (issue 6).
     pub patchbot: PatchBotSettings,
+    /// API tokens (from the config file only: secrets stay out of flags and `ps`). None:
+    /// the API is unauthenticated and served on loopback only.
+    pub api_tokens: Vec<sentinel_api::ApiToken>,
 }
 
 /// PatchBot's settings: the package index that guards dependency fixes and the forge that
@@ -256,6 +262,7 @@ impl GlobalOpts {
             llm: file.llm,
             review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
             patchbot,
+            api_tokens: file.api_tokens,
             sandbox_isolation,
             listen,
             log_url: self

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod docs;
 pub mod fix;
 pub mod ops;
+pub mod projections;
 pub mod replay;
 pub mod summary;
 pub mod tracking;

@@ -43,12 +43,27 @@ ON CONFLICT (id) DO NOTHING
 -- name: upsert_agent
 -- AgentRegistered (also a re-registration with a new version). A new agent is active.
 -- $1 id, $2 name, $3 version, $4 capabilities, $5 max_concurrency, $6 at
+-- Its tasks' outcomes may have been applied first (on Kafka they can sit in other
+-- partitions): a new row starts from them, so the result does not depend on that order.
 INSERT INTO agents (id, name, version, status, capabilities, max_concurrency, health_score,
                     created_at, updated_at)
-VALUES ($1, $2, $3, 'active', $4, $5, 1.0, $6, $6)
+SELECT $1, $2, $3, 'active', $4, $5,
+       COALESCE((
+           SELECT AVG(CASE t.status WHEN 'completed' THEN 1.0 WHEN 'partial' THEN 0.5 ELSE 0.0 END)
+           FROM (SELECT status FROM agent_tasks
+                 WHERE agent_id = $1 AND status IN ('completed', 'partial', 'failed')
+                 ORDER BY completed_at DESC, id DESC
+                 LIMIT 50) AS t), 1.0),
+       $6,
+       MAX($6, COALESCE((
+           SELECT max(completed_at) FROM agent_tasks
+           WHERE agent_id = $1 AND status IN ('completed', 'partial', 'failed')), $6))
+WHERE true
 ON CONFLICT (id) DO UPDATE
 SET name = excluded.name, version = excluded.version, capabilities = excluded.capabilities,
     max_concurrency = excluded.max_concurrency,
+    -- The earliest registration, whatever order partitions are applied in.
+    created_at = MIN(agents.created_at, excluded.created_at),
     updated_at = MAX(agents.updated_at, excluded.updated_at)
 
 -- name: agent_status

@@ -1,0 +1,540 @@
+//! Rebuilds: replay the log from offset 0 into fresh tables, then swap them in atomically,
+//! so readers never see a half-built projection (DESIGN §4 rule 4).
+//!
+//! - **PostgreSQL**: the fresh tables live in a shadow schema (`sentinel_rebuild_<pid>_<n>`)
+//!   of the same database, created from the same migrations. The swap is one transaction
+//!   of `ALTER TABLE … SET SCHEMA` renames — instant whatever the size — after which the
+//!   old tables are dropped with their retired schema.
+//! - **SQLite**: the fresh tables live in a shadow database file beside the live one. The
+//!   swap is one write transaction on the live file that replaces each table's rows with
+//!   the shadow's (`ATTACH`, `DELETE`, `INSERT … SELECT`); readers keep their snapshot
+//!   (WAL) until it commits.
+//!
+//! A full rebuild swaps every projection table **and** the checkpoint table, so the live
+//! projector continues from where the replay stopped. Rebuilding one projection (one
+//! table) instead stops the live projector for the swap (it locks the checkpoint table),
+//! brings the shadow to exactly the live checkpoint and swaps only that table, so it stays
+//! consistent with the tables it is joined with.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sentinel_log::EventLog;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::{Connection, Row};
+use tracing::info;
+
+use crate::migrate::migrations;
+use crate::projector::{Projector, ProjectorConfig};
+use crate::store::{Backend, Store};
+use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
+
+/// The checkpoint table: swapped with a full rebuild, never rebuilt on its own.
+const CHECKPOINTS: &str = "projection_checkpoints";
+
+/// What to rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildOptions {
+    /// The projector whose checkpoints travel with the tables (default
+    /// `sentinel-projections`).
+    pub projector: String,
+    /// Only this projection (a table: `failures`, `agents`, …); every one when `None`.
+    pub projection: Option<String>,
+    /// Records per replay transaction (default 5000).
+    pub batch_size: usize,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        RebuildOptions {
+            projector: DEFAULT_PROJECTION.to_owned(),
+            projection: None,
+            batch_size: 5000,
+        }
+    }
+}
+
+/// Progress of the replay, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildProgress {
+    /// Offsets replayed so far, summed over partitions.
+    pub done: u64,
+    /// The log's end offsets when the rebuild started, summed over partitions.
+    pub total: u64,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildReport {
+    /// The tables swapped in.
+    pub tables: Vec<String>,
+    /// Facts applied to the fresh tables.
+    pub applied: u64,
+    /// Where the swapped-in tables stand, per partition (next offset).
+    pub offsets: Vec<(i32, i64)>,
+    /// Time spent replaying (without the swap).
+    pub replay: Duration,
+    /// Time the swap transaction took.
+    pub swap: Duration,
+}
+
+static SHADOW_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Rebuilds the projections of `store` from `log`; see the module documentation.
+///
+/// `progress` is called after every replayed batch.
+///
+/// # Errors
+///
+/// [`Error::UnknownProjection`] for a projection name that is no table; log and database
+/// errors (the live tables are untouched unless the swap committed; the shadow is removed).
+pub async fn rebuild(
+    log: Arc<dyn EventLog>,
+    store: &Store,
+    options: &RebuildOptions,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport> {
+    let shadow = Shadow::create(store).await?;
+    let result = rebuild_into(log, store, &shadow, options, progress).await;
+    shadow.remove().await;
+    result
+}
+
+async fn rebuild_into(
+    log: Arc<dyn EventLog>,
+    store: &Store,
+    shadow: &Shadow,
+    options: &RebuildOptions,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport> {
+    let all = shadow.tables().await?;
+    let tables: Vec<String> = match &options.projection {
+        None => all.clone(),
+        Some(p) if p != CHECKPOINTS && all.contains(p) => vec![p.clone()],
+        Some(p) => {
+            return Err(Error::UnknownProjection {
+                name: p.clone(),
+                known: all.iter().filter(|t| *t != CHECKPOINTS).cloned().collect(),
+            });
+        }
+    };
+    let projector = Projector::with_config(
+        log.clone(),
+        shadow.store.clone(),
+        ProjectorConfig {
+            name: options.projector.clone(),
+            batch_size: options.batch_size.max(1),
+            ..ProjectorConfig::default()
+        },
+    );
+    let ends = log.end_offsets(EVENTS_TOPIC).await?;
+    let total: u64 = ends.iter().map(|e| u64::try_from(*e).unwrap_or(0)).sum();
+    let done: Vec<AtomicU64> = ends.iter().map(|_| AtomicU64::new(0)).collect();
+    let on_batch = |partition: i32, next: i64| {
+        if let Some(d) = usize::try_from(partition).ok().and_then(|p| done.get(p)) {
+            d.store(u64::try_from(next).unwrap_or(0), Ordering::Relaxed);
+        }
+        progress(RebuildProgress {
+            done: done
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .sum::<u64>()
+                .min(total),
+            total,
+        });
+    };
+    let started = Instant::now();
+    let mut applied = 0_u64;
+    // A full rebuild replays to the end; a partial one never passes the live projector,
+    // whose position it must meet exactly at the swap.
+    let live_targets = if options.projection.is_some() {
+        Some(live_offsets(store, &options.projector).await?)
+    } else {
+        None
+    };
+    applied += projector
+        .catch_up_to(live_targets.as_ref(), &on_batch)
+        .await? as u64;
+    let replay = started.elapsed();
+    info!(applied, ?replay, "Rebuild replayed the log.");
+
+    let swap_started = Instant::now();
+    let offsets = if options.projection.is_some() {
+        swap_aligned(
+            store,
+            shadow,
+            &projector,
+            &tables,
+            &options.projector,
+            &mut applied,
+        )
+        .await?
+    } else {
+        // Catch up once more right before swapping, to hand over as little lag as possible.
+        applied += projector.catch_up_to(None, &on_batch).await? as u64;
+        let mut tables = tables.clone();
+        // The checkpoint table first: it is the lock the live projector takes first.
+        tables.sort_by_key(|t| t != CHECKPOINTS);
+        shadow.swap(store, &tables).await?;
+        // The swapped-in checkpoints are the live ones now.
+        shadow_offsets(store, &options.projector).await?
+    };
+    Ok(RebuildReport {
+        tables,
+        applied,
+        offsets,
+        replay,
+        swap: swap_started.elapsed(),
+    })
+}
+
+async fn live_offsets(store: &Store, projector: &str) -> Result<HashMap<i32, i64>> {
+    Ok(store
+        .checkpoints(projector, EVENTS_TOPIC)
+        .await?
+        .into_iter()
+        .map(|c| (c.partition, c.next_offset))
+        .collect())
+}
+
+async fn shadow_offsets(store: &Store, projector: &str) -> Result<Vec<(i32, i64)>> {
+    let mut v: Vec<(i32, i64)> = live_offsets(store, projector).await?.into_iter().collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Locks the live checkpoints, brings the shadow to exactly them, swaps `tables`.
+async fn swap_aligned(
+    store: &Store,
+    shadow: &Shadow,
+    projector: &Projector,
+    tables: &[String],
+    name: &str,
+    applied: &mut u64,
+) -> Result<Vec<(i32, i64)>> {
+    let topic = EVENTS_TOPIC;
+    match (store, &shadow.store) {
+        (Store::Postgres(live), Store::Postgres(_)) => {
+            let mut conn = live.acquire().await?;
+            let mut tx = conn.begin().await?;
+            // Blocks the live projector (its first statement moves its checkpoint) until
+            // the swap commits; readers are not blocked by this lock.
+            sqlx::query(&format!(
+                "LOCK TABLE {CHECKPOINTS} IN SHARE ROW EXCLUSIVE MODE"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let targets = checkpoint_rows_pg(&mut tx, name, topic).await?;
+            *applied += projector.catch_up_to(Some(&targets), &|_, _| {}).await? as u64;
+            let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&mut *tx)
+                .await?;
+            swap_pg(&mut tx, &shadow.name, &live_schema, tables).await?;
+            tx.commit().await?;
+            let mut v: Vec<(i32, i64)> = targets.into_iter().collect();
+            v.sort_unstable();
+            Ok(v)
+        }
+        (Store::Sqlite(live), Store::Sqlite(_)) => {
+            let mut conn = live.acquire().await?;
+            attach(&mut conn, shadow).await?;
+            let result = async {
+                // Take the live file's write lock with the first statement (the live
+                // projector waits for the swap from here), but not the shadow's — as
+                // `BEGIN IMMEDIATE` would — which the catch-up below still writes.
+                sqlx::query("BEGIN").execute(&mut *conn).await?;
+                for t in tables {
+                    sqlx::query(&format!("DELETE FROM main.{}", ident(t)))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let rows = sqlx::query(
+                    "SELECT \"partition\", next_offset FROM main.projection_checkpoints \
+                     WHERE projection = $1 AND topic = $2",
+                )
+                .bind(name)
+                .bind(topic)
+                .fetch_all(&mut *conn)
+                .await?;
+                let mut targets = HashMap::new();
+                for r in rows {
+                    targets.insert(r.try_get::<i32, _>(0)?, r.try_get::<i64, _>(1)?);
+                }
+                *applied += projector.catch_up_to(Some(&targets), &|_, _| {}).await? as u64;
+                for t in tables {
+                    let t = ident(t);
+                    sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM shadow.{t}"))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                let mut v: Vec<(i32, i64)> = targets.into_iter().collect();
+                v.sort_unstable();
+                Ok::<_, Error>(v)
+            }
+            .await;
+            if result.is_err() {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            }
+            let _ = sqlx::query("DETACH DATABASE shadow")
+                .execute(&mut *conn)
+                .await;
+            result
+        }
+        _ => Err(Error::CorruptRow(
+            "shadow and live stores differ in backend".into(),
+        )),
+    }
+}
+
+async fn checkpoint_rows_pg(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    topic: &str,
+) -> Result<HashMap<i32, i64>> {
+    let rows = sqlx::query(&format!(
+        "SELECT \"partition\", next_offset FROM {CHECKPOINTS} WHERE projection = $1 AND topic = $2"
+    ))
+    .bind(name)
+    .bind(topic)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        out.insert(r.try_get::<i32, _>(0)?, r.try_get::<i64, _>(1)?);
+    }
+    Ok(out)
+}
+
+/// Moves `tables` from the live schema into a retired one and the shadow's in, then drops
+/// the retired schema — inside the caller's transaction, except the drop's cascade.
+async fn swap_pg(
+    tx: &mut sqlx::PgConnection,
+    shadow: &str,
+    live: &str,
+    tables: &[String],
+) -> Result<()> {
+    let retired = format!("{shadow}_retired");
+    sqlx::query(&format!("CREATE SCHEMA {}", ident(&retired)))
+        .execute(&mut *tx)
+        .await?;
+    for t in tables {
+        sqlx::query(&format!(
+            "LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE",
+            ident(live),
+            ident(t)
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    for t in tables {
+        sqlx::query(&format!(
+            "ALTER TABLE IF EXISTS {}.{} SET SCHEMA {}",
+            ident(live),
+            ident(t),
+            ident(&retired)
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {}.{} SET SCHEMA {}",
+            ident(shadow),
+            ident(t),
+            ident(live)
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", ident(&retired)))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn attach(conn: &mut sqlx::SqliteConnection, shadow: &Shadow) -> Result<()> {
+    let path = shadow
+        .path
+        .as_ref()
+        .ok_or_else(|| Error::CorruptRow("a SQLite shadow without a file".into()))?;
+    sqlx::query("ATTACH DATABASE $1 AS shadow")
+        .bind(path.to_string_lossy().into_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn copy_sqlite(conn: &mut sqlx::SqliteConnection, tables: &[String]) -> Result<()> {
+    for t in tables {
+        let t = ident(t);
+        sqlx::query(&format!("DELETE FROM main.{t}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM shadow.{t}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A quoted SQL identifier (names here come from the catalogue or are generated).
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The fresh tables a rebuild fills.
+struct Shadow {
+    /// The schema name (PostgreSQL) or a label (SQLite).
+    name: String,
+    /// The shadow SQLite file.
+    path: Option<PathBuf>,
+    /// A store writing the shadow tables.
+    store: Store,
+    /// The live store (to drop the shadow schema with).
+    live: Store,
+}
+
+impl Shadow {
+    async fn create(live: &Store) -> Result<Shadow> {
+        let n = SHADOW_SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sentinel_rebuild_{}_{n}", std::process::id());
+        match live {
+            Store::Postgres(pool) => {
+                sqlx::query(&format!("CREATE SCHEMA {}", ident(&name)))
+                    .execute(pool)
+                    .await?;
+                let options = (*pool.connect_options())
+                    .clone()
+                    .options([("search_path", name.as_str())]);
+                let shadow_pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_with(options)
+                    .await?;
+                let shadow = Shadow {
+                    name,
+                    path: None,
+                    store: Store::Postgres(shadow_pool.clone()),
+                    live: live.clone(),
+                };
+                for (_, sql) in migrations(Backend::Postgres) {
+                    if let Err(e) = sqlx::raw_sql(sql).execute(&shadow_pool).await {
+                        shadow.remove().await;
+                        return Err(e.into());
+                    }
+                }
+                Ok(shadow)
+            }
+            Store::Sqlite(pool) => {
+                let live_path = pool.connect_options().get_filename().to_owned();
+                if live_path.as_os_str().is_empty()
+                    || live_path.to_string_lossy().contains(":memory:")
+                {
+                    return Err(Error::InvalidUrl {
+                        url: "sqlite::memory:".into(),
+                        reason: "an in-memory database cannot be rebuilt beside itself".into(),
+                    });
+                }
+                let mut file = live_path.clone().into_os_string();
+                file.push(format!(".{name}"));
+                let path = PathBuf::from(file);
+                let _ = tokio::fs::remove_file(&path).await;
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Off)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Off);
+                let shadow_pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await?;
+                for (_, sql) in migrations(Backend::Sqlite) {
+                    sqlx::raw_sql(sql).execute(&shadow_pool).await?;
+                }
+                Ok(Shadow {
+                    name,
+                    path: Some(path),
+                    store: Store::Sqlite(shadow_pool),
+                    live: live.clone(),
+                })
+            }
+        }
+    }
+
+    /// The shadow's tables (those the migrations create), sorted.
+    async fn tables(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match &self.store {
+            Store::Postgres(pool) => {
+                sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
+                    .bind(&self.name)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                     AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// Swaps every table of `tables` in (full rebuild).
+    async fn swap(&self, live: &Store, tables: &[String]) -> Result<()> {
+        match live {
+            Store::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let mut tx = conn.begin().await?;
+                let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                swap_pg(&mut tx, &self.name, &live_schema, tables).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Store::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                attach(&mut conn, self).await?;
+                let result = async {
+                    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                    copy_sqlite(&mut conn, tables).await?;
+                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                    Ok::<_, Error>(())
+                }
+                .await;
+                if result.is_err() {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                }
+                let _ = sqlx::query("DETACH DATABASE shadow")
+                    .execute(&mut *conn)
+                    .await;
+                result
+            }
+        }
+    }
+
+    /// Drops whatever is left of the shadow.
+    async fn remove(&self) {
+        self.store.close().await;
+        match (&self.live, &self.path) {
+            (Store::Postgres(pool), _) => {
+                for schema in [self.name.clone(), format!("{}_retired", self.name)] {
+                    let _ =
+                        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&schema)))
+                            .execute(pool)
+                            .await;
+                }
+            }
+            (Store::Sqlite(_), Some(path)) => {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+            (Store::Sqlite(_), None) => {}
+        }
+    }
+}
