@@ -279,13 +279,16 @@ fn note_version(
     }
 }
 
+/// Checks that a decision's policy version was still in force (see the module docs).
+type InForceCheck<'a> = dyn Fn(&str, usize, &mut dyn FnMut(String)) + 'a;
+
 fn check_action(
     decisions: &HashMap<String, Decided>,
     id: &str,
     task_id: &str,
     draft: Option<bool>,
     violation: &mut dyn FnMut(String),
-    check_in_force: &dyn Fn(&str, usize, &mut dyn FnMut(String)),
+    check_in_force: &InForceCheck<'_>,
 ) {
     match decisions.get(id) {
         Some(Decided::Action {

@@ -56,6 +56,9 @@ struct Pause {
     because: String,
 }
 
+/// A merged Sentinel fix: merge time and the failure signature it fixed.
+type Merge = (DateTime<Utc>, String);
+
 /// What the policy knows, folded from facts.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyState {
@@ -77,7 +80,7 @@ pub struct PolicyState {
     /// Last failed fix per (tenant, repository).
     last_fix_failure: HashMap<(String, String), DateTime<Utc>>,
     /// Merged Sentinel fixes per (tenant, repository): merge time and failure signature.
-    merges: HashMap<(String, String), Vec<(DateTime<Utc>, String)>>,
+    merges: HashMap<(String, String), Vec<Merge>>,
     /// Rollback pauses per (tenant, repository).
     pauses: HashMap<(String, String), Pause>,
     /// Regressions per (tenant, repository, signature).
