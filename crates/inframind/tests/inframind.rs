@@ -82,7 +82,7 @@ async fn facts(log: &dyn EventLog, topic: &str) -> Vec<Event> {
 }
 
 async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
