@@ -49,6 +49,8 @@ pub struct PatchBotStage {
     /// (signature, strategy) → past outcomes, folded from `FixOutcomeRecorded`.
     history: HashMap<(String, String), crate::History>,
     producer: String,
+    /// Outcomes of past fixes: a strategy's record on a signature moves its confidence.
+    rates: sentinel_tracker::learning::SuccessRates,
 }
 
 /// The fix branch of a task: `sentinel/fix-<first 12 hex digits of the task id>` (48 bits:
@@ -96,6 +98,7 @@ impl PatchBotStage {
             proposed: HashMap::new(),
             history: HashMap::new(),
             producer: producer("patchbot"),
+            rates: sentinel_tracker::learning::SuccessRates::default(),
         })
     }
 
@@ -148,13 +151,20 @@ impl PatchBotStage {
                 .map(|((_, strategy), h)| (strategy.clone(), *h))
                 .collect(),
         };
-        let attempt = self
+        let mut attempt = self
             .bot
             .attempt(&req)
             .await
             .map_err(|e| HandlerError::Transient(e.to_string()))?;
         match attempt.status {
             crate::FixStatus::Fixed => {
+                // Prior × validation, blended with this strategy's outcomes on this signature.
+                let confidence = self.rates.blend_confidence(
+                    attempt.confidence,
+                    &task.payload.signature,
+                    attempt.strategy.as_deref().unwrap_or_default(),
+                );
+                attempt.confidence = confidence;
                 let candidate_id = Uuid::new_v5(&event.event_id, b"candidate-0").to_string();
                 out.push(event.caused(
                     FixCandidateProposed {
@@ -175,7 +185,7 @@ impl PatchBotStage {
                         candidate_id,
                         decision_id: task.decision_id.clone(),
                         passed: true,
-                        confidence: attempt.confidence,
+                        confidence,
                         steps: attempt.validation.clone(),
                         protected_paths_touched: attempt.protected_paths_touched.clone(),
                     },
@@ -471,6 +481,7 @@ impl Stage for PatchBotStage {
     }
 
     fn fold(&mut self, event: &Event) {
+        self.rates.apply(event);
         match &event.fact {
             Fact::TaskQueued(t)
                 if t.agent_id
