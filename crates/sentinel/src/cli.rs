@@ -29,7 +29,8 @@ enum Command {
     Serve,
     /// Run one stage per process (scale out behind Kafka consumer groups).
     Run {
-        /// The stage: ingest, classifier, policy, controller, patchbot, projector or api.
+        /// The stage: ingest, logfetch, classifier, policy, controller, patchbot, projector
+        /// or api.
         stage: String,
     },
     /// Build a scratch repository with real failures, run the whole pipeline in-process on

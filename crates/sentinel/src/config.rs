@@ -57,6 +57,9 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    /// `[logfetch]`: see `sentinel_logfetch::LogfetchConfig` (secrets only from the
+    /// environment).
+    logfetch: Option<sentinel_logfetch::LogfetchConfig>,
 }
 
 /// Resolved settings.
@@ -76,6 +79,8 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// Log capture (logfetch stage and webhook delivery sweeper).
+    pub logfetch: sentinel_logfetch::LogfetchConfig,
 }
 
 /// Default data directory.
@@ -109,7 +114,9 @@ impl GlobalOpts {
             (None, Some(s)) => parse_isolation(s).map_err(anyhow::Error::msg)?,
             (None, None) => sentinel_sandbox::Isolation::Bubblewrap,
         };
+        let logfetch = logfetch_settings(file.logfetch.unwrap_or_default())?;
         Ok(Settings {
+            logfetch,
             sandbox_isolation,
             listen,
             log_url: self
@@ -130,6 +137,65 @@ impl GlobalOpts {
             data_dir,
         })
     }
+}
+
+/// Log capture settings: the `[logfetch]` table of the config file, overridden by the
+/// environment. Credentials come only from the environment: `SENTINEL_GITHUB_TOKEN`,
+/// `SENTINEL_GITHUB_APP_ID`, `SENTINEL_GITHUB_APP_PRIVATE_KEY(_FILE)`,
+/// `SENTINEL_GITHUB_API_URL`, `SENTINEL_GITLAB_TOKEN`, `SENTINEL_GITLAB_API_URL`,
+/// `SENTINEL_JENKINS_URL`, `SENTINEL_JENKINS_USER`, `SENTINEL_JENKINS_API_TOKEN`,
+/// `SENTINEL_LOG_EXCERPT_MAX_BYTES`, `SENTINEL_REDACT_LITERALS` (comma-separated) or
+/// `SENTINEL_REDACT_LITERALS_FILE` (one per line).
+fn logfetch_settings(
+    mut c: sentinel_logfetch::LogfetchConfig,
+) -> Result<sentinel_logfetch::LogfetchConfig> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("SENTINEL_GITHUB_API_URL") {
+        c.github_api_url = v;
+    }
+    c.github_token = env("SENTINEL_GITHUB_TOKEN").or(c.github_token);
+    if let Some(v) = env("SENTINEL_GITHUB_APP_ID") {
+        c.github_app_id = Some(
+            v.parse()
+                .context("SENTINEL_GITHUB_APP_ID is not a number")?,
+        );
+    }
+    c.github_app_private_key = env("SENTINEL_GITHUB_APP_PRIVATE_KEY").or(c.github_app_private_key);
+    if let Some(v) = env("SENTINEL_GITHUB_APP_PRIVATE_KEY_FILE") {
+        c.github_app_private_key_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("SENTINEL_GITLAB_API_URL") {
+        c.gitlab_api_url = v;
+    }
+    c.gitlab_token = env("SENTINEL_GITLAB_TOKEN").or(c.gitlab_token);
+    c.jenkins_url = env("SENTINEL_JENKINS_URL").or(c.jenkins_url);
+    c.jenkins_user = env("SENTINEL_JENKINS_USER").or(c.jenkins_user);
+    c.jenkins_api_token = env("SENTINEL_JENKINS_API_TOKEN").or(c.jenkins_api_token);
+    if let Some(v) = env("SENTINEL_LOG_EXCERPT_MAX_BYTES") {
+        c.max_excerpt_bytes = v
+            .parse()
+            .context("SENTINEL_LOG_EXCERPT_MAX_BYTES is not a number")?;
+    }
+    if let Some(v) = env("SENTINEL_REDACT_LITERALS") {
+        c.literal_secrets.extend(
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if let Some(path) = env("SENTINEL_REDACT_LITERALS_FILE") {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read SENTINEL_REDACT_LITERALS_FILE {path}"))?;
+        c.literal_secrets.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    // Fail at start-up, not on the first failure, when the App settings are incomplete.
+    c.github_auth().map_err(anyhow::Error::from)?;
+    Ok(c)
 }
 
 fn load_file(path: &Path) -> Result<FileConfig> {
