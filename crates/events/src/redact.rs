@@ -17,7 +17,7 @@
 //!   `--password …`), `curl -u user:password`, AWS secret access keys in lines that talk about AWS;
 //! * literal secrets given to [`Redactor::new`].
 //!
-//! Values that are already masked (`***`, `[REDACTED]`) or are variable references
+//! Values that are already masked (`***`, `[REDACTED]`, GitLab's `[MASKED]`) or are variable references
 //! (`$TOKEN`, `${{ secrets.X }}`) are left alone, so such lines stay unchanged.
 
 use std::sync::LazyLock;
@@ -73,6 +73,10 @@ fn is_real_value(secret: &str, _: &str, _: &str) -> bool {
         || v.starts_with('$')
         || v.starts_with("***")
         || v.starts_with(REDACTED)
+        || v.starts_with("[MASKED]")
+        || v.starts_with("[FILTERED]")
+        || v.starts_with("[secure]")
+        || v.starts_with("****")
         || v.starts_with('<')
         || v.starts_with('%')
         || matches!(
@@ -87,6 +91,13 @@ fn looks_like_token(secret: &str, line: &str, before: &str) -> bool {
         && secret
             .chars()
             .any(|c| c.is_ascii_digit() || "._~+/-=".contains(c))
+}
+
+/// A command-line flag's value that looks like a credential, not a word of prose
+/// ("Using --password via the CLI is insecure").
+fn flag_value(secret: &str, line: &str, before: &str) -> bool {
+    is_real_value(secret, line, before)
+        && (secret.len() >= 16 || secret.chars().any(|c| !c.is_ascii_lowercase()))
 }
 
 /// A 40-character AWS secret access key: mixed case (so not a git SHA) on a line that
@@ -121,7 +132,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         // A PEM block cut off before its END line: the header and the base64 lines after it.
         rule(
-            r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:(?:\\n|\s)+[A-Za-z0-9+/=:, -]{16,})+",
+            r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:(?:\\n|\s)+(?:[A-Za-z0-9+/=]{16,}|(?:Proc-Type|DEK-Info): [A-Za-z0-9,-]+))+",
             0,
             0,
             always,
@@ -193,7 +204,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         // Credentials in URLs: user:password@ and token@.
         rule(
-            r#"\b[a-zA-Z][a-zA-Z0-9+.-]*://([^/\s:@"'<>]+:[^/\s@"'<>]+)@"#,
+            r#"\b[a-zA-Z][a-zA-Z0-9+.-]*://([^/\s:@"'<>]*:[^/\s@"'<>]+)@"#,
             1,
             0,
             url_userinfo,
@@ -218,13 +229,13 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r#"(?:^|\s)(?:-u|--user)(?:=|[ \t]+)["']?[^\s:"']+:([^\s"']+)"#,
             1,
             1,
-            is_real_value,
+            flag_value,
         ),
         rule(
             r"(?i)(?:^|\s)--?(?:password|passwd|token|secret|api-key|access-key|client-secret)(?:=|[ \t]+)(?:([^\s'-][^\s']*)|'([^'\n]*)')",
             ALT_GROUPS,
             1,
-            is_real_value,
+            flag_value,
         ),
     ]
 });
@@ -402,6 +413,10 @@ mod tests {
                 "MIIE",
             ),
             ("slack xoxb-1234567890-abcdef", "xoxb-"),
+            (
+                "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAxyz0123456789abcdef\n(cut off)",
+                "MIIEow",
+            ),
         ];
         for (input, secret) in cases {
             let out = redact(input);
@@ -453,6 +468,8 @@ mod tests {
             "Bearer authentication failed",
             "the author of basic authentication",
             "tokenizer: ok",
+            "CI_JOB_TOKEN=[MASKED]",
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
         ];
         for line in keep {
             assert_eq!(redact(line), line);

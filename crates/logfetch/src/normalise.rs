@@ -612,4 +612,69 @@ section_end:1711464003:after_script\r\x1b[0K\n\
         assert!(!c.truncated);
         assert_eq!(c.full_size_bytes, log.len() as u64);
     }
+
+    /// The fuzz target's property (`fuzz/fuzz_targets/log_normaliser.rs`) over pseudo-random
+    /// logs built from CI-log fragments, so it runs in every test run too.
+    #[test]
+    fn random_logs_keep_bounds_and_lose_secrets() {
+        let pieces = [
+            "\x1b[36;1m",
+            "\x1b[0m",
+            "\r",
+            "\n",
+            "##[group]Run ",
+            "##[endgroup]",
+            "##[error]",
+            "Process completed with exit code 3.",
+            "section_start:1:x\r",
+            "$ ",
+            "+ ",
+            "shell: bash",
+            "2024-05-02T10:00:00.1Z ",
+            "error: ",
+            "password=",
+            "https://u:",
+            "@h/",
+            "é",
+            "💥",
+            " ",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEAxyz0123456789ab",
+            "\u{feff}",
+        ];
+        let secret = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+        let redactor = Redactor::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let n = (next() % 60) as usize;
+            let mut log = String::new();
+            for i in 0..n {
+                if i == n / 2 {
+                    log.push_str(&format!(" {secret} "));
+                }
+                log.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            if n == 0 {
+                log.push_str(&format!(" {secret} "));
+            }
+            let max = (next() % 400) as usize;
+            let limits = ExcerptLimits {
+                max_bytes: max,
+                context_before: 2,
+                context_after: 1,
+                tail_lines: 3,
+                max_line_bytes: 64,
+            };
+            let c = capture(log.as_bytes(), log.len() as u64, &redactor, &limits);
+            assert!(c.excerpt.len() <= max, "{log:?}");
+            assert!(!c.excerpt.contains(secret), "{log:?} -> {:?}", c.excerpt);
+            assert!(!normalise(&log).text.contains('\x1b'), "{log:?}");
+        }
+    }
 }

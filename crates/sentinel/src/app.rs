@@ -17,6 +17,7 @@ use crate::config::Settings;
 /// The stages `sentinel run` accepts.
 pub const STAGES: &[&str] = &[
     "ingest",
+    "logfetch",
     "classifier",
     "policy",
     "controller",
@@ -193,6 +194,25 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
+    if want("logfetch") {
+        let stage = sentinel_logfetch::LogfetchStage::from_config(&settings.logfetch)
+            .context("cannot start the logfetch stage")?;
+        // The missed-delivery sweeper runs when GitHub App credentials are configured.
+        if let Some(sweeper) = stage.github().and_then(|gh| {
+            sentinel_logfetch::Sweeper::new(
+                gh,
+                std::time::Duration::from_secs(settings.logfetch.sweep_lookback_secs),
+            )
+        }) {
+            let interval = std::time::Duration::from_secs(settings.logfetch.sweep_interval_secs);
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                sweeper.run(interval, token).await;
+                ("sweeper".to_owned(), Ok(()))
+            });
+        }
+        spawn_stage(&mut tasks, stage, &log, &shutdown);
+    }
     if want("classifier") {
         let catalogue = sentinel_classify::Catalogue::builtin()?;
         let mut stage = sentinel_classify::ClassifierStage::new(catalogue);

@@ -28,8 +28,8 @@ enum Command {
     Serve,
     /// Run one stage per process (scale out behind Kafka consumer groups).
     Run {
-        /// The stage: ingest, classifier, policy, controller, patchbot, projector, api,
-        /// tracker or correlator.
+        /// The stage: ingest, logfetch, classifier, policy, controller, patchbot, reviews,
+        /// projector, api, tracker, correlator or log-summariser.
         stage: String,
     },
     /// Build a scratch repository with real failures, run the whole pipeline in-process on

@@ -131,6 +131,9 @@ struct FileConfig {
     /// API tokens: `[[api_tokens]]` with `name`, `token` and `scopes` (read/write/admin).
     #[serde(default)]
     api_tokens: Vec<sentinel_api::ApiToken>,
+    /// `[logfetch]`: see `sentinel_logfetch::LogfetchConfig` (secrets only from the
+    /// environment).
+    logfetch: Option<sentinel_logfetch::LogfetchConfig>,
 }
 
 /// Resolved settings.
@@ -161,6 +164,8 @@ pub struct Settings {
     /// API tokens (from the config file only: secrets stay out of flags and `ps`). None:
     /// the API is unauthenticated and served on loopback only.
     pub api_tokens: Vec<sentinel_api::ApiToken>,
+    /// Log capture (logfetch stage and webhook delivery sweeper).
+    pub logfetch: sentinel_logfetch::LogfetchConfig,
 }
 
 /// PatchBot's settings: the package index that guards dependency fixes and the forge that
@@ -257,12 +262,14 @@ impl GlobalOpts {
                 patchbot.forge
             );
         }
+        let logfetch = logfetch_settings(file.logfetch.unwrap_or_default())?;
         Ok(Settings {
             ingest,
             llm: file.llm,
             review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
             patchbot,
             api_tokens: file.api_tokens,
+            logfetch,
             sandbox_isolation,
             listen,
             log_url: self
@@ -283,6 +290,65 @@ impl GlobalOpts {
             data_dir,
         })
     }
+}
+
+/// Log capture settings: the `[logfetch]` table of the config file, overridden by the
+/// environment. Credentials come only from the environment: `SENTINEL_GITHUB_TOKEN`,
+/// `SENTINEL_GITHUB_APP_ID`, `SENTINEL_GITHUB_APP_PRIVATE_KEY(_FILE)`,
+/// `SENTINEL_GITHUB_API_URL`, `SENTINEL_GITLAB_TOKEN`, `SENTINEL_GITLAB_API_URL`,
+/// `SENTINEL_JENKINS_URL`, `SENTINEL_JENKINS_USER`, `SENTINEL_JENKINS_API_TOKEN`,
+/// `SENTINEL_LOG_EXCERPT_MAX_BYTES`, `SENTINEL_REDACT_LITERALS` (comma-separated) or
+/// `SENTINEL_REDACT_LITERALS_FILE` (one per line).
+fn logfetch_settings(
+    mut c: sentinel_logfetch::LogfetchConfig,
+) -> Result<sentinel_logfetch::LogfetchConfig> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("SENTINEL_GITHUB_API_URL") {
+        c.github_api_url = v;
+    }
+    c.github_token = env("SENTINEL_GITHUB_TOKEN").or(c.github_token);
+    if let Some(v) = env("SENTINEL_GITHUB_APP_ID") {
+        c.github_app_id = Some(
+            v.parse()
+                .context("SENTINEL_GITHUB_APP_ID is not a number")?,
+        );
+    }
+    c.github_app_private_key = env("SENTINEL_GITHUB_APP_PRIVATE_KEY").or(c.github_app_private_key);
+    if let Some(v) = env("SENTINEL_GITHUB_APP_PRIVATE_KEY_FILE") {
+        c.github_app_private_key_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = env("SENTINEL_GITLAB_API_URL") {
+        c.gitlab_api_url = v;
+    }
+    c.gitlab_token = env("SENTINEL_GITLAB_TOKEN").or(c.gitlab_token);
+    c.jenkins_url = env("SENTINEL_JENKINS_URL").or(c.jenkins_url);
+    c.jenkins_user = env("SENTINEL_JENKINS_USER").or(c.jenkins_user);
+    c.jenkins_api_token = env("SENTINEL_JENKINS_API_TOKEN").or(c.jenkins_api_token);
+    if let Some(v) = env("SENTINEL_LOG_EXCERPT_MAX_BYTES") {
+        c.max_excerpt_bytes = v
+            .parse()
+            .context("SENTINEL_LOG_EXCERPT_MAX_BYTES is not a number")?;
+    }
+    if let Some(v) = env("SENTINEL_REDACT_LITERALS") {
+        c.literal_secrets.extend(
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if let Some(path) = env("SENTINEL_REDACT_LITERALS_FILE") {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read SENTINEL_REDACT_LITERALS_FILE {path}"))?;
+        c.literal_secrets.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    // Fail at start-up, not on the first failure, when the App settings are incomplete.
+    c.github_auth().map_err(anyhow::Error::from)?;
+    Ok(c)
 }
 
 fn load_file(path: &Path) -> Result<FileConfig> {
