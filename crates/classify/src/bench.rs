@@ -6,7 +6,8 @@
 //! `typical` (each corpus log followed by about twenty times as much passing build output,
 //! closer to real CI logs). Each is written to a temporary file of the requested size; the
 //! classifier reads it in 1 MiB chunks and classifies it as one log (bounded memory), and
-//! `rg --count -f patterns` searches it. Best of `rounds` for each; the ratio is
+//! `rg --count -f patterns` searches it (word boundaries made ASCII, `(?-u:\b)`, as in the
+//! classifier: a Unicode `\b` sends both engines to a slow fallback on non-ASCII bytes). Best of `rounds` for each; the ratio is
 //! classifier MB/s ÷ ripgrep MB/s.
 
 use std::io::Write;
@@ -99,8 +100,12 @@ pub fn run(
     let dir = std::env::temp_dir().join(format!("sentinel-bench-classify-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| io("temp dir", e))?;
     let patterns = dir.join("patterns.txt");
-    std::fs::write(&patterns, catalogue.plain_patterns().join("\n") + "\n")
-        .map_err(|e| io("patterns", e))?;
+    let rg_patterns: Vec<String> = catalogue
+        .plain_patterns()
+        .iter()
+        .map(|p| p.replace("\\b", "(?-u:\\b)"))
+        .collect();
+    std::fs::write(&patterns, rg_patterns.join("\n") + "\n").map_err(|e| io("patterns", e))?;
     let mut out = Vec::new();
     for workload in ["dense", "typical"] {
         let file = dir.join(format!("{workload}.log"));

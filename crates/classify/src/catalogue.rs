@@ -140,6 +140,7 @@ impl Catalogue {
         }
         let set = RegexSetBuilder::new(patterns.iter().map(|p| p.spec.regex.as_str()))
             .multi_line(true)
+            .unicode(false)
             .size_limit(SIZE_LIMIT)
             .dfa_size_limit(SIZE_LIMIT)
             .build()
@@ -151,6 +152,7 @@ impl Catalogue {
             patterns.iter().map(|p| p.spec.regex.as_str()),
         ))
         .multi_line(true)
+        .unicode(false)
         .size_limit(SIZE_LIMIT)
         .dfa_size_limit(SIZE_LIMIT)
         .build()
@@ -230,8 +232,15 @@ impl Catalogue {
     }
 }
 
+/// Unicode mode is off: `\b`, `\w` and `\s` are ASCII, so the DFA engines never give up on
+/// the non-ASCII bytes CI logs are full of (a Unicode `\b` makes them fall back to the much
+/// slower PikeVM on any non-ASCII byte). Non-ASCII literals in patterns still match their
+/// UTF-8 bytes.
 fn line_regex(re: &str) -> std::result::Result<Regex, regex::Error> {
-    RegexBuilder::new(re).multi_line(true).build()
+    RegexBuilder::new(re)
+        .multi_line(true)
+        .unicode(false)
+        .build()
 }
 
 /// `(?P<name>` and `(?<name>` become non-capturing groups.

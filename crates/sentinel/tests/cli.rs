@@ -18,6 +18,7 @@ fn every_subcommand_has_help() {
         vec!["demo", "--help"],
         vec!["topics", "apply", "--help"],
         vec!["classify", "--help"],
+        vec!["bench", "classify", "--help"],
         vec!["fix", "--help"],
         vec!["replay", "--help"],
         vec!["projections", "rebuild", "--help"],
@@ -71,6 +72,46 @@ fn classify_prints_the_stable_json_contract() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn classify_eval_scores_a_labelled_corpus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (rel, text) in [
+        ("formatting/black.log", "would reformat src/app.py\n"),
+        (
+            "import_error/py.log",
+            "ModuleNotFoundError: No module named 'yaml'\n",
+        ),
+        ("linting/odd.log", "nothing recognisable here\n"),
+    ] {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    let out = sentinel()
+        .args(["classify", "--format", "json", "--eval"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["cases"], 3);
+    assert!((v["accuracy"].as_f64().expect("accuracy") - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(v["misses"][0]["file"], "linting/odd.log");
+    assert_eq!(v["per_class"]["linting"]["recall"], 0.0);
+    let out = sentinel()
+        .args(["classify", "--eval"])
+        .arg(dir.path())
+        .args(["--min-accuracy", "0.9"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("confusion"));
 }
 
 #[test]
