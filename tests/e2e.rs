@@ -46,6 +46,7 @@ async fn pipeline(
     .expect("settings");
     // Network tests talk only to 127.0.0.1: no package index for the invented module.
     settings.patchbot.python_index = None;
+    settings.ingest.github_secret = sentinel_ingest::Secret::new(GITHUB_SECRET);
     let path_prefix = sentinel::demo::provision_tools(&settings)
         .await
         .expect("provision tools");
@@ -115,6 +116,29 @@ async fn pipeline(
     let agents = get("/api/v1/agents".into()).await;
     let task_id = js.iter().find_map(|j| j.task_id.clone()).expect("a task");
     let task = get(format!("/api/v1/tasks/{task_id}")).await;
+    // A reviewer merges the formatting fix on the forge, which says so by webhook: the PR
+    // tracker turns it into PullRequestMerged and a successful FixOutcomeRecorded.
+    let merged_pr = js
+        .iter()
+        .find(|j| j.branch == "feature/format")
+        .and_then(|j| j.pr_url.clone().zip(j.fix_branch.clone()))
+        .expect("the formatting fix has a pull request");
+    merge_by_webhook(&client, addr, &merged_pr.0, &merged_pr.1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = read_events(log.as_ref()).await.expect("read");
+        if events
+            .iter()
+            .any(|e| e.event_type() == "fix_outcome_recorded")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no FixOutcomeRecorded 30 s after the merge webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if check_dashboards {
         dashboards::check_dashboards(addr).await;
     }
@@ -127,6 +151,55 @@ async fn pipeline(
         task,
         tool_cache: settings.tool_cache.clone(),
     }
+}
+
+/// The GitHub webhook secret the end-to-end Sentinel is configured with.
+const GITHUB_SECRET: &str = "e2e-github-webhook-secret";
+
+/// Posts a signed GitHub `pull_request` webhook (action `closed`, `merged: true`) for the
+/// pull request at `url`, in the shape GitHub documents for that event.
+async fn merge_by_webhook(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    url: &str,
+    branch: &str,
+) {
+    use hmac::{Hmac, Mac};
+    let body = serde_json::json!({
+        "action": "closed",
+        "number": 1,
+        "pull_request": {
+            "number": 1,
+            "html_url": url,
+            "state": "closed",
+            "merged": true,
+            "merge_commit_sha": "6dcb09b5b57875f334f61aebed695e2e4193db5e",
+            "merged_by": {"login": "octocat"},
+            "head": {"ref": branch, "sha": "9fceb02d0ae598e95dc970b74767f19372d61af8"},
+            "base": {"ref": "main"}
+        },
+        "repository": {"full_name": "octo-org/demo", "clone_url": "https://github.com/octo-org/demo.git"},
+        "sender": {"login": "octocat"}
+    })
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).expect("hmac key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let resp = client
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert!(
+        resp.status().is_success(),
+        "merge webhook: {}",
+        resp.status()
+    );
 }
 
 fn urlencode(s: &str) -> String {

@@ -830,6 +830,19 @@ impl PatchBot {
         spec.limits = self.config.limits;
         spec.extra_ro_paths = ro;
         let out = self.config.sandbox.run(&spec).await?;
+        let outcome = if out.timed_out {
+            "timed_out"
+        } else if out.exit_code == 0 {
+            "passed"
+        } else {
+            "failed"
+        };
+        metrics::counter!(
+            sentinel_runtime::metrics::names::SANDBOX_RUNS,
+            "backend" => self.config.sandbox.describe(),
+            "outcome" => outcome
+        )
+        .increment(1);
         tracing::debug!(
             command,
             exit_code = out.exit_code,

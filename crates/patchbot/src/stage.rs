@@ -44,6 +44,8 @@ pub struct PatchBotStage {
     bot: PatchBot,
     forge: Arc<dyn Forge>,
     tasks: HashMap<String, Task>,
+    /// Task → event time of its failure chain (for the time-to-PR histogram).
+    queued_at: HashMap<String, chrono::DateTime<chrono::Utc>>,
     /// Task → (failure signature, strategy) of each proposed fix whose outcome is pending.
     proposed: HashMap<String, (String, String)>,
     /// (signature, strategy) → past outcomes, folded from `FixOutcomeRecorded`.
@@ -95,6 +97,7 @@ impl PatchBotStage {
             bot,
             forge,
             tasks: HashMap::new(),
+            queued_at: HashMap::new(),
             proposed: HashMap::new(),
             history: HashMap::new(),
             producer: producer("patchbot"),
@@ -487,6 +490,9 @@ impl Stage for PatchBotStage {
                 if t.agent_id
                     == sentinel_controller::agent_id(sentinel_controller::PATCHBOT).to_string() =>
             {
+                self.queued_at
+                    .entry(t.task_id.clone())
+                    .or_insert(event.occurred_at);
                 if let Ok(payload) = serde_json::from_str::<FixTaskPayload>(&t.payload) {
                     self.tasks.entry(t.task_id.clone()).or_insert(Task {
                         agent_id: t.agent_id.clone(),
@@ -518,6 +524,7 @@ impl Stage for PatchBotStage {
             }
             Fact::TaskCompleted(t) => {
                 self.tasks.remove(&t.task_id);
+                self.queued_at.remove(&t.task_id);
             }
             Fact::TaskFailed(t) if !t.retryable => {
                 self.tasks.remove(&t.task_id);
@@ -530,6 +537,53 @@ impl Stage for PatchBotStage {
     }
 
     async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
+        let queued_at = match &event.fact {
+            Fact::ActionDecided(a) => self.queued_at.get(&a.task_id).copied(),
+            _ => None,
+        };
+        let out = self.handle_fact(event).await?;
+        record_metrics(&out, queued_at);
+        Ok(out)
+    }
+}
+
+/// Agent-task, pull-request and time-to-PR metrics of what the stage appended.
+/// `queued_at` is the event time of the task's failure chain (TaskQueued inherits it).
+fn record_metrics(out: &Output, queued_at: Option<chrono::DateTime<chrono::Utc>>) {
+    use sentinel_runtime::metrics::names;
+    for e in out.events() {
+        match &e.fact {
+            Fact::TaskCompleted(t) => {
+                let status = match t.outcome {
+                    sentinel_events::types::TaskOutcome::Completed => "completed",
+                    sentinel_events::types::TaskOutcome::Failed => "failed",
+                    sentinel_events::types::TaskOutcome::Partial => "partial",
+                };
+                metrics::counter!(names::AGENT_TASKS, "agent" => "patchbot", "status" => status)
+                    .increment(1);
+                #[allow(clippy::cast_precision_loss)] // milliseconds of a task: far below 2^53
+                metrics::histogram!(names::AGENT_TASK_DURATION, "agent" => "patchbot")
+                    .record(t.duration_ms.max(0) as f64 / 1000.0);
+            }
+            Fact::TaskFailed(t) if !t.retryable => {
+                metrics::counter!(names::AGENT_TASKS, "agent" => "patchbot", "status" => "failed")
+                    .increment(1);
+            }
+            Fact::PullRequestOpened(_) => {
+                metrics::counter!(names::PULL_REQUESTS, "event" => "opened").increment(1);
+                if let Some(at) = queued_at {
+                    let secs = (sentinel_events::envelope::now() - at).num_milliseconds();
+                    #[allow(clippy::cast_precision_loss)] // a duration in ms: far below 2^53
+                    metrics::histogram!(names::TIME_TO_PR).record(secs.max(0) as f64 / 1000.0);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl PatchBotStage {
+    async fn handle_fact(&mut self, event: &Event) -> Result<Output, HandlerError> {
         match &event.fact {
             Fact::TaskQueued(t) if self.tasks.contains_key(&t.task_id) => {
                 let task_id = t.task_id.clone();

@@ -49,6 +49,28 @@ pub struct PolicyStage {
 impl PolicyStage {
     /// A policy stage deciding under `policy`.
     pub fn new(policy: AutoRemediationPolicy) -> Self {
+        // Every decision series exists from the start, at zero (a closed label set).
+        for d in [
+            "dispatch",
+            "rate_limited",
+            "cooldown",
+            "blast_radius",
+            "not_fixable",
+            "loop_guard",
+            "not_eligible",
+        ] {
+            sentinel_runtime::metrics::zero(
+                names::POLICY_DECISIONS,
+                &[("point", "dispatch"), ("decision", d)],
+            );
+        }
+        for d in ["auto_merge", "open_pr", "require_review", "reject"] {
+            sentinel_runtime::metrics::zero(
+                names::POLICY_DECISIONS,
+                &[("point", "action"), ("decision", d)],
+            );
+        }
+        metrics::gauge!(names::REVIEWS_PENDING).set(0.0);
         Self {
             version: policy.version(),
             policy,
@@ -147,6 +169,9 @@ impl Stage for PolicyStage {
             }
             _ => {}
         }
+        #[allow(clippy::cast_precision_loss)] // a count of reviews
+        metrics::gauge!(sentinel_runtime::metrics::names::REVIEWS_PENDING)
+            .set(self.reviews.len() as f64);
     }
 
     async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {

@@ -25,6 +25,9 @@ pub struct TrackerStage {
 impl TrackerStage {
     /// A tracker with `config`.
     pub fn new(config: TrackerConfig) -> Self {
+        for event in ["opened", "merged", "closed"] {
+            sentinel_runtime::metrics::zero(names::PULL_REQUESTS, &[("event", event)]);
+        }
         Self {
             state: TrackerState::default(),
             config,
@@ -72,6 +75,15 @@ impl Stage for TrackerStage {
                 if let Some(s) = o.time_to_merge_seconds {
                     metrics::histogram!(names::TIME_TO_MERGE).record(s);
                 }
+            }
+            match &d.fact {
+                Fact::PullRequestMerged(_) => {
+                    metrics::counter!(names::PULL_REQUESTS, "event" => "merged").increment(1);
+                }
+                Fact::PullRequestClosed(_) => {
+                    metrics::counter!(names::PULL_REQUESTS, "event" => "closed").increment(1);
+                }
+                _ => {}
             }
             if matches!(d.fact, Fact::RollbackRequested(_)) {
                 metrics::counter!(names::ROLLBACKS_REQUESTED).increment(1);
