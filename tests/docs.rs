@@ -151,8 +151,9 @@ fn sentinel_bin() -> PathBuf {
 
 /// Shell examples in README.md and docs/ run against the real `sentinel` on the embedded
 /// default. Conventions (in the fence's info string):
-/// - `sh` / `bash`: run with `bash -euo pipefail` in a scratch directory, `sentinel` on
-///   PATH and a scratch `SENTINEL_DATA_DIR`; the block must exit 0.
+/// - `sh` / `bash`: run with `bash -euo pipefail` in a scratch directory (with the
+///   checkout's `replay/` linked in), `sentinel` on PATH and a scratch `SENTINEL_DATA_DIR`;
+///   the block must exit 0.
 /// - `sh serve`: the same, with a `sentinel serve` started first; `127.0.0.1:8080` in the
 ///   block is rewritten to its real address.
 /// - `sh no-run`: shown, not run (installs, cloud deployments, the test suite itself).
@@ -227,6 +228,10 @@ fn run_shell(block: &Block, serve: bool, bin: &Path, path: &str) -> Result<(), S
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data = dir.path().join("data");
+    // Examples may use the checkout's recorded histories and policies by relative path.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::os::unix::fs::symlink(root.join("replay"), dir.path().join("replay"))
+        .map_err(|e| e.to_string())?;
     let mut body = block.body.clone();
     let mut server = None;
     if serve {

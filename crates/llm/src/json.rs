@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn excerpts_are_redacted() {
-        let err = parse_object("token ghp_abcdefghijklmnopqrstuvwxyz0123 oops").expect_err("prose");
+        let err =
+            parse_object("token ghp_abcdefghijklmnopqrstuvwxyz0123456789 oops").expect_err("prose");
         assert!(!err.to_string().contains("ghp_abc"), "{err}");
     }
 }
