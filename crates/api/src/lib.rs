@@ -243,14 +243,25 @@ pub fn router(state: ApiState) -> Router {
             consistency::read_your_writes,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
-    Router::new()
+    let mut open = Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .merge(api)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state)
+        .with_state(state.clone());
+    // Human review (`/api/v1/reviews…`) folds the log, so it is served when the state has
+    // one — behind the same token check as every other API route (approving a fix is a
+    // write).
+    if let Some(log) = state.log() {
+        open = open.merge(
+            reviews::router(log.clone())
+                .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
+                .layer(DefaultBodyLimit::max(state.max_body_bytes)),
+        );
+    }
+    open
 }
 
 /// Methods the OpenAPI test probes on every path.

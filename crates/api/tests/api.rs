@@ -1043,3 +1043,58 @@ async fn every_route_is_in_the_openapi_document_and_no_other_method_is_served() 
         }
     }
 }
+
+/// Review answers are writes: with tokens configured, the review routes (served when the
+/// API has the log) refuse a missing token (401) and a read-only token (403).
+#[tokio::test]
+async fn review_routes_are_behind_token_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log: std::sync::Arc<dyn sentinel_log::EventLog> = std::sync::Arc::new(
+        sentinel_log::sqlite::SqliteLog::open(&dir.path().join("log.db"))
+            .await
+            .expect("log"),
+    );
+    log.ensure_topic("sentinel.events", 1).await.expect("topic");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    let app = router(ApiState::new(store).with_log(log).with_config(tokens()));
+    let body = r#"{"reviewer": "alice", "comment": "ok"}"#;
+    let anonymous = send(
+        &app,
+        "POST",
+        "/api/v1/reviews/r-1/approve",
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let reader = send(
+        &app,
+        "POST",
+        "/api/v1/reviews/r-1/approve",
+        Some(READER),
+        Some(body),
+    )
+    .await;
+    assert_eq!(reader.status, StatusCode::FORBIDDEN);
+    let listed = send(
+        &app,
+        "GET",
+        "/api/v1/reviews?status=pending",
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let unknown = send(
+        &app,
+        "POST",
+        "/api/v1/reviews/r-1/approve",
+        Some(WRITER),
+        Some(body),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{:?}", unknown.body);
+}

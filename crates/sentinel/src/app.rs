@@ -362,7 +362,6 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
                 .with_config(config)
                 .with_metrics(|| crate::ops::prometheus().render());
             router = router.merge(sentinel_api::router(state));
-            router = router.merge(sentinel_api::reviews::router(log.clone()));
         }
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
