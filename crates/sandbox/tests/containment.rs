@@ -485,7 +485,7 @@ async fn host_secrets_never_reach_the_command() {
             .env("SENTINEL_CONTAINMENT_CHILD", "1")
             .env("GITHUB_TOKEN", SECRET)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("SENTINEL_GITHUB_APP_KEY", SECRET)
+            .env("SENTINEL_GITHUB_APP_PRIVATE_KEY", SECRET)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
@@ -517,7 +517,7 @@ async fn host_secrets_never_reach_the_command() {
         for name in [
             "GITHUB_TOKEN",
             "AWS_SECRET_ACCESS_KEY",
-            "SENTINEL_GITHUB_APP_KEY",
+            "SENTINEL_GITHUB_APP_PRIVATE_KEY",
         ] {
             assert!(
                 !out.output.contains(name),

@@ -409,7 +409,7 @@ pub async fn shutdown_signal() {
 
 /// PatchBot's package index and forge from the settings; forge tokens come from the
 /// environment only (`SENTINEL_GITHUB_TOKEN`, or `SENTINEL_GITHUB_APP_ID` +
-/// `SENTINEL_GITHUB_APP_KEY` (PEM) + `SENTINEL_GITHUB_INSTALLATION_ID`;
+/// `SENTINEL_GITHUB_APP_PRIVATE_KEY` (PEM, or `_FILE`) + `SENTINEL_GITHUB_INSTALLATION_ID`;
 /// `SENTINEL_GITLAB_TOKEN`).
 fn configure_patchbot(
     stage: sentinel_patchbot::stage::PatchBotStage,
@@ -427,7 +427,11 @@ fn configure_patchbot(
             let auth = match (
                 env("SENTINEL_GITHUB_TOKEN"),
                 env("SENTINEL_GITHUB_APP_ID"),
-                env("SENTINEL_GITHUB_APP_KEY"),
+                // One name for the App's key across stages (logfetch reads the same).
+                env("SENTINEL_GITHUB_APP_PRIVATE_KEY").or_else(|| {
+                    env("SENTINEL_GITHUB_APP_PRIVATE_KEY_FILE")
+                        .and_then(|path| std::fs::read_to_string(path).ok())
+                }),
                 env("SENTINEL_GITHUB_INSTALLATION_ID"),
             ) {
                 (Some(token), ..) => sentinel_forge::GitHubAuth::Token(token),
@@ -438,7 +442,7 @@ fn configure_patchbot(
                 },
                 _ => anyhow::bail!(
                     "forge = github needs SENTINEL_GITHUB_TOKEN, or SENTINEL_GITHUB_APP_ID, \
-                     SENTINEL_GITHUB_APP_KEY and SENTINEL_GITHUB_INSTALLATION_ID"
+                     SENTINEL_GITHUB_APP_PRIVATE_KEY(_FILE) and SENTINEL_GITHUB_INSTALLATION_ID"
                 ),
             };
             std::sync::Arc::new(sentinel_forge::GitHubForge::new(
