@@ -530,6 +530,9 @@ async fn kill_minus_nine_mid_batch_loses_and_doubles_nothing(backend: Backend) {
                 &log_url,
                 "--database-url",
                 db.url(),
+                // Every process serves /metrics: a free port, so parallel tests do not clash.
+                "--listen",
+                "127.0.0.1:0",
                 "run",
                 "projector",
             ])
