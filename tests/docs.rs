@@ -235,10 +235,7 @@ fn run_shell(block: &Block, serve: bool, bin: &Path, path: &str) -> Result<(), S
     let mut body = block.body.clone();
     let mut server = None;
     if serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
+        let port = crate::dashboards::free_port();
         let addr = format!("127.0.0.1:{port}");
         body = body.replace("127.0.0.1:8080", &addr);
         let child = Command::new(bin)

@@ -26,6 +26,8 @@ pub mod git;
 mod github;
 mod gitlab;
 mod local;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::Path;
 

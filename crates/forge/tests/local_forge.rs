@@ -9,34 +9,7 @@ use sentinel_forge::git::{clone_at, clone_at_with_git_dir};
 use sentinel_forge::{Error, Forge, LocalGitForge, PullRequestRequest, PullRequestState, RepoRef};
 use tempfile::TempDir;
 
-/// git with no global or system config and a fixed identity.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.invalid",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use sentinel_forge::testing::git;
 
 /// A non-bare repository with `main` checked out and two commits; returns it and the
 /// first commit.

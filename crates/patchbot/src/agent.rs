@@ -163,27 +163,7 @@ mod tests {
     use crate::PatchBotConfig;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=Dev",
-                "-c",
-                "user.email=dev@example.invalid",
-            ])
-            .args([
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        sentinel_forge::testing::git_as(dir, args, "Dev", "dev@example.invalid")
     }
 
     async fn agent() -> PatchBotAgent {

@@ -32,33 +32,9 @@ async fn bot() -> PatchBot {
     PatchBot::new(config)
 }
 
-/// git with no global or system config and a fixed identity.
+/// git as the test repositories' author.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.invalid",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    sentinel_forge::testing::git_as(dir, args, "Dev", "dev@example.invalid")
 }
 
 /// A repository with `files` committed on `main`; returns it and the commit.

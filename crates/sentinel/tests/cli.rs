@@ -208,29 +208,9 @@ fn the_fact_catalogue_is_current() {
     );
 }
 
-/// git in `dir` with a fixed identity and no user config.
+/// git in `dir` as the test repositories' author, with no user config.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Dev",
-            "-c",
-            "user.email=dev@example.invalid",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    sentinel_forge::testing::git_as(dir, args, "Dev", "dev@example.invalid")
 }
 
 fn tool_cache() -> std::path::PathBuf {
