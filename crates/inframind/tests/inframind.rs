@@ -214,7 +214,7 @@ async fn inframind_down_for_a_while_across_a_restart_loses_nothing_sqlite() {
 /// The same on Kafka (tansu started by the harness, or `SENTINEL_TEST_KAFKA`): the
 /// outcomes spread over three partitions, the restarted consumer rejoins the group.
 #[tokio::test]
-#[ignore = "times out on tansu: not all outcomes are delivered within 30 s after the restart; under investigation"]
+#[ignore = "fails on tansu: after the correlator restarts, not all 20 outcomes arrive within 90 s (re-run 2026-11-24, 94 s); cause not found, see issue 8 note"]
 async fn inframind_down_for_a_while_across_a_restart_loses_nothing_kafka() {
     let broker = sentinel_log::testing::TestBroker::start_async()
         .await
