@@ -268,18 +268,9 @@ enum ExportFormat {
     Jsonl,
 }
 
+/// Human-readable logs on standard error for one-shot commands (no trace export).
 fn init_tracing(json: bool, default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SENTINEL_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        let _ = builder.json().try_init();
-    } else {
-        let _ = builder.try_init();
-    }
+    let _ = crate::telemetry::init(json, default, &crate::telemetry::TelemetryConfig::default());
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -300,16 +291,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     use std::io::IsTerminal;
     match cli.command {
         Command::Serve => {
-            init_tracing(!std::io::stderr().is_terminal(), SERVE_LOG_FILTER);
             let settings = cli.global.resolve()?;
+            let _telemetry = crate::telemetry::init(
+                !std::io::stderr().is_terminal(),
+                SERVE_LOG_FILTER,
+                &settings.telemetry,
+            )?;
             let running = crate::app::start(&settings, &["all"]).await?;
             info!(data_dir = %settings.data_dir.display(), log = %settings.log_url, "Sentinel serving.");
             running.until_signal_or_failure().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { stage } => {
-            init_tracing(!std::io::stderr().is_terminal(), SERVE_LOG_FILTER);
             let settings = cli.global.resolve()?;
+            let _telemetry = crate::telemetry::init(
+                !std::io::stderr().is_terminal(),
+                SERVE_LOG_FILTER,
+                &settings.telemetry,
+            )?;
             let running = crate::app::start(&settings, &[stage.as_str()]).await?;
             running.until_signal_or_failure().await?;
             Ok(ExitCode::SUCCESS)

@@ -134,6 +134,9 @@ struct FileConfig {
     /// `[logfetch]`: see `sentinel_logfetch::LogfetchConfig` (secrets only from the
     /// environment).
     logfetch: Option<sentinel_logfetch::LogfetchConfig>,
+    /// `[telemetry]`: OTLP trace export (see `crate::telemetry::TelemetryConfig`).
+    #[serde(default)]
+    telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Resolved settings.
@@ -166,6 +169,8 @@ pub struct Settings {
     pub api_tokens: Vec<sentinel_api::ApiToken>,
     /// Log capture (logfetch stage and webhook delivery sweeper).
     pub logfetch: sentinel_logfetch::LogfetchConfig,
+    /// Trace export (`[telemetry]`, `SENTINEL_OTLP_ENDPOINT`).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// PatchBot's settings: the package index that guards dependency fixes and the forge that
@@ -270,6 +275,7 @@ impl GlobalOpts {
             patchbot,
             api_tokens: file.api_tokens,
             logfetch,
+            telemetry: file.telemetry.with_env(),
             sandbox_isolation,
             listen,
             log_url: self

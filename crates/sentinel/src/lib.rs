@@ -15,4 +15,5 @@ pub mod ops;
 pub mod projections;
 pub mod replay;
 pub mod summary;
+pub mod telemetry;
 pub mod tracking;

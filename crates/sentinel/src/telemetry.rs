@@ -1,0 +1,177 @@
+//! Logs and traces of a Sentinel process.
+//!
+//! Logs go to standard error: JSON lines when standard error is not a terminal (`serve` and
+//! `run` under a supervisor), human-readable otherwise; `SENTINEL_LOG_LEVEL` takes an
+//! `EnvFilter` directive. Every record a stage handles runs in a `handle` span carrying
+//! `stage`, `event_type`, `event_id` and `correlation_id`; agent attempts run in an
+//! `agent_task` span with the same `correlation_id`.
+//!
+//! With an OTLP endpoint configured (`[telemetry] otlp_endpoint` in the config file or
+//! `SENTINEL_OTLP_ENDPOINT`), those spans are also exported as OTLP/HTTP protobuf to
+//! `<endpoint>/v1/traces` in batches (any OpenTelemetry Collector, Jaeger, Tempo, …). The
+//! exporter is always compiled in and off unless configured: it adds no second HTTP or gRPC
+//! stack (it uses the reqwest the forge clients already link), so there is nothing a cargo
+//! feature would save, and CI exercises the exporter like every other path.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Environment variable naming the OTLP/HTTP endpoint (overrides the config file).
+pub const OTLP_ENDPOINT_ENV: &str = "SENTINEL_OTLP_ENDPOINT";
+
+/// The `[telemetry]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP receiver, e.g. `http://otel-collector:4318`; spans are POSTed
+    /// to `<otlp_endpoint>/v1/traces` as protobuf. Default: none (no export).
+    /// `SENTINEL_OTLP_ENDPOINT` overrides it; an empty variable turns export off.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Default: `OTEL_SERVICE_NAME` when set, else
+    /// `sentinel`.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Timeout of one export request in milliseconds. Default: 10000.
+    #[serde(default)]
+    pub otlp_timeout_ms: Option<u64>,
+}
+
+impl TelemetryConfig {
+    /// Applies the environment (`SENTINEL_OTLP_ENDPOINT`) over the file's values.
+    #[must_use]
+    pub fn with_env(mut self) -> Self {
+        if let Ok(v) = std::env::var(OTLP_ENDPOINT_ENV) {
+            self.otlp_endpoint = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        self
+    }
+
+    /// The URL spans are POSTed to, when export is on.
+    #[must_use]
+    pub fn traces_url(&self) -> Option<String> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| format!("{}/v1/traces", e.trim_end_matches('/')))
+    }
+}
+
+/// Keeps the trace exporter alive; dropping it flushes the spans not yet exported.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("warning: flushing traces at exit failed: {e}");
+        }
+    }
+}
+
+/// Installs the process-wide subscriber: the log format (`json` or human-readable), the
+/// level filter (`SENTINEL_LOG_LEVEL`, else `default_filter`) and, when `config` names an
+/// endpoint, the OTLP span exporter. A second call in one process keeps the first subscriber
+/// (tests start several pipelines).
+///
+/// # Errors
+///
+/// An OTLP endpoint that is not a valid URL, or an exporter that cannot be built.
+pub fn init(json: bool, default_filter: &str, config: &TelemetryConfig) -> Result<TelemetryGuard> {
+    let filter = EnvFilter::try_from_env("SENTINEL_LOG_LEVEL")
+        .unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let provider = config.traces_url().map(|url| provider(&url, config)).transpose()?;
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
+    });
+    let fmt_json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let fmt_text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_json)
+        .with(fmt_text)
+        .with(otel)
+        .try_init()
+        .is_ok();
+    if let (true, Some(url)) = (installed, config.traces_url()) {
+        tracing::info!(%url, "Exporting traces over OTLP/HTTP.");
+    }
+    Ok(TelemetryGuard {
+        provider: provider.filter(|_| installed),
+    })
+}
+
+fn provider(url: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(Duration::from_millis(config.otlp_timeout_ms.unwrap_or(10_000)))
+        .build()
+        .with_context(|| format!("cannot build the OTLP exporter for {url}"))?;
+    let service_name = config
+        .service_name
+        .clone()
+        .or_else(|| std::env::var("OTEL_SERVICE_NAME").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "sentinel".to_owned());
+    let resource = Resource::builder()
+        .with_service_name(service_name)
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_url_is_the_base_plus_the_signal_path() {
+        let c = |e: &str| TelemetryConfig {
+            otlp_endpoint: Some(e.into()),
+            ..TelemetryConfig::default()
+        };
+        assert_eq!(
+            c("http://collector:4318").traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(
+            c("http://collector:4318/").traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(c("  ").traces_url(), None);
+        assert_eq!(TelemetryConfig::default().traces_url(), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<TelemetryConfig>("otlp_endpoit = \"http://x\"\n")
+            .expect_err("typo");
+        assert!(err.to_string().contains("otlp_endpoit"), "{err}");
+    }
+}
