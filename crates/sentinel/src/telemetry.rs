@@ -94,10 +94,13 @@ impl Drop for TelemetryGuard {
 pub fn init(json: bool, default_filter: &str, config: &TelemetryConfig) -> Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_env("SENTINEL_LOG_LEVEL")
         .unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let provider = config.traces_url().map(|url| provider(&url, config)).transpose()?;
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
-    });
+    let provider = config
+        .traces_url()
+        .map(|url| provider(&url, config))
+        .transpose()?;
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME"))));
     let fmt_json = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
@@ -124,7 +127,9 @@ fn provider(url: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider> {
         .with_http()
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(url)
-        .with_timeout(Duration::from_millis(config.otlp_timeout_ms.unwrap_or(10_000)))
+        .with_timeout(Duration::from_millis(
+            config.otlp_timeout_ms.unwrap_or(10_000),
+        ))
         .build()
         .with_context(|| format!("cannot build the OTLP exporter for {url}"))?;
     let service_name = config
@@ -170,8 +175,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = toml::from_str::<TelemetryConfig>("otlp_endpoit = \"http://x\"\n")
-            .expect_err("typo");
+        let err =
+            toml::from_str::<TelemetryConfig>("otlp_endpoit = \"http://x\"\n").expect_err("typo");
         assert!(err.to_string().contains("otlp_endpoit"), "{err}");
     }
 }

@@ -594,3 +594,161 @@ async fn kill_minus_nine_mid_batch_sqlite() {
 async fn kill_minus_nine_mid_batch_postgres() {
     kill_minus_nine_mid_batch_loses_and_doubles_nothing(Backend::Postgres).await;
 }
+
+// ---- OTLP trace export ----
+
+/// A string attribute of an OTLP span or resource.
+fn otlp_attr<'a>(
+    attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<&'a str> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// `sentinel serve` with `SENTINEL_OTLP_ENDPOINT` exports its spans over OTLP/HTTP: a local
+/// HTTP server speaking the documented OTLP/HTTP shape (`POST /v1/traces`,
+/// `application/x-protobuf`, an `ExportTraceServiceRequest`, answered 200 with an empty
+/// `ExportTraceServiceResponse`) receives the classifier's `handle` span carrying the
+/// correlation id the webhook answered with, under `service.name` `sentinel`.
+#[test]
+fn serve_exports_spans_with_the_correlation_id_over_otlp() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::response::IntoResponse;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let received: Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>> = Arc::default();
+    let sink = Arc::clone(&received);
+    let otlp = rt.block_on(async move {
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let content_type = headers
+                        .get(axum::http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    match ExportTraceServiceRequest::decode(body) {
+                        Ok(req) => {
+                            sink.lock().expect("lock").push((content_type, req));
+                            (
+                                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                                Vec::new(),
+                            )
+                                .into_response()
+                        }
+                        Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut child = sentinel()
+        .args([
+            "--data-dir",
+            &data.to_string_lossy(),
+            "--listen",
+            &listen.to_string(),
+            "serve",
+        ])
+        .env("SENTINEL_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("SENTINEL_TOOL_CACHE", tool_cache())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(&mut child);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An infrastructure failure: classified and decided, never sent to PatchBot.
+    let answer: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{listen}/webhooks/generic"))
+            .json(&serde_json::json!({
+                "repository": "https://git.example.invalid/acme/app.git",
+                "branch": "main",
+                "commit": "0123abcd",
+                "command": "make deps",
+                "log": "curl: (6) Could not resolve host: pypi.org",
+            }))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json")
+    });
+    let correlation_id = answer["correlation_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no correlation id in {answer}"))
+        .to_owned();
+    let start = Instant::now();
+    let found = loop {
+        let hit = received.lock().expect("lock").iter().find_map(|(ct, req)| {
+            req.resource_spans.iter().find_map(|rs| {
+                let service = rs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| otlp_attr(&r.attributes, "service.name"))
+                    .map(str::to_owned);
+                rs.scope_spans
+                    .iter()
+                    .flat_map(|s| &s.spans)
+                    .find(|span| {
+                        span.name == "handle"
+                            && otlp_attr(&span.attributes, "stage") == Some("classifier")
+                            && otlp_attr(&span.attributes, "correlation_id")
+                                == Some(correlation_id.as_str())
+                    })
+                    .map(|span| (ct.clone(), service.clone(), span.trace_id.len()))
+            })
+        });
+        if let Some(hit) = hit {
+            break hit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no classifier span with correlation id {correlation_id} in {} OTLP requests",
+            received.lock().expect("lock").len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(child);
+    assert_eq!(found.0, "application/x-protobuf");
+    assert_eq!(found.1.as_deref(), Some("sentinel"));
+    assert_eq!(found.2, 16, "a 16-byte trace id");
+}
