@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod metrics;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;

@@ -95,3 +95,35 @@ pub fn zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
         .collect();
     ::metrics::counter!(name, labels).increment(0);
 }
+
+/// The metrics each stage must emit once it has handled a record: what the per-stage
+/// compliance tests (`sentinel_runtime::testing::metrics`, feature `testing`) check against
+/// the Prometheus exposition, and what the dashboards rely on.
+pub mod required {
+    use super::names::*;
+
+    /// Every stage run by [`run_stage`](crate::run_stage), labelled `stage`: records handled,
+    /// handler durations, lag and dead letters (registered at zero).
+    pub const RUNTIME: &[&str] = &[STAGE_RECORDS, STAGE_HANDLER_DURATION, STAGE_LAG, DLQ];
+    /// The classifier.
+    pub const CLASSIFIER: &[&str] = &[FAILURES_CLASSIFIED];
+    /// The logfetch stage: logs by source and outcome, redactions, log sizes.
+    pub const LOGFETCH: &[&str] = &[LOGS_FETCHED, LOG_REDACTIONS, LOG_SIZE];
+    /// The controller.
+    pub const CONTROLLER: &[&str] = &[CONTROLLER_DECISIONS];
+    /// An agent worker built on the Agent SDK, labelled `agent`.
+    pub const AGENT: &[&str] = &[
+        AGENT_TASKS,
+        AGENT_TASK_DURATION,
+        AGENT_TASKS_RUNNING,
+        AGENT_HEALTH,
+    ];
+    /// The PR tracker, once a pull request was merged.
+    pub const TRACKER: &[&str] = &[FIX_OUTCOMES, TIME_TO_MERGE, PULL_REQUESTS];
+    /// The InfraMind correlator, once a prediction was linked and an outcome delivered.
+    pub const CORRELATOR: &[&str] = &[
+        PREDICTIONS_CORRELATED,
+        INFRAMIND_OUTCOMES,
+        INFRAMIND_REPORT_DURATION,
+    ];
+}
