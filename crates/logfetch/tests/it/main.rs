@@ -8,5 +8,6 @@
 mod fake;
 mod github;
 mod gitlab_jenkins;
+mod metrics;
 mod pipeline;
 mod sweeper;

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::fake::{self, STATIC_TOKEN, job_json};
 use crate::gitlab_jenkins::{captured, failure};
 
-const RUN: u64 = 30433642;
+pub const RUN: u64 = 30433642;
 
-async fn fake_github() -> (Arc<fake::GitHub>, String) {
+pub async fn fake_github() -> (Arc<fake::GitHub>, String) {
     let state = Arc::new(fake::GitHub::default());
     state.tokens.lock().expect("lock").push(STATIC_TOKEN.into());
     state.runs.lock().expect("lock").insert(
@@ -64,7 +64,7 @@ async fn fake_github() -> (Arc<fake::GitHub>, String) {
     (state, api)
 }
 
-fn config(api: &str) -> LogfetchConfig {
+pub fn config(api: &str) -> LogfetchConfig {
     LogfetchConfig {
         github_api_url: api.into(),
         github_token: Some(STATIC_TOKEN.into()),
@@ -193,7 +193,7 @@ async fn unfetchable_logs_are_recorded_with_the_reason_and_outages_are_retried()
     );
 }
 
-fn fast() -> RunnerConfig {
+pub fn fast() -> RunnerConfig {
     RunnerConfig {
         poll_wait: Duration::from_millis(50),
         ..RunnerConfig::default()
