@@ -354,3 +354,85 @@ async fn the_grpc_sink_records_valid_predictions_once() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Metric compliance: the correlator (and the prediction mover before it), run by the stage
+/// runtime against a real tonic InfraMind that is overloaded at first, emit the metrics the
+/// dashboards rely on (`sentinel_runtime::metrics::required::{RUNTIME, CORRELATOR}`) with
+/// their labels, as served on `GET /metrics`.
+#[test]
+fn the_correlator_emits_its_required_metrics() {
+    use sentinel_inframind::stage::{CORRELATOR, PREDICTIONS};
+    use sentinel_runtime::metrics::{names, required};
+
+    let (calls, exposition) = sentinel_runtime::testing::metrics::capture(async {
+        let dir = TempDir::new().unwrap();
+        let log = log(&dir).await;
+        let inframind = RecordingInfraMind::default();
+        inframind.set_unavailable(true);
+        let server = serve(inframind.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let p = prediction(
+            "p-sig",
+            "acme/app",
+            FailureType::Formatting,
+            Some("sig-1"),
+            None,
+            -600,
+        );
+        append_events(log.as_ref(), PREDICTIONS_TOPIC, &[p])
+            .await
+            .unwrap();
+        let predictions = start(PredictionStage, &log);
+        wait_until("the prediction on the fact log", async || {
+            count(
+                &facts(log.as_ref(), EVENTS_TOPIC).await,
+                "prediction_received",
+            ) == 1
+        })
+        .await;
+        let chain = chain_events("acme/app", "sig-1", 0, true);
+        append_events(log.as_ref(), EVENTS_TOPIC, &chain)
+            .await
+            .unwrap();
+        let stage = start(correlator(&server.url()), &log);
+        wait_until("a refused delivery", async || inframind.calls() >= 1).await;
+        inframind.set_unavailable(false);
+        wait_until("the outcome reported", async || {
+            count(&facts(log.as_ref(), EVENTS_TOPIC).await, "outcome_reported") == 1
+        })
+        .await;
+        stage.stop().await;
+        predictions.stop().await;
+        server.stop().await;
+        inframind.calls()
+    });
+    exposition.assert_emitted(required::RUNTIME, &[("stage", CORRELATOR)]);
+    exposition.assert_emitted(required::RUNTIME, &[("stage", PREDICTIONS)]);
+    exposition.assert_emitted(required::CORRELATOR, &[]);
+    let value = |name, labels: &[(&str, &str)]| exposition.value(name, labels).unwrap_or(-1.0);
+    assert_eq!(
+        value(names::PREDICTIONS_CORRELATED, &[("method", "signature")]),
+        1.0
+    );
+    assert_eq!(
+        value(names::INFRAMIND_OUTCOMES, &[("outcome", "delivered")]),
+        1.0
+    );
+    let retried = value(names::INFRAMIND_OUTCOMES, &[("outcome", "retried")]);
+    assert!(retried >= 1.0, "{retried}");
+    // Every call is timed, the refused ones too.
+    assert_eq!(
+        value(names::INFRAMIND_REPORT_DURATION, &[]),
+        calls as f64,
+        "{}",
+        exposition.text()
+    );
+    assert!(
+        value(
+            names::STAGE_RECORDS,
+            &[("stage", CORRELATOR), ("outcome", "retried")]
+        ) >= 1.0
+    );
+    assert_eq!(value(names::DLQ, &[("stage", CORRELATOR)]), 0.0);
+}
