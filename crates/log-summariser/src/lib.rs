@@ -270,4 +270,123 @@ GITHUB_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB
         a.initialize(&AgentConfig::default()).await.unwrap();
         assert_eq!(a.health().await, Health::Healthy);
     }
+
+    /// The agent under the real worker on the embedded log, as `sentinel serve` runs it:
+    /// an assignment on `sentinel.tasks` becomes `TaskStarted`, `TaskProgressed` and a
+    /// `TaskCompleted` carrying the report — and the worker emits the agent metrics the
+    /// dashboards rely on (`sentinel_runtime::metrics::required::{RUNTIME, AGENT}`).
+    #[test]
+    fn under_the_worker_a_task_completes_and_the_agent_metrics_are_emitted() {
+        use sentinel_agent_sdk::{AgentWorker, WorkerConfig};
+        use sentinel_events::facts::TaskAssigned;
+        use sentinel_events::{Event, Fact};
+        use sentinel_log::EventLog;
+        use sentinel_runtime::metrics::{names, required};
+        use sentinel_runtime::{
+            DLQ_TOPIC, EVENTS_TOPIC, RunnerConfig, TASKS_TOPIC, append_events, run_stage,
+            scan_topic,
+        };
+
+        let (facts, exposition) = sentinel_runtime::testing::metrics::capture(async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = sentinel_log::sqlite::SqliteLog::open(&dir.path().join("log.db"))
+                .await
+                .unwrap();
+            for t in [EVENTS_TOPIC, TASKS_TOPIC, DLQ_TOPIC] {
+                log.ensure_topic(t, 1).await.unwrap();
+            }
+            let log: std::sync::Arc<dyn EventLog> = std::sync::Arc::new(log);
+            let worker = AgentWorker::new(
+                LogSummariser::default(),
+                log.clone(),
+                WorkerConfig {
+                    health_interval: Duration::from_millis(50),
+                    ..WorkerConfig::default()
+                },
+            );
+            // What the controller writes when it assigns a queued task to this agent.
+            let assigned = Event::origin(
+                TaskAssigned {
+                    task_id: "t-1".into(),
+                    agent_id: sentinel_agent_sdk::agent_id(NAME).to_string(),
+                    attempt: 1,
+                    task_type: TASK_SUMMARISE_LOG.into(),
+                    payload: serde_json::json!({ "log": LOG }).to_string(),
+                    timeout_seconds: 60,
+                    delay_ms: 0,
+                    priority: 0,
+                },
+                Some("t-1"),
+                "default",
+                "agent/log-summariser",
+                sentinel_events::envelope::now(),
+                "controller@test",
+            );
+            append_events(log.as_ref(), TASKS_TOPIC, &[assigned])
+                .await
+                .unwrap();
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let config = RunnerConfig {
+                poll_wait: Duration::from_millis(50),
+                ..RunnerConfig::default()
+            };
+            let task = tokio::spawn(run_stage(worker, log.clone(), config, shutdown.clone()));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let facts = loop {
+                let mut facts = Vec::new();
+                scan_topic(log.as_ref(), EVENTS_TOPIC, |_, e| {
+                    facts.extend(e.ok().map(|e| e.fact));
+                    true
+                })
+                .await
+                .unwrap();
+                let done = facts.iter().any(|f| matches!(f, Fact::TaskCompleted(_)));
+                if done || tokio::time::Instant::now() > deadline {
+                    break facts;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            // Let one health check run before stopping.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            shutdown.cancel();
+            task.await.unwrap().unwrap();
+            facts
+        });
+        let kinds: Vec<&str> = facts.iter().map(Fact::event_type).collect();
+        assert_eq!(
+            kinds,
+            [
+                "agent_registered",
+                "task_started",
+                "task_progressed",
+                "task_progressed",
+                "task_completed"
+            ],
+            "{facts:#?}"
+        );
+        let Some(Fact::TaskCompleted(done)) = facts.last() else {
+            unreachable!("checked above")
+        };
+        assert_eq!(done.artifacts[0].kind, "report");
+        assert!(
+            done.artifacts[0]
+                .content
+                .as_deref()
+                .is_some_and(|r| r.contains("8 lines, 3 errors") && !r.contains("ghp_0123"))
+        );
+
+        exposition.assert_emitted(required::RUNTIME, &[("stage", NAME)]);
+        exposition.assert_emitted(required::AGENT, &[("agent", NAME)]);
+        let value = |name, labels: &[(&str, &str)]| exposition.value(name, labels).unwrap_or(-1.0);
+        assert_eq!(
+            value(
+                names::AGENT_TASKS,
+                &[("agent", NAME), ("status", "completed")]
+            ),
+            1.0
+        );
+        assert_eq!(value(names::AGENT_TASK_DURATION, &[("agent", NAME)]), 1.0);
+        assert_eq!(value(names::AGENT_TASKS_RUNNING, &[("agent", NAME)]), 0.0);
+        assert_eq!(value(names::AGENT_HEALTH, &[("agent", NAME)]), 1.0);
+    }
 }
