@@ -158,6 +158,9 @@ fn sentinel_bin() -> PathBuf {
 ///   block is rewritten to its real address.
 /// - `sh no-run`: shown, not run (installs, cloud deployments, the test suite itself).
 /// - `json` / `toml`: must parse; `toml policy` must load as a policy.
+/// - `rust excerpt=PATH`: an excerpt of a workspace file (relative to the checkout), which
+///   must still contain the block verbatim — the code itself is compiled and tested where it
+///   lives. Other `rust` blocks are not checked here.
 #[test]
 fn documentation_examples_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -203,6 +206,20 @@ fn documentation_examples_run() {
                         failures.push(format!("{here}: TOML: {e}"));
                     }
                     ran += 1;
+                }
+                "rust" => {
+                    // `rust excerpt=PATH`: the block is copied from a file of the workspace
+                    // (compiled and tested there) and must still be in it, verbatim.
+                    if let Some(path) = words.iter().find_map(|w| w.strip_prefix("excerpt=")) {
+                        match std::fs::read_to_string(root.join(path)) {
+                            Ok(source) if source.contains(&block.body) => {}
+                            Ok(_) => failures.push(format!(
+                                "{here}: this excerpt is no longer in {path}: copy it again"
+                            )),
+                            Err(e) => failures.push(format!("{here}: {path}: {e}")),
+                        }
+                        ran += 1;
+                    }
                 }
                 "sh" | "bash" if !words.contains(&"no-run") => {
                     if let Err(e) = run_shell(&block, words.contains(&"serve"), &bin, &path) {
