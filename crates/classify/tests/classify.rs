@@ -355,4 +355,108 @@ mod llm_fallback {
             assert_eq!(calls.load(Ordering::SeqCst), 1);
         }
     }
+
+    /// Metric compliance: the classifier run by the stage runtime on the embedded log, with
+    /// the LLM fallback on the local OpenAI-compatible server, emits the metrics its
+    /// dashboards rely on (`sentinel_runtime::metrics::required::{RUNTIME, CLASSIFIER,
+    /// LLM}`) with their labels, as served on `GET /metrics`.
+    #[test]
+    fn the_classifier_emits_its_required_metrics() {
+        use std::time::Duration;
+
+        use sentinel_log::EventLog;
+        use sentinel_runtime::metrics::{names, required};
+        use sentinel_runtime::{DLQ_TOPIC, EVENTS_TOPIC, RunnerConfig, append_events, run_stage};
+
+        let (classified, exposition) = sentinel_runtime::testing::metrics::capture(async {
+            let (base, _calls, _seen) = server(
+                r#"{"type": "infrastructure", "confidence": 0.9, "reason": "the remote hung up"}"#,
+            )
+            .await;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = sentinel_log::sqlite::SqliteLog::open(&dir.path().join("log.db"))
+                .await
+                .expect("open");
+            for t in [EVENTS_TOPIC, DLQ_TOPIC] {
+                log.ensure_topic(t, 1).await.expect("topic");
+            }
+            let log: Arc<dyn EventLog> = Arc::new(log);
+            let failures = [
+                failure("would reformat app.py\nOh no! 1 file would be reformatted.\n"),
+                failure("upload aborted by remote\n"),
+            ];
+            append_events(log.as_ref(), EVENTS_TOPIC, &failures)
+                .await
+                .expect("append");
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let config = RunnerConfig {
+                poll_wait: Duration::from_millis(50),
+                ..RunnerConfig::default()
+            };
+            let task = tokio::spawn(run_stage(
+                stage(&base),
+                log.clone(),
+                config,
+                shutdown.clone(),
+            ));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let classified = loop {
+                let mut n = 0;
+                sentinel_runtime::scan_topic(log.as_ref(), EVENTS_TOPIC, |_, e| {
+                    n += usize::from(matches!(e.map(|e| e.fact), Ok(Fact::FailureClassified(_))));
+                    true
+                })
+                .await
+                .expect("scan");
+                if n >= 2 || tokio::time::Instant::now() > deadline {
+                    break n;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            shutdown.cancel();
+            task.await.expect("join").expect("classifier");
+            classified
+        });
+        assert_eq!(classified, 2);
+        exposition.assert_emitted(required::RUNTIME, &[("stage", "classifier")]);
+        exposition.assert_emitted(required::CLASSIFIER, &[]);
+        exposition.assert_emitted(required::LLM, &[("purpose", "classify")]);
+        let value = |name, labels: &[(&str, &str)]| exposition.value(name, labels).unwrap_or(-1.0);
+        assert_eq!(
+            value(
+                names::FAILURES_CLASSIFIED,
+                &[("failure_type", "formatting"), ("method", "pattern")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                names::FAILURES_CLASSIFIED,
+                &[("failure_type", "infrastructure"), ("method", "llm")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                names::LLM_CALLS,
+                &[("purpose", "classify"), ("outcome", "ok")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                names::LLM_TOKENS,
+                &[("purpose", "classify"), ("kind", "prompt")]
+            ),
+            50.0
+        );
+        assert_eq!(
+            value(
+                names::LLM_TOKENS,
+                &[("purpose", "classify"), ("kind", "completion")]
+            ),
+            10.0
+        );
+        assert_eq!(value(names::DLQ, &[("stage", "classifier")]), 0.0);
+    }
 }

@@ -107,6 +107,8 @@ pub mod required {
     pub const RUNTIME: &[&str] = &[STAGE_RECORDS, STAGE_HANDLER_DURATION, STAGE_LAG, DLQ];
     /// The classifier.
     pub const CLASSIFIER: &[&str] = &[FAILURES_CLASSIFIED];
+    /// A stage that called the LLM (the classifier's fallback, PatchBot), labelled `purpose`.
+    pub const LLM: &[&str] = &[LLM_CALLS, LLM_TOKENS];
     /// The logfetch stage: logs by source and outcome, redactions, log sizes.
     pub const LOGFETCH: &[&str] = &[LOGS_FETCHED, LOG_REDACTIONS, LOG_SIZE];
     /// The controller.
