@@ -508,3 +508,63 @@ async fn cancellation_and_timeouts_kafka() {
     let (log, _broker) = kafka().await;
     cancellation_and_timeouts(log).await;
 }
+
+/// Metric compliance: the controller and an SDK worker, run by the stage runtime on the
+/// embedded log, emit the metrics the dashboards rely on
+/// (`sentinel_runtime::metrics::required::{RUNTIME, CONTROLLER, AGENT}`) with their labels:
+/// a task whose first attempt fails is assigned, retried and completed; a task of a type
+/// the agent lacks is refused.
+#[test]
+fn the_controller_emits_its_required_metrics() {
+    use sentinel_runtime::metrics::{names, required};
+
+    let (all, exposition) = sentinel_runtime::testing::metrics::capture(async {
+        let (log, _dir) = sqlite().await;
+        let mut running = Running::new();
+        running.spawn(controller(), &log);
+        running.spawn(worker(Flaky::default(), &log, 1), &log);
+        let flaky = agent_id("flaky").to_string();
+        append_events(
+            log.as_ref(),
+            EVENTS_TOPIC,
+            &[
+                queued("m-retry", &flaky, "flaky_work", 0, serde_json::json!({})),
+                queued(
+                    "m-refuse",
+                    &flaky,
+                    "summarise_log",
+                    0,
+                    serde_json::json!({}),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+        let all = wait_for(log.as_ref(), "both tasks ended", |all| {
+            ended(all, "m-retry") && ended(all, "m-refuse")
+        })
+        .await;
+        running.stop().await;
+        all
+    });
+    assert!(
+        all.iter()
+            .any(|e| matches!(&e.fact, Fact::TaskCompleted(c) if c.task_id == "m-retry"))
+    );
+    exposition.assert_emitted(required::RUNTIME, &[("stage", "controller")]);
+    exposition.assert_emitted(required::CONTROLLER, &[]);
+    exposition.assert_emitted(required::RUNTIME, &[("stage", "flaky")]);
+    exposition.assert_emitted(required::AGENT, &[("agent", "flaky")]);
+    let value = |name, labels: &[(&str, &str)]| exposition.value(name, labels).unwrap_or(-1.0);
+    let decisions = |d| value(names::CONTROLLER_DECISIONS, &[("decision", d)]);
+    assert_eq!(decisions("assigned"), 1.0);
+    assert_eq!(decisions("retried"), 1.0);
+    assert_eq!(decisions("refused"), 1.0);
+    let tasks = |s| value(names::AGENT_TASKS, &[("agent", "flaky"), ("status", s)]);
+    assert_eq!(tasks("failed"), 1.0);
+    assert_eq!(tasks("completed"), 1.0);
+    assert_eq!(
+        value(names::AGENT_TASK_DURATION, &[("agent", "flaky")]),
+        2.0
+    );
+}
