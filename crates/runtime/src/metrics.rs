@@ -51,7 +51,8 @@ pub mod names {
     pub const FIX_OUTCOMES: &str = "sentinel_fix_outcomes_total";
     /// Histogram (seconds). Failure received to pull request opened.
     pub const TIME_TO_PR: &str = "sentinel_time_to_pr_seconds";
-    /// Histogram (seconds). Pull request opened to merged.
+    /// Histogram (seconds). Failure received to pull request merged
+    /// (`FixOutcomeRecorded.time_to_merge_seconds`), once per merged pull request.
     pub const TIME_TO_MERGE: &str = "sentinel_time_to_merge_seconds";
     /// Counter. Fix pull requests by lifecycle event. Labels: `event` (opened, merged, closed).
     pub const PULL_REQUESTS: &str = "sentinel_pull_requests_total";

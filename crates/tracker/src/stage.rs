@@ -57,12 +57,13 @@ impl Stage for TrackerStage {
 
     async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
         let mut out = Output::none();
-        for (i, d) in self
-            .state
-            .decide(event, &self.config)
-            .into_iter()
-            .enumerate()
-        {
+        let decided = self.state.decide(event, &self.config);
+        // A rollback supersedes the fix's successful outcome with a failed one for the same
+        // merge: its time to merge was already observed once.
+        let superseding = decided
+            .iter()
+            .any(|d| matches!(d.fact, Fact::RollbackRequested(_)));
+        for (i, d) in decided.into_iter().enumerate() {
             if let Fact::FixOutcomeRecorded(o) = &d.fact {
                 let failure_type = self
                     .state
@@ -72,7 +73,9 @@ impl Stage for TrackerStage {
                 metrics::counter!(names::FIX_OUTCOMES, "failure_type" => failure_type,
                     "success" => if o.success { "true" } else { "false" })
                 .increment(1);
-                if let Some(s) = o.time_to_merge_seconds {
+                if let Some(s) = o.time_to_merge_seconds
+                    && !superseding
+                {
                     metrics::histogram!(names::TIME_TO_MERGE).record(s);
                 }
             }

@@ -525,3 +525,60 @@ async fn gitlab_is_polled_for_pipeline_approvals_and_close() {
     );
     h.stop().await;
 }
+
+/// Metric compliance: the tracker, run by the stage runtime on the embedded log and driven
+/// by webhooks (the merge delivered twice), then a regression after the auto-merge, emits
+/// the metrics the dashboards rely on (`sentinel_runtime::metrics::required::{RUNTIME,
+/// TRACKER}`) — each pull request event counted once.
+#[test]
+fn the_tracker_emits_its_required_metrics() {
+    use sentinel_runtime::metrics::{names, required};
+
+    let ((), exposition) = sentinel_runtime::testing::metrics::capture(async {
+        let h = Harness::start().await;
+        let chain = fix_chain_on(
+            "acme/app",
+            "sig-1",
+            ActionDecision::AutoMerge,
+            0,
+            "github",
+            "main",
+        );
+        h.append(&chain.events).await;
+        for at in [1000, 1001] {
+            h.append(&[forge_event(
+                &chain,
+                "pull_request",
+                "closed",
+                Some(true),
+                at,
+            )])
+            .await;
+        }
+        h.wait_until("outcome", |f| !outcomes(f).is_empty()).await;
+        let again = fix_chain_on(
+            "acme/app",
+            "sig-1",
+            ActionDecision::OpenPr,
+            1600,
+            "github",
+            "main",
+        );
+        h.append(&again.events[..2]).await;
+        h.wait_until("rollback", |f| count(f, "rollback_requested") == 1)
+            .await;
+        h.stop().await;
+    });
+    exposition.assert_emitted(required::RUNTIME, &[("stage", "tracker")]);
+    exposition.assert_emitted(required::TRACKER, &[]);
+    let value = |name, labels: &[(&str, &str)]| exposition.value(name, labels).unwrap_or(-1.0);
+    assert_eq!(value(names::PULL_REQUESTS, &[("event", "merged")]), 1.0);
+    assert_eq!(value(names::PULL_REQUESTS, &[("event", "closed")]), 0.0);
+    // One merge, observed once: the rollback's failed outcome supersedes the success but
+    // does not count the same merge again.
+    assert_eq!(value(names::TIME_TO_MERGE, &[]), 1.0);
+    assert_eq!(value(names::FIX_OUTCOMES, &[("success", "true")]), 1.0);
+    assert_eq!(value(names::FIX_OUTCOMES, &[("success", "false")]), 1.0);
+    assert_eq!(value(names::ROLLBACKS_REQUESTED, &[]), 1.0);
+    assert_eq!(value(names::DLQ, &[("stage", "tracker")]), 0.0);
+}
