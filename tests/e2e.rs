@@ -140,6 +140,7 @@ async fn pipeline(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if check_dashboards {
+        stages_emit_their_required_metrics(&client, addr).await;
         dashboards::check_dashboards(addr).await;
     }
     running.shutdown.cancel();
@@ -151,6 +152,43 @@ async fn pipeline(
         task,
         tool_cache: settings.tool_cache.clone(),
     }
+}
+
+/// Metric compliance of the stages whose scenario is this end-to-end run (ingest, policy,
+/// PatchBot; the others have one in their crates, see `sentinel_runtime::testing`): the
+/// running Sentinel's `GET /metrics` has each stage's required metrics with their labels.
+/// Counts are lower bounds: the Prometheus recorder is process-wide.
+async fn stages_emit_their_required_metrics(client: &reqwest::Client, addr: std::net::SocketAddr) {
+    use sentinel_runtime::metrics::{names, required};
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let e = sentinel_runtime::testing::metrics::Exposition::new(text);
+    e.assert_emitted(required::INGEST, &[("source", "generic")]);
+    e.assert_emitted(&[names::EVENTS_APPENDED], &[("topic", "sentinel.events")]);
+    e.assert_emitted(required::RUNTIME, &[("stage", "policy")]);
+    e.assert_emitted(required::POLICY, &[]);
+    e.assert_emitted(required::RUNTIME, &[("stage", "patchbot")]);
+    e.assert_emitted(required::PATCHBOT, &[]);
+    let value = |name, labels: &[(&str, &str)]| e.value(name, labels).unwrap_or(-1.0);
+    let failures = FAILURES.len() as f64;
+    assert!(
+        value(
+            names::WEBHOOKS_RECEIVED,
+            &[("source", "generic"), ("outcome", "accepted")]
+        ) >= failures
+    );
+    assert!(value(names::POLICY_DECISIONS, &[("point", "dispatch")]) >= failures);
+    assert!(value(names::POLICY_DECISIONS, &[("point", "action")]) >= 1.0);
+    assert!(value(names::AGENT_TASKS, &[("agent", "patchbot")]) >= 1.0);
+    assert!(value(names::SANDBOX_RUNS, &[("outcome", "passed")]) >= 1.0);
+    assert!(value(names::PULL_REQUESTS, &[("event", "opened")]) >= 1.0);
+    assert!(value(names::TIME_TO_PR, &[]) >= 1.0);
 }
 
 /// The GitHub webhook secret the end-to-end Sentinel is configured with.

@@ -110,6 +110,20 @@ pub mod required {
     pub const CLASSIFIER: &[&str] = &[FAILURES_CLASSIFIED];
     /// A stage that called the LLM (the classifier's fallback, PatchBot), labelled `purpose`.
     pub const LLM: &[&str] = &[LLM_CALLS, LLM_TOKENS];
+    /// The webhook receivers, labelled `source` (and [`EVENTS_APPENDED`], labelled `topic`,
+    /// for what they append).
+    pub const INGEST: &[&str] = &[WEBHOOKS_RECEIVED, WEBHOOK_DURATION];
+    /// The policy stage: decisions by point and decision, reviews pending.
+    pub const POLICY: &[&str] = &[POLICY_DECISIONS, REVIEWS_PENDING];
+    /// PatchBot, once it opened a pull request: its tasks, sandbox runs, pull requests and
+    /// time to PR.
+    pub const PATCHBOT: &[&str] = &[
+        AGENT_TASKS,
+        AGENT_TASK_DURATION,
+        SANDBOX_RUNS,
+        PULL_REQUESTS,
+        TIME_TO_PR,
+    ];
     /// The logfetch stage: logs by source and outcome, redactions, log sizes.
     pub const LOGFETCH: &[&str] = &[LOGS_FETCHED, LOG_REDACTIONS, LOG_SIZE];
     /// The controller.
