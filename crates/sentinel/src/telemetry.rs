@@ -10,14 +10,16 @@
 //! `SENTINEL_OTLP_ENDPOINT`), those spans are also exported as OTLP/HTTP protobuf to
 //! `<endpoint>/v1/traces` in batches (any OpenTelemetry Collector, Jaeger, Tempo, …). The
 //! exporter is always compiled in and off unless configured: it adds no second HTTP or gRPC
-//! stack (it uses the reqwest the forge clients already link), so there is nothing a cargo
-//! feature would save, and CI exercises the exporter like every other path.
+//! stack (requests go through the workspace's reqwest, with the same rustls TLS as the
+//! forge and log clients), so there is nothing a cargo feature would save, and CI exercises
+//! the exporter like every other path.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_http::{Bytes, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
@@ -123,13 +125,21 @@ pub fn init(json: bool, default_filter: &str, config: &TelemetryConfig) -> Resul
 }
 
 fn provider(url: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider> {
+    let timeout = Duration::from_millis(config.otlp_timeout_ms.unwrap_or(10_000));
+    let client = RuntimeHttpClient {
+        client: reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .context("cannot build the OTLP HTTP client")?,
+        runtime: tokio::runtime::Handle::try_current()
+            .context("OTLP export needs the tokio runtime")?,
+    };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(url)
-        .with_timeout(Duration::from_millis(
-            config.otlp_timeout_ms.unwrap_or(10_000),
-        ))
+        .with_timeout(timeout)
         .build()
         .with_context(|| format!("cannot build the OTLP exporter for {url}"))?;
     let service_name = config
@@ -149,6 +159,44 @@ fn provider(url: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// Largest OTLP response body read (a collector answers with a small protobuf message).
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// OTLP/HTTP requests through the workspace's reqwest client on the process's tokio runtime.
+/// The batch span processor exports from a thread of its own, where no tokio reactor runs:
+/// each request is spawned onto the runtime and awaited through its join handle.
+#[derive(Debug)]
+struct RuntimeHttpClient {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for RuntimeHttpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let request = reqwest::Request::try_from(request)?;
+        let client = self.client.clone();
+        let sent = self.runtime.spawn(async move {
+            let mut response = client.execute(request).await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(HttpError::from(format!(
+                        "OTLP response over {MAX_RESPONSE_BYTES} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, HttpError>((status, headers, Bytes::from(body)))
+        });
+        let (status, headers, body) = sent.await??;
+        let mut response = Response::builder().status(status).body(body)?;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
 }
 
 #[cfg(test)]

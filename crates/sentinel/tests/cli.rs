@@ -747,6 +747,25 @@ fn serve_exports_spans_with_the_correlation_id_over_otlp() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // SIGTERM flushes the exporter and exits cleanly (the flush must not wait on a runtime
+    // that is shutting down).
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM with OTLP export on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit {exit:?}");
     drop(child);
     assert_eq!(found.0, "application/x-protobuf");
     assert_eq!(found.1.as_deref(), Some("sentinel"));
