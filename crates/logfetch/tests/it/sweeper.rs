@@ -36,8 +36,25 @@ fn delivery(
     })
 }
 
-#[tokio::test]
-async fn failed_deliveries_are_redelivered_once_each_within_the_window() {
+/// Also the sweeper's metric compliance: every redelivery it requested is counted in
+/// `sentinel_webhook_redeliveries_total{outcome="requested"}`.
+#[test]
+fn failed_deliveries_are_redelivered_once_each_within_the_window() {
+    use sentinel_runtime::metrics::names;
+    let ((), exposition) =
+        sentinel_runtime::testing::metrics::capture(failed_deliveries_are_redelivered());
+    exposition.assert_emitted(&[names::WEBHOOK_REDELIVERIES], &[("outcome", "requested")]);
+    assert_eq!(
+        exposition.value(names::WEBHOOK_REDELIVERIES, &[("outcome", "requested")]),
+        Some(2.0 * f64::from(sentinel_logfetch::sweeper::MAX_REQUESTS_PER_EVENT))
+    );
+    assert_eq!(
+        exposition.value(names::WEBHOOK_REDELIVERIES, &[("outcome", "failed")]),
+        None
+    );
+}
+
+async fn failed_deliveries_are_redelivered() {
     let state = Arc::new(fake::GitHub::default());
     state.token_ttl.store(3600, Ordering::SeqCst);
     // Newest first, as GitHub lists them; served two per page.
