@@ -366,9 +366,24 @@ async fn serve(router: Router) -> String {
 }
 
 /// GitHub polled through a local server speaking the REST v3 shapes of pulls,
-/// check-suites and reviews.
-#[tokio::test]
-async fn github_is_polled_for_checks_reviews_and_the_merge() {
+/// check-suites and reviews. Also the poller's metric compliance: each poll of an open pull
+/// request counts in `sentinel_forge_polls_total{forge, outcome}`.
+#[test]
+fn github_is_polled_for_checks_reviews_and_the_merge() {
+    use sentinel_runtime::metrics::names;
+    let ((), exposition) = sentinel_runtime::testing::metrics::capture(github_polls());
+    let polls = |outcome| {
+        exposition.value(
+            names::FORGE_POLLS,
+            &[("forge", "github"), ("outcome", outcome)],
+        )
+    };
+    // Three polls while the pull request was open; none once merged.
+    assert_eq!(polls("ok"), Some(3.0), "{}", exposition.text());
+    assert_eq!(polls("error"), None);
+}
+
+async fn github_polls() {
     let h = Harness::start().await;
     let fake = GitHubFake::default();
     let api = serve(github_router(fake.clone())).await;
