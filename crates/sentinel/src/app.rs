@@ -434,7 +434,9 @@ fn configure_patchbot(
 /// forge. Tokens come from the environment only (`SENTINEL_GITHUB_TOKEN`, or
 /// `SENTINEL_GITHUB_APP_ID` + `SENTINEL_GITHUB_APP_PRIVATE_KEY` (PEM, or `_FILE`) +
 /// `SENTINEL_GITHUB_INSTALLATION_ID`; `SENTINEL_GITLAB_TOKEN`).
-fn hosted_forge(s: &crate::config::PatchBotSettings) -> Result<Option<Arc<dyn sentinel_forge::Forge>>> {
+fn hosted_forge(
+    s: &crate::config::PatchBotSettings,
+) -> Result<Option<Arc<dyn sentinel_forge::Forge>>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let forge: Arc<dyn sentinel_forge::Forge> = match s.forge.as_str() {
         "github" => {
