@@ -1,6 +1,6 @@
-//! Policy integration tests: golden replay reports under `replay/`, and property tests over
+//! Policy integration tests: golden replay reports under `replay/`, property tests over
 //! generated fact streams (limits never exceeded, no action without an allowing decision,
-//! replay of the recorded policy changes nothing).
+//! replay of the recorded policy changes nothing), and the gate scaled out on Kafka (tansu).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -297,5 +297,361 @@ fn a_stricter_candidate_changes_decisions_with_reasons() {
         "reason",
     ] {
         assert!(j["changes"][0].get(k).is_some(), "{k}");
+    }
+}
+
+mod scale_out {
+    //! The policy gate scaled out on Kafka: two policy processes (each a gate and a
+    //! forwarder, as `sentinel run policy` runs them on Kafka) in one consumer group on a
+    //! tansu broker started by the `sentinel_log::testing` harness.
+
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use sentinel_events::facts::{CiRunFailed, FailureClassified};
+    use sentinel_events::{DispatchDecision, Event, Fact, FailureType};
+    use sentinel_log::EventLog;
+    use sentinel_log::testing::TestBroker;
+    use sentinel_policy::forward::{POLICY_INPUTS, POLICY_OUTPUTS};
+    use sentinel_policy::{AutoRemediationPolicy, PolicyForwardStage, PolicyStage};
+    use sentinel_runtime::{
+        DLQ_TOPIC, EVENTS_TOPIC, HandlerError, Output, POLICY_TOPIC, RunnerConfig, Stage, run_stage,
+    };
+    use tokio_util::sync::CancellationToken;
+
+    const TENANTS: [&str; 6] = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
+    const FAILURES_PER_TENANT: usize = 20;
+    const REPOS_PER_TENANT: usize = 10;
+
+    /// Which member handled which tenant's records (member, tenant, event type).
+    type Handled = Arc<Mutex<Vec<(usize, String, &'static str)>>>;
+
+    /// A group member: the real gate, recording what it handles.
+    struct Member {
+        gate: PolicyStage,
+        id: usize,
+        handled: Handled,
+    }
+
+    #[async_trait]
+    impl Stage for Member {
+        fn name(&self) -> &'static str {
+            self.gate.name()
+        }
+        fn input_topic(&self) -> &'static str {
+            self.gate.input_topic()
+        }
+        fn needs_history(&self) -> bool {
+            self.gate.needs_history()
+        }
+        fn fold(&mut self, event: &Event) {
+            self.gate.fold(event);
+        }
+        async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
+            self.handled.lock().expect("lock").push((
+                self.id,
+                event.tenant.clone(),
+                event.event_type(),
+            ));
+            self.gate.handle(event).await
+        }
+    }
+
+    /// Only the hourly limit binds: 20 failures of a tenant in quick succession → 10
+    /// dispatched, 10 rate_limited (the seed's test, per tenant).
+    fn policy() -> AutoRemediationPolicy {
+        AutoRemediationPolicy::from_toml(
+            "scale-out",
+            "[rate_limits]\nmax_fixes_per_hour = 10\nmax_fixes_per_day = 1000\n\
+             max_fixes_per_repo = 1000\n[blast_radius]\nmax_concurrent_fixes = 1000\n\
+             max_repos_affected_simultaneously = 1000\n",
+        )
+        .expect("policy")
+    }
+
+    fn fast() -> RunnerConfig {
+        RunnerConfig {
+            poll_wait: Duration::from_millis(100),
+            retry_min_delay: Duration::from_millis(10),
+            retry_max_delay: Duration::from_millis(100),
+            ..RunnerConfig::default()
+        }
+    }
+
+    fn failure(tenant: &str, repo: &str, id: &str, classified: bool) -> Vec<Event> {
+        let at = Utc::now();
+        let f = Event::origin(
+            CiRunFailed {
+                source: "generic".into(),
+                delivery_id: Some(id.into()),
+                repository: repo.into(),
+                branch: "main".into(),
+                commit: "c".repeat(40),
+                command: Some("black --check .".into()),
+                log: "would reformat app.py".into(),
+                log_size_bytes: 21,
+                run_url: None,
+                job_name: None,
+                author: None,
+                sentinel_authored: false,
+            },
+            Some(id),
+            tenant,
+            repo,
+            at,
+            "ingest@test",
+        );
+        if !classified {
+            return vec![f];
+        }
+        let c = f.caused(
+            FailureClassified {
+                failure_event_id: f.event_id.to_string(),
+                failure_type: FailureType::Formatting,
+                confidence: 0.95,
+                method: "pattern".into(),
+                pattern_id: None,
+                tool: Some("black".into()),
+                signature: format!("formatting:{repo}:{id}"),
+                files: vec![],
+                lines: vec![],
+                modules: vec![],
+                symbols: vec![],
+            },
+            "classifier@test",
+            0,
+            None,
+        );
+        vec![f, c]
+    }
+
+    async fn read_topic(log: &dyn EventLog, topic: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        for p in 0..log.partitions(topic).await.expect("partitions") {
+            let mut from = 0;
+            loop {
+                let batch = log.read(topic, p, from, 1000).await.expect("read");
+                let Some(last) = batch.last() else { break };
+                from = last.position.offset + 1;
+                out.extend(
+                    batch
+                        .iter()
+                        .filter_map(|s| sentinel_events::codec::decode(&s.record.value, None).ok()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Dispatch decisions on `sentinel.events`, one per failure: tenant → decision → count.
+    async fn decisions(log: &dyn EventLog) -> BTreeMap<String, BTreeMap<&'static str, usize>> {
+        let mut per_failure: HashMap<String, (String, DispatchDecision)> = HashMap::new();
+        for e in read_topic(log, EVENTS_TOPIC).await {
+            if let Fact::DispatchDecided(d) = &e.fact {
+                per_failure
+                    .entry(d.failure_event_id.clone())
+                    .or_insert((e.tenant.clone(), d.decision));
+            }
+        }
+        let mut out: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+        for (tenant, d) in per_failure.into_values() {
+            *out.entry(tenant)
+                .or_default()
+                .entry(d.as_str())
+                .or_default() += 1;
+        }
+        out
+    }
+
+    struct Run {
+        decisions: BTreeMap<String, BTreeMap<&'static str, usize>>,
+        /// Tenant → the members that handled its classifications.
+        deciders: BTreeMap<String, BTreeSet<usize>>,
+        broker: TestBroker,
+    }
+
+    /// Starts two members (gate, plus the forwarder when `tenant_topic`), waits until both
+    /// hold partitions, then appends 20 classified failures per tenant spread over 10
+    /// repositories (so over the partitions of `sentinel.events`) and waits for every
+    /// decision.
+    async fn run(tenant_topic: bool) -> Run {
+        let broker = TestBroker::start_async().await.expect("broker");
+        let admin: Arc<dyn EventLog> = Arc::new(broker.connect().await.expect("connect"));
+        for (topic, partitions) in [(EVENTS_TOPIC, 6), (POLICY_TOPIC, 3), (DLQ_TOPIC, 1)] {
+            admin.ensure_topic(topic, partitions).await.expect("topic");
+        }
+        let handled: Handled = Arc::default();
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for id in 0..2 {
+            // One connection per member, as two processes would have.
+            let log: Arc<dyn EventLog> = Arc::new(broker.connect().await.expect("connect"));
+            let mut gate = PolicyStage::new(policy());
+            if tenant_topic {
+                gate = gate.on_tenant_topic();
+                tasks.push(tokio::spawn(run_stage(
+                    PolicyForwardStage,
+                    log.clone(),
+                    fast(),
+                    shutdown.clone(),
+                )));
+            }
+            let member = Member {
+                gate,
+                id,
+                handled: handled.clone(),
+            };
+            tasks.push(tokio::spawn(run_stage(
+                member,
+                log,
+                fast(),
+                shutdown.clone(),
+            )));
+        }
+        // Warm-up with unclassified failures (never decided) until both members handle
+        // records: the group is then stable, each member owning its partitions.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let mut round = 0;
+        loop {
+            let members: BTreeSet<usize> =
+                handled.lock().expect("lock").iter().map(|h| h.0).collect();
+            if members.len() == 2 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "both members never handled records: {members:?}\n{}",
+                broker.log_tail(30)
+            );
+            let warm: Vec<Event> = TENANTS
+                .iter()
+                .flat_map(|t| {
+                    failure(
+                        t,
+                        &format!("org-{t}/warm"),
+                        &format!("warm-{t}-{round}"),
+                        false,
+                    )
+                })
+                .collect();
+            sentinel_runtime::append_events(admin.as_ref(), EVENTS_TOPIC, &warm)
+                .await
+                .expect("append");
+            round += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        handled.lock().expect("lock").clear();
+
+        let mut events = Vec::new();
+        for i in 0..FAILURES_PER_TENANT {
+            for t in TENANTS {
+                let repo = format!("org-{t}/repo{}", i % REPOS_PER_TENANT);
+                events.extend(failure(t, &repo, &format!("{t}-{i}"), true));
+            }
+        }
+        sentinel_runtime::append_events(admin.as_ref(), EVENTS_TOPIC, &events)
+            .await
+            .expect("append");
+        let expected = TENANTS.len() * FAILURES_PER_TENANT;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let decisions = loop {
+            let d = decisions(admin.as_ref()).await;
+            let n: usize = d.values().flat_map(|m| m.values()).sum();
+            if n >= expected {
+                break d;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} of {expected} failures decided: {d:?}\n{}",
+                broker.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        shutdown.cancel();
+        for t in tasks {
+            let stopped = tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("stage stops")
+                .expect("join");
+            stopped.expect("stage ran without a log error");
+        }
+        let mut deciders: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+        for (member, tenant, ty) in handled.lock().expect("lock").iter() {
+            if *ty == "failure_classified" {
+                deciders.entry(tenant.clone()).or_default().insert(*member);
+            }
+        }
+        Run {
+            decisions,
+            deciders,
+            broker,
+        }
+    }
+
+    /// Two policy processes in one group on tansu, the gate reading the tenant-keyed
+    /// `sentinel.policy`: every tenant's failures are decided by one member, both members
+    /// decide (tenants spread over them), and each tenant's hourly limit holds exactly —
+    /// 10 dispatched, 10 rate_limited of its 20 failures in 10 repositories.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_tenant_limits_hold_globally_with_two_policy_consumers_on_kafka() {
+        let run = run(true).await;
+        for t in TENANTS {
+            let d = &run.decisions[t];
+            assert_eq!(
+                (d.get("dispatch"), d.get("rate_limited")),
+                (Some(&10), Some(&10)),
+                "{t}: {d:?}\n{}",
+                run.broker.log_tail(20)
+            );
+            assert_eq!(run.deciders[t].len(), 1, "{t} decided by one member");
+        }
+        let members: BTreeSet<usize> = run.deciders.values().flatten().copied().collect();
+        assert_eq!(members.len(), 2, "both members decided: {:?}", run.deciders);
+    }
+
+    /// The control: the same two members reading `sentinel.events` (keyed
+    /// tenant/repository) each see part of every tenant and each allow the full limit — the
+    /// failure the tenant-keyed topic prevents.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_the_tenant_topic_two_consumers_exceed_the_limits() {
+        let run = run(false).await;
+        let over: Vec<(&str, usize)> = TENANTS
+            .iter()
+            .map(|t| (*t, run.decisions[*t].get("dispatch").copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 10)
+            .collect();
+        assert!(!over.is_empty(), "{:?}", run.decisions);
+        assert!(
+            run.deciders.values().any(|m| m.len() == 2),
+            "a tenant was decided by both members: {:?}",
+            run.deciders
+        );
+    }
+
+    /// `topology/topics.toml` declares on `sentinel.policy` exactly the facts the forwarder
+    /// copies there and the gate appends there.
+    #[test]
+    fn the_policy_topic_declares_the_gates_inputs_and_outputs() {
+        let topology = sentinel_log::topology::Topology::builtin().expect("topology");
+        let declared: BTreeSet<String> = topology
+            .get(POLICY_TOPIC)
+            .expect("sentinel.policy")
+            .value_schemas
+            .iter()
+            .map(|s| {
+                s.trim_start_matches("facts/")
+                    .trim_end_matches(".v1.avsc")
+                    .to_owned()
+            })
+            .collect();
+        let expected: BTreeSet<String> = POLICY_INPUTS
+            .iter()
+            .chain(POLICY_OUTPUTS)
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(declared, expected);
     }
 }

@@ -228,13 +228,20 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
     if want("policy") {
         let policy = sentinel_policy::load(settings.policy.as_deref())?;
         info!(version = %policy.version(), "Policy loaded.");
-        spawn_stage(
-            &mut tasks,
-            sentinel_policy::PolicyStage::new(policy)
-                .with_escalation_webhook(settings.review_webhook_url.clone()),
-            &log,
-            &shutdown,
-        );
+        let mut gate = sentinel_policy::PolicyStage::new(policy)
+            .with_escalation_webhook(settings.review_webhook_url.clone());
+        if log.backend() == "kafka" {
+            // Scale-out: the gate reads its inputs re-keyed by tenant, so any number of
+            // policy processes keep global per-tenant limits (see docs/policy.md).
+            gate = gate.on_tenant_topic();
+            spawn_stage(
+                &mut tasks,
+                sentinel_policy::PolicyForwardStage,
+                &log,
+                &shutdown,
+            );
+        }
+        spawn_stage(&mut tasks, gate, &log, &shutdown);
     }
     if want("controller") {
         let registration = sentinel_controller::patchbot_registration(
