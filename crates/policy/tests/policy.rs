@@ -466,130 +466,168 @@ mod scale_out {
         out
     }
 
-    struct Run {
-        decisions: BTreeMap<String, BTreeMap<&'static str, usize>>,
-        /// Tenant → the members that handled its classifications.
-        deciders: BTreeMap<String, BTreeSet<usize>>,
+    /// Two policy processes on one broker, each with its own connection and shutdown.
+    struct Cluster {
         broker: TestBroker,
+        admin: Arc<dyn EventLog>,
+        handled: Handled,
+        members: Vec<(
+            CancellationToken,
+            Vec<tokio::task::JoinHandle<sentinel_runtime::Result<()>>>,
+        )>,
     }
 
-    /// Starts two members (gate, plus the forwarder when `tenant_topic`), waits until both
-    /// hold partitions, then appends 20 classified failures per tenant spread over 10
-    /// repositories (so over the partitions of `sentinel.events`) and waits for every
-    /// decision.
-    async fn run(tenant_topic: bool) -> Run {
-        let broker = TestBroker::start_async().await.expect("broker");
-        let admin: Arc<dyn EventLog> = Arc::new(broker.connect().await.expect("connect"));
-        for (topic, partitions) in [(EVENTS_TOPIC, 6), (POLICY_TOPIC, 3), (DLQ_TOPIC, 1)] {
-            admin.ensure_topic(topic, partitions).await.expect("topic");
-        }
-        let handled: Handled = Arc::default();
-        let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
-        for id in 0..2 {
-            // One connection per member, as two processes would have.
-            let log: Arc<dyn EventLog> = Arc::new(broker.connect().await.expect("connect"));
-            let mut gate = PolicyStage::new(policy());
-            if tenant_topic {
-                gate = gate.on_tenant_topic();
+    impl Cluster {
+        /// Starts two members (gate, plus the forwarder when `tenant_topic`) and waits until
+        /// both hold partitions: unclassified failures (never decided) are appended until
+        /// both members have handled records, so the group is stable.
+        async fn start(tenant_topic: bool) -> Cluster {
+            let broker = TestBroker::start_async().await.expect("broker");
+            let admin: Arc<dyn EventLog> = Arc::new(broker.connect().await.expect("connect"));
+            for (topic, partitions) in [(EVENTS_TOPIC, 6), (POLICY_TOPIC, 3), (DLQ_TOPIC, 1)] {
+                admin.ensure_topic(topic, partitions).await.expect("topic");
+            }
+            let handled: Handled = Arc::default();
+            let mut members = Vec::new();
+            for id in 0..2 {
+                // One connection per member, as two processes would have.
+                let log: Arc<dyn EventLog> = Arc::new(broker.connect().await.expect("connect"));
+                let shutdown = CancellationToken::new();
+                let mut tasks = Vec::new();
+                let mut gate = PolicyStage::new(policy());
+                if tenant_topic {
+                    gate = gate.on_tenant_topic();
+                    tasks.push(tokio::spawn(run_stage(
+                        PolicyForwardStage,
+                        log.clone(),
+                        fast(),
+                        shutdown.clone(),
+                    )));
+                }
+                let member = Member {
+                    gate,
+                    id,
+                    handled: handled.clone(),
+                };
                 tasks.push(tokio::spawn(run_stage(
-                    PolicyForwardStage,
-                    log.clone(),
+                    member,
+                    log,
                     fast(),
                     shutdown.clone(),
                 )));
+                members.push((shutdown, tasks));
             }
-            let member = Member {
-                gate,
-                id,
-                handled: handled.clone(),
+            let cluster = Cluster {
+                broker,
+                admin,
+                handled,
+                members,
             };
-            tasks.push(tokio::spawn(run_stage(
-                member,
-                log,
-                fast(),
-                shutdown.clone(),
-            )));
-        }
-        // Warm-up with unclassified failures (never decided) until both members handle
-        // records: the group is then stable, each member owning its partitions.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        let mut round = 0;
-        loop {
-            let members: BTreeSet<usize> =
-                handled.lock().expect("lock").iter().map(|h| h.0).collect();
-            if members.len() == 2 {
-                break;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            let mut round = 0;
+            loop {
+                let active: BTreeSet<usize> = cluster
+                    .handled
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .map(|h| h.0)
+                    .collect();
+                if active.len() == 2 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "both members never handled records: {active:?}\n{}",
+                    cluster.broker.log_tail(30)
+                );
+                let warm: Vec<Event> = TENANTS
+                    .iter()
+                    .flat_map(|t| {
+                        failure(
+                            t,
+                            &format!("org-{t}/warm"),
+                            &format!("warm-{t}-{round}"),
+                            false,
+                        )
+                    })
+                    .collect();
+                sentinel_runtime::append_events(cluster.admin.as_ref(), EVENTS_TOPIC, &warm)
+                    .await
+                    .expect("append");
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "both members never handled records: {members:?}\n{}",
-                broker.log_tail(30)
-            );
-            let warm: Vec<Event> = TENANTS
-                .iter()
-                .flat_map(|t| {
-                    failure(
-                        t,
-                        &format!("org-{t}/warm"),
-                        &format!("warm-{t}-{round}"),
-                        false,
-                    )
-                })
-                .collect();
-            sentinel_runtime::append_events(admin.as_ref(), EVENTS_TOPIC, &warm)
+            cluster.handled.lock().expect("lock").clear();
+            cluster
+        }
+
+        /// Appends classified failures `range` of every tenant, spread over 10
+        /// repositories (so over the partitions of `sentinel.events`), and waits until
+        /// `decided` failures in all are decided.
+        async fn decide(
+            &self,
+            range: std::ops::Range<usize>,
+            decided: usize,
+        ) -> BTreeMap<String, BTreeMap<&'static str, usize>> {
+            let mut events = Vec::new();
+            for i in range {
+                for t in TENANTS {
+                    let repo = format!("org-{t}/repo{}", i % REPOS_PER_TENANT);
+                    events.extend(failure(t, &repo, &format!("{t}-{i}"), true));
+                }
+            }
+            sentinel_runtime::append_events(self.admin.as_ref(), EVENTS_TOPIC, &events)
                 .await
                 .expect("append");
-            round += 1;
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            loop {
+                let d = decisions(self.admin.as_ref()).await;
+                let n: usize = d.values().flat_map(|m| m.values()).sum();
+                if n >= decided {
+                    return d;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{n} of {decided} failures decided: {d:?}\n{}",
+                    self.broker.log_tail(30)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
-        handled.lock().expect("lock").clear();
 
-        let mut events = Vec::new();
-        for i in 0..FAILURES_PER_TENANT {
-            for t in TENANTS {
-                let repo = format!("org-{t}/repo{}", i % REPOS_PER_TENANT);
-                events.extend(failure(t, &repo, &format!("{t}-{i}"), true));
+        /// Tenant → the members that handled its classifications so far.
+        fn deciders(&self) -> BTreeMap<String, BTreeSet<usize>> {
+            let mut out: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+            for (member, tenant, ty) in self.handled.lock().expect("lock").iter() {
+                if *ty == "failure_classified" {
+                    out.entry(tenant.clone()).or_default().insert(*member);
+                }
+            }
+            out
+        }
+
+        /// Stops one member (it leaves the group) and checks it stopped cleanly.
+        async fn stop(&mut self, id: usize) {
+            let (shutdown, tasks) = std::mem::take(&mut self.members[id]);
+            shutdown.cancel();
+            for t in tasks {
+                let stopped = tokio::time::timeout(Duration::from_secs(30), t)
+                    .await
+                    .expect("stage stops")
+                    .expect("join");
+                stopped.expect("stage ran without a log error");
             }
         }
-        sentinel_runtime::append_events(admin.as_ref(), EVENTS_TOPIC, &events)
-            .await
-            .expect("append");
-        let expected = TENANTS.len() * FAILURES_PER_TENANT;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        let decisions = loop {
-            let d = decisions(admin.as_ref()).await;
-            let n: usize = d.values().flat_map(|m| m.values()).sum();
-            if n >= expected {
-                break d;
+
+        async fn stop_all(&mut self) {
+            for id in 0..self.members.len() {
+                self.stop(id).await;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{n} of {expected} failures decided: {d:?}\n{}",
-                broker.log_tail(30)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        shutdown.cancel();
-        for t in tasks {
-            let stopped = tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .expect("stage stops")
-                .expect("join");
-            stopped.expect("stage ran without a log error");
-        }
-        let mut deciders: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-        for (member, tenant, ty) in handled.lock().expect("lock").iter() {
-            if *ty == "failure_classified" {
-                deciders.entry(tenant.clone()).or_default().insert(*member);
-            }
-        }
-        Run {
-            decisions,
-            deciders,
-            broker,
         }
     }
+
+    const ALL: usize = TENANTS.len() * FAILURES_PER_TENANT;
 
     /// Two policy processes in one group on tansu, the gate reading the tenant-keyed
     /// `sentinel.policy`: every tenant's failures are decided by one member, both members
@@ -597,19 +635,62 @@ mod scale_out {
     /// 10 dispatched, 10 rate_limited of its 20 failures in 10 repositories.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn per_tenant_limits_hold_globally_with_two_policy_consumers_on_kafka() {
-        let run = run(true).await;
+        let mut cluster = Cluster::start(true).await;
+        let decisions = cluster.decide(0..FAILURES_PER_TENANT, ALL).await;
+        cluster.stop_all().await;
+        let deciders = cluster.deciders();
         for t in TENANTS {
-            let d = &run.decisions[t];
+            let d = &decisions[t];
             assert_eq!(
                 (d.get("dispatch"), d.get("rate_limited")),
                 (Some(&10), Some(&10)),
-                "{t}: {d:?}\n{}",
-                run.broker.log_tail(20)
+                "{t}: {d:?}"
             );
-            assert_eq!(run.deciders[t].len(), 1, "{t} decided by one member");
+            assert_eq!(deciders[t].len(), 1, "{t} decided by one member");
         }
-        let members: BTreeSet<usize> = run.deciders.values().flatten().copied().collect();
-        assert_eq!(members.len(), 2, "both members decided: {:?}", run.deciders);
+        let members: BTreeSet<usize> = deciders.values().flatten().copied().collect();
+        assert_eq!(members.len(), 2, "both members decided: {deciders:?}");
+    }
+
+    /// A member leaves mid-stream: the other takes its partitions over and first folds what
+    /// the leaver decided there, so the tenants it inherits keep their limits — the first 10
+    /// failures of every tenant are dispatched (by whichever member owned it), the next 10
+    /// all rate_limited, also those now decided by the remaining member.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_leaving_hands_its_tenants_over_with_their_state() {
+        let mut cluster = Cluster::start(true).await;
+        let half = FAILURES_PER_TENANT / 2;
+        let first = cluster.decide(0..half, ALL / 2).await;
+        for t in TENANTS {
+            assert_eq!(first[t].get("dispatch"), Some(&10), "{t}: {:?}", first[t]);
+        }
+        let inherited: Vec<String> = cluster
+            .deciders()
+            .into_iter()
+            .filter(|(_, m)| m.contains(&1))
+            .map(|(t, _)| t)
+            .collect();
+        assert!(!inherited.is_empty(), "member 1 decided some tenants");
+        cluster.stop(1).await;
+        cluster.handled.lock().expect("lock").clear();
+        let all = cluster.decide(half..FAILURES_PER_TENANT, ALL).await;
+        cluster.stop_all().await;
+        for t in TENANTS {
+            assert_eq!(
+                (all[t].get("dispatch"), all[t].get("rate_limited")),
+                (Some(&10), Some(&10)),
+                "{t}: {:?}",
+                all[t]
+            );
+        }
+        let deciders = cluster.deciders();
+        for t in &inherited {
+            assert_eq!(
+                deciders[t],
+                BTreeSet::from([0]),
+                "{t} taken over by member 0"
+            );
+        }
     }
 
     /// The control: the same two members reading `sentinel.events` (keyed
@@ -617,17 +698,19 @@ mod scale_out {
     /// failure the tenant-keyed topic prevents.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_the_tenant_topic_two_consumers_exceed_the_limits() {
-        let run = run(false).await;
+        let mut cluster = Cluster::start(false).await;
+        let decisions = cluster.decide(0..FAILURES_PER_TENANT, ALL).await;
+        cluster.stop_all().await;
         let over: Vec<(&str, usize)> = TENANTS
             .iter()
-            .map(|t| (*t, run.decisions[*t].get("dispatch").copied().unwrap_or(0)))
+            .map(|t| (*t, decisions[*t].get("dispatch").copied().unwrap_or(0)))
             .filter(|(_, n)| *n > 10)
             .collect();
-        assert!(!over.is_empty(), "{:?}", run.decisions);
+        assert!(!over.is_empty(), "{decisions:?}");
         assert!(
-            run.deciders.values().any(|m| m.len() == 2),
+            cluster.deciders().values().any(|m| m.len() == 2),
             "a tenant was decided by both members: {:?}",
-            run.deciders
+            cluster.deciders()
         );
     }
 
