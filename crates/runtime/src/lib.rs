@@ -531,12 +531,16 @@ async fn fold_history<S: Stage>(
     progress: &mut HashMap<i32, i64>,
     folded_early: &mut HashSet<Uuid>,
 ) -> Result<usize> {
-    let committed = log.committed(group, topic).await?;
+    let committed: HashMap<i32, i64> = log.committed(group, topic).await?.into_iter().collect();
+    // A partition without a committed offset is read from its start.
+    let starts: Vec<(i32, i64)> = (0..log.partitions(topic).await?)
+        .map(|p| (p, committed.get(&p).copied().unwrap_or(0)))
+        .collect();
     // Kafka keeps duplicates appended by a stage that crashed before committing: fold
     // each fact once, as live processing does.
     let mut seen = HashSet::new();
     let mut n = 0;
-    for &(partition, end) in &committed {
+    for &(partition, end) in &starts {
         n += fold_range(
             stage,
             log,
@@ -550,7 +554,7 @@ async fn fold_history<S: Stage>(
         .await?;
         progress.insert(partition, end);
     }
-    for &(partition, end) in &committed {
+    for &(partition, end) in &starts {
         n += fold_through_own_outputs(stage, log, topic, partition, end, &mut seen, folded_early)
             .await?;
     }
