@@ -738,3 +738,156 @@ mod scale_out {
         assert_eq!(declared, expected);
     }
 }
+
+/// Escalation through the real runtime on the embedded log, with the notification webhook
+/// (`SENTINEL_REVIEW_WEBHOOK_URL` in `sentinel serve`) pointing at a local HTTP server that
+/// stands in for a chat or paging hook: a review is requested, nobody answers, and the only
+/// later facts are failures in *other* repositories of the tenant. Once one of them is
+/// `escalation_timeout_hours` of event time after the request, `ReviewEscalated` is appended
+/// and the hook receives the notice; a later failure of another tenant changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_escalate_through_the_runtime_and_notify_the_webhook() {
+    use std::sync::Arc;
+    use std::time::Duration as StdDuration;
+
+    use sentinel_events::facts::{CiRunFailed, ReviewRequested};
+    use sentinel_log::EventLog;
+    use sentinel_runtime::{EVENTS_TOPIC, RunnerConfig, run_stage};
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = sentinel_log::sqlite::SqliteLog::open(&dir.path().join("log.db"))
+        .await
+        .expect("log");
+    sentinel_log::topology::Topology::builtin()
+        .expect("topology")
+        .apply_embedded(&log)
+        .await
+        .expect("topics");
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let t0 = t0();
+    let failure_at = |tenant: &str, repo: &str, hours: i64| {
+        Event::origin(
+            CiRunFailed {
+                source: "generic".into(),
+                delivery_id: None,
+                repository: repo.into(),
+                branch: "feature/x".into(),
+                commit: "c".repeat(40),
+                command: None,
+                log: "error".into(),
+                log_size_bytes: 5,
+                run_url: None,
+                job_name: None,
+                author: None,
+                sentinel_authored: false,
+            },
+            Some(&format!("{tenant}-{repo}-{hours}")),
+            tenant,
+            repo,
+            t0 + Duration::hours(hours),
+            "ingest@test",
+        )
+    };
+    let requested = Event::origin(
+        ReviewRequested {
+            review_id: "review-1".into(),
+            task_id: "task-1".into(),
+            decision_event_id: "d".into(),
+            reason: "the fix changes protected paths".into(),
+            triggered_by: Some("alice".into()),
+            repository: Some("org/app".into()),
+            reason_code: Some("protected_paths".into()),
+            policy_version: Some("sha256:x".into()),
+        },
+        Some("review-1"),
+        "acme",
+        "org/app",
+        t0,
+        "policy@test",
+    );
+    sentinel_runtime::append_events(
+        log.as_ref(),
+        EVENTS_TOPIC,
+        &[
+            requested,
+            failure_at("acme", "org/other", 23),
+            failure_at("globex", "org/g", 30),
+        ],
+    )
+    .await
+    .expect("append");
+
+    let stage = sentinel_policy::PolicyStage::new(AutoRemediationPolicy::default())
+        .with_escalation_webhook(Some(hook));
+    let config = RunnerConfig {
+        poll_wait: StdDuration::from_millis(50),
+        ..RunnerConfig::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), config, shutdown.clone()));
+    let escalations = |log: Arc<dyn EventLog>| async move {
+        let mut out = Vec::new();
+        sentinel_runtime::scan_topic(log.as_ref(), EVENTS_TOPIC, |_, e| {
+            if let Ok(e) = e
+                && let Fact::ReviewEscalated(x) = &e.fact
+            {
+                out.push((x.review_id.clone(), x.waited_hours, e.tenant.clone()));
+            }
+            true
+        })
+        .await
+        .expect("scan");
+        out
+    };
+    // 23 hours of acme's time and a day of another tenant's: nothing yet.
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert!(escalations(log.clone()).await.is_empty());
+    assert!(rx.try_recv().is_err(), "no notice yet");
+
+    sentinel_runtime::append_events(
+        log.as_ref(),
+        EVENTS_TOPIC,
+        &[failure_at("acme", "org/third", 25)],
+    )
+    .await
+    .expect("append");
+    let notice = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+        .await
+        .expect("webhook called")
+        .expect("notice");
+    assert_eq!(notice["event"], "review_escalated");
+    assert_eq!(notice["review_id"], "review-1");
+    assert_eq!(notice["task_id"], "task-1");
+    assert_eq!(notice["tenant"], "acme");
+    assert_eq!(notice["repository"], "org/app");
+    assert_eq!(notice["waited_hours"], 25.0);
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(20);
+    let found = loop {
+        let found = escalations(log.clone()).await;
+        if !found.is_empty() || tokio::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    };
+    assert_eq!(found, [("review-1".to_owned(), 25.0, "acme".to_owned())]);
+    assert_eq!(notice["event_id"].as_str().map(str::len), Some(36));
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+}
