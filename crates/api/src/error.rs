@@ -44,6 +44,10 @@ pub enum ApiError {
         /// The scope needed.
         scope: &'static str,
     },
+    /// The caller may not do this to this resource, whatever its token (a reviewer
+    /// answering the review of a fix they triggered).
+    #[error("{0}")]
+    NotAllowed(String),
     /// `?after=` asked for a position the projections did not reach in time.
     #[error("the projections have not reached {after} yet; retry later")]
     NotCaughtUp {
@@ -97,7 +101,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Rejected(status, _) => *status,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::NotCaughtUp { .. } | ApiError::LogUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -137,6 +141,7 @@ impl ApiError {
                 "Forbidden",
                 self.to_string(),
             ),
+            ApiError::NotAllowed(d) => ("urn:sentinel:problem:forbidden", "Forbidden", d.clone()),
             ApiError::NotCaughtUp { .. } => (
                 "urn:sentinel:problem:not-caught-up",
                 "Projection not caught up",

@@ -15,6 +15,8 @@
 //! | `POST /api/v1/agents/{id}/pause`, `…/resume` | admin | appends `AgentStatusChanged`; 202 |
 //! | `POST /api/v1/agents/{id}/tasks` | write | appends `TaskQueued` for the agent; 202 |
 //! | `DELETE /api/v1/tasks/{id}` | write | appends `TaskCancelled`; 202 |
+//! | `GET /api/v1/reviews?status=` | read | human reviews, oldest first (see [`reviews`]) |
+//! | `POST /api/v1/reviews/{id}/approve`, `…/reject` | write | appends `ReviewCompleted`; 200 |
 //!
 //! Listings are keyset-paginated: a full page carries the header `x-next-cursor`, passed
 //! back as `?cursor=`. Commands answer `202` with the ids and `after`, the appended fact's
@@ -197,6 +199,9 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/agents/{id}/resume"),
     ("GET", "/api/v1/tasks/{id}"),
     ("DELETE", "/api/v1/tasks/{id}"),
+    ("GET", "/api/v1/reviews"),
+    ("POST", "/api/v1/reviews/{id}/approve"),
+    ("POST", "/api/v1/reviews/{id}/reject"),
 ];
 
 /// The open routes (no token): probes, metrics and the OpenAPI document.
@@ -233,6 +238,9 @@ pub fn api_routes() -> Router<ApiState> {
         .route("/api/v1/agents/{id}/tasks", post(commands::queue_task))
         .route("/api/v1/agents/{id}/pause", post(commands::pause_agent))
         .route("/api/v1/agents/{id}/resume", post(commands::resume_agent))
+        .route("/api/v1/reviews", get(reviews::list))
+        .route("/api/v1/reviews/{id}/approve", post(reviews::approve))
+        .route("/api/v1/reviews/{id}/reject", post(reviews::reject))
 }
 
 /// The API's routes, with their state, authentication and body limit applied.
@@ -243,25 +251,14 @@ pub fn router(state: ApiState) -> Router {
             consistency::read_your_writes,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
-    let mut open = Router::new()
+    Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .merge(api)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .with_state(state.clone());
-    // Human review (`/api/v1/reviews…`) folds the log, so it is served when the state has
-    // one — behind the same token check as every other API route (approving a fix is a
-    // write).
-    if let Some(log) = state.log() {
-        open = open.merge(
-            reviews::router(log.clone())
-                .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
-                .layer(DefaultBodyLimit::max(state.max_body_bytes)),
-        );
-    }
-    open
+        .with_state(state)
 }
 
 /// Methods the OpenAPI test probes on every path.

@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::commands::{Accepted, QueueTask, Reason, RegisterAgent};
 use crate::handlers::FixSummary;
-use crate::{commands, handlers};
+use crate::reviews::{Review, ReviewAnswer};
+use crate::{commands, handlers, reviews};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -34,6 +35,9 @@ use crate::{commands, handlers};
         commands::pause_agent,
         commands::resume_agent,
         commands::cancel_task,
+        reviews::list,
+        reviews::approve,
+        reviews::reject,
     ),
     components(schemas(
         FixSummary,
@@ -46,6 +50,8 @@ use crate::{commands, handlers};
         QueueTask,
         Reason,
         Accepted,
+        Review,
+        ReviewAnswer,
     )),
     modifiers(&BearerAuth)
 )]

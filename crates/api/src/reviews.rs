@@ -1,35 +1,33 @@
 //! Human review of fixes (DESIGN §5): list reviews, approve or reject one.
 //!
-//! | route | answer |
-//! |---|---|
-//! | `GET /api/v1/reviews?status=pending\|approved\|rejected\|escalated` | reviews, oldest first (`escalated` = pending and escalated) |
-//! | `POST /api/v1/reviews/{id}/approve` `{"reviewer", "comment"?}` | appends `ReviewCompleted` (approved); 200 with the review |
-//! | `POST /api/v1/reviews/{id}/reject` `{"reviewer", "comment"?}` | appends `ReviewCompleted` (rejected); 200 with the review |
+//! | route | scope | answer |
+//! |---|---|---|
+//! | `GET /api/v1/reviews?status=pending\|approved\|rejected\|escalated` | read | reviews, oldest first (`escalated` = pending and escalated) |
+//! | `POST /api/v1/reviews/{id}/approve` `{"reviewer", "comment"?}` | write | appends `ReviewCompleted` (approved); 200 with the review |
+//! | `POST /api/v1/reviews/{id}/reject` `{"reviewer", "comment"?}` | write | appends `ReviewCompleted` (rejected); 200 with the review |
 //!
-//! Reads fold the event log directly (the review facts are few, and approving must see the
-//! log's latest state to refuse a second answer). Commands are facts: the completion is
-//! caused by the `ReviewRequested` fact with a fixed index, so its event id is deterministic
-//! and a retried request cannot record a second answer. 404 for an unknown review, 409 for
-//! one already answered, 403 when the reviewer is the identity that triggered the fix, 400
-//! for a missing or oversized reviewer or comment.
+//! The routes are part of [`api_routes`](crate::api_routes) (token check, OpenAPI
+//! document). Reads fold the event log directly (the review facts are few, and approving
+//! must see the log's latest state to refuse a second answer), so they answer 503 when the
+//! process has no log. Commands are facts: the completion is caused by the
+//! `ReviewRequested` fact with a fixed index, so its event id is deterministic and a
+//! retried request cannot record a second answer. 404 for an unknown review, 409 for one
+//! already answered, 403 when the reviewer is the identity that triggered the fix, 400 for
+//! a missing or oversized reviewer or comment.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use sentinel_events::facts::ReviewCompleted;
 use sentinel_events::{Event, Fact, redact};
 use sentinel_log::EventLog;
 use serde::{Deserialize, Serialize};
-use tracing::error;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::PROBLEM_CONTENT_TYPE;
+use crate::{ApiError, ApiState};
 
 /// Longest reviewer identity accepted.
 pub const MAX_REVIEWER_LEN: usize = 200;
@@ -37,7 +35,7 @@ pub const MAX_REVIEWER_LEN: usize = 200;
 pub const MAX_COMMENT_LEN: usize = 10_000;
 
 /// A review as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Review {
     /// The review id.
     pub id: String,
@@ -63,105 +61,45 @@ pub struct Review {
     pub requested_at: DateTime<Utc>,
     /// Who answered.
     pub reviewer: Option<String>,
-    /// Their comment.
+    /// Their comment (secrets redacted).
     pub comment: Option<String>,
     /// When it was answered.
     pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// The body of approve and reject.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewAnswer {
-    /// Who reviews.
+    /// Who reviews (1 to 200 characters); may not be the identity that triggered the fix.
     pub reviewer: String,
-    /// A comment.
+    /// A comment (at most 10,000 characters; secrets are redacted before it is recorded).
     #[serde(default)]
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Query parameters of `GET /api/v1/reviews`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReviewsQuery {
+    /// `pending`, `approved`, `rejected` or `escalated` (pending and past the escalation
+    /// timeout); all when absent.
     status: Option<String>,
+    /// Accepted for symmetry with the other reads (reviews are read from the log itself).
+    #[allow(dead_code)]
+    after: Option<String>,
 }
 
-/// What a review request can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
-    /// Malformed request.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The reviewer may not answer.
-    #[error("{0}")]
-    Forbidden(String),
-    /// No such review.
-    #[error("no review with id {0}")]
-    NotFound(String),
-    /// Already answered.
-    #[error("{0}")]
-    Conflict(String),
-    /// The log failed.
-    #[error("event log: {0}")]
-    Log(String),
-}
-
-impl IntoResponse for ReviewError {
-    fn into_response(self) -> Response {
-        let (status, kind, title) = match &self {
-            ReviewError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            ReviewError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ReviewError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            ReviewError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            ReviewError::Log(e) => {
-                error!(error = %e, "Review request failed.");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service unavailable",
-                )
-            }
-        };
-        let detail = match &self {
-            ReviewError::Log(_) => "The event log is unavailable; retry later.".to_owned(),
-            other => other.to_string(),
-        };
-        let body = serde_json::json!({
-            "type": format!("urn:sentinel:problem:{kind}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        let mut r = (status, Json(body)).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
-        r
-    }
-}
-
-/// The routes' shared state: the event log.
-#[derive(Clone)]
-struct ReviewState {
-    log: Arc<dyn EventLog>,
-    producer: String,
-}
-
-/// The review routes, with their state applied (merge into the API router).
-pub fn router(log: Arc<dyn EventLog>) -> Router {
-    Router::new()
-        .route("/api/v1/reviews", get(list))
-        .route("/api/v1/reviews/{id}/approve", post(approve))
-        .route("/api/v1/reviews/{id}/reject", post(reject))
-        .with_state(ReviewState {
-            log,
-            producer: format!("api@{}", env!("CARGO_PKG_VERSION")),
-        })
+fn log_of(state: &ApiState) -> Result<&dyn EventLog, ApiError> {
+    state
+        .log()
+        .map(|l| l.as_ref())
+        .ok_or_else(|| ApiError::LogUnavailable("this process has no event log".into()))
 }
 
 /// Folds the review facts of the log: reviews by id, with the request event of each.
-async fn fold(log: &dyn EventLog) -> Result<BTreeMap<String, (Review, Event)>, ReviewError> {
+async fn fold(log: &dyn EventLog) -> Result<BTreeMap<String, (Review, Event)>, ApiError> {
     let mut reviews: BTreeMap<String, (Review, Event)> = BTreeMap::new();
     sentinel_runtime::scan_topic(log, sentinel_runtime::EVENTS_TOPIC, |_, decoded| {
         let Ok(e) = decoded else { return true };
@@ -209,24 +147,33 @@ async fn fold(log: &dyn EventLog) -> Result<BTreeMap<String, (Review, Event)>, R
         true
     })
     .await
-    .map_err(|e| ReviewError::Log(e.to_string()))?;
+    .map_err(|e| ApiError::LogUnavailable(e.to_string()))?;
     Ok(reviews)
 }
 
-async fn list(
-    State(state): State<ReviewState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Vec<Review>>, ReviewError> {
-    let Query(q) = q.map_err(|e| ReviewError::BadRequest(e.body_text()))?;
+/// `GET /api/v1/reviews`.
+#[utoipa::path(get, path = "/api/v1/reviews", tag = "reviews", params(ReviewsQuery),
+    responses(
+        (status = 200, description = "Reviews, oldest first", body = [Review]),
+        (status = 400, description = "Unknown status or parameter"),
+        (status = 401, description = "No valid token"),
+        (status = 503, description = "The event log is unavailable"),
+    ),
+    security(("bearer" = ["read"])))]
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    q: Result<Query<ReviewsQuery>, QueryRejection>,
+) -> Result<Json<Vec<Review>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let filter = q.status.as_deref();
     if let Some(s) = filter
         && !["pending", "approved", "rejected", "escalated"].contains(&s)
     {
-        return Err(ReviewError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "status must be pending, approved, rejected or escalated, not {s:?}"
         )));
     }
-    let mut out: Vec<Review> = fold(state.log.as_ref())
+    let mut out: Vec<Review> = fold(log_of(&state)?)
         .await?
         .into_values()
         .map(|(r, _)| r)
@@ -240,32 +187,60 @@ async fn list(
     Ok(Json(out))
 }
 
-async fn approve(
-    state: State<ReviewState>,
+/// `POST /api/v1/reviews/{id}/approve`.
+#[utoipa::path(post, path = "/api/v1/reviews/{id}/approve", tag = "reviews",
+    params(("id" = String, Path, description = "The review (the requesting decision's event id)")),
+    request_body = ReviewAnswer,
+    responses(
+        (status = 200, description = "ReviewCompleted (approved) appended; the answered review", body = Review),
+        (status = 400, description = "Malformed JSON, missing or oversized reviewer or comment"),
+        (status = 401, description = "No valid token"),
+        (status = 403, description = "Token lacks the write scope, or the reviewer triggered the fix"),
+        (status = 404, description = "Unknown review"),
+        (status = 409, description = "Already answered"),
+        (status = 503, description = "The event log is unavailable"),
+    ),
+    security(("bearer" = ["write"])))]
+pub(crate) async fn approve(
+    state: State<ApiState>,
     id: Path<String>,
     body: Result<Json<ReviewAnswer>, JsonRejection>,
-) -> Result<Json<Review>, ReviewError> {
+) -> Result<Json<Review>, ApiError> {
     answer(state, id, body, true).await
 }
 
-async fn reject(
-    state: State<ReviewState>,
+/// `POST /api/v1/reviews/{id}/reject`.
+#[utoipa::path(post, path = "/api/v1/reviews/{id}/reject", tag = "reviews",
+    params(("id" = String, Path, description = "The review (the requesting decision's event id)")),
+    request_body = ReviewAnswer,
+    responses(
+        (status = 200, description = "ReviewCompleted (rejected) appended; the answered review", body = Review),
+        (status = 400, description = "Malformed JSON, missing or oversized reviewer or comment"),
+        (status = 401, description = "No valid token"),
+        (status = 403, description = "Token lacks the write scope, or the reviewer triggered the fix"),
+        (status = 404, description = "Unknown review"),
+        (status = 409, description = "Already answered"),
+        (status = 503, description = "The event log is unavailable"),
+    ),
+    security(("bearer" = ["write"])))]
+pub(crate) async fn reject(
+    state: State<ApiState>,
     id: Path<String>,
     body: Result<Json<ReviewAnswer>, JsonRejection>,
-) -> Result<Json<Review>, ReviewError> {
+) -> Result<Json<Review>, ApiError> {
     answer(state, id, body, false).await
 }
 
 async fn answer(
-    State(state): State<ReviewState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     body: Result<Json<ReviewAnswer>, JsonRejection>,
     approved: bool,
-) -> Result<Json<Review>, ReviewError> {
-    let Json(body) = body.map_err(|e| ReviewError::BadRequest(e.body_text()))?;
+) -> Result<Json<Review>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let reviewer = body.reviewer.trim().to_owned();
     if reviewer.is_empty() || reviewer.len() > MAX_REVIEWER_LEN {
-        return Err(ReviewError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "reviewer must be 1 to {MAX_REVIEWER_LEN} characters"
         )));
     }
@@ -274,16 +249,17 @@ async fn answer(
         .as_ref()
         .is_some_and(|c| c.len() > MAX_COMMENT_LEN)
     {
-        return Err(ReviewError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "comment must be at most {MAX_COMMENT_LEN} characters"
         )));
     }
-    let reviews = fold(state.log.as_ref()).await?;
+    let log = log_of(&state)?;
+    let reviews = fold(log).await?;
     let Some((review, requested)) = reviews.get(&id) else {
-        return Err(ReviewError::NotFound(id));
+        return Err(ApiError::NotFound { kind: "review", id });
     };
     if review.status != "pending" {
-        return Err(ReviewError::Conflict(format!(
+        return Err(ApiError::Conflict(format!(
             "review {id} was already {} by {}",
             review.status,
             review.reviewer.as_deref().unwrap_or("someone")
@@ -294,7 +270,7 @@ async fn answer(
         .as_deref()
         .is_some_and(|t| t.trim().eq_ignore_ascii_case(&reviewer))
     {
-        return Err(ReviewError::Forbidden(format!(
+        return Err(ApiError::NotAllowed(format!(
             "{reviewer} triggered this fix and may not review it"
         )));
     }
@@ -306,17 +282,17 @@ async fn answer(
             reviewer: reviewer.clone(),
             comment: comment.clone(),
         },
-        &state.producer,
+        &sentinel_runtime::producer("api"),
         0,
         Some(sentinel_events::envelope::now()),
     );
     sentinel_runtime::append_events(
-        state.log.as_ref(),
+        log,
         sentinel_runtime::EVENTS_TOPIC,
         std::slice::from_ref(&completed),
     )
     .await
-    .map_err(|e| ReviewError::Log(e.to_string()))?;
+    .map_err(|e| ApiError::LogUnavailable(e.to_string()))?;
     let mut review = review.clone();
     review.status = if approved { "approved" } else { "rejected" }.into();
     review.reviewer = Some(reviewer);
@@ -328,10 +304,12 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode, header};
     use http_body_util::BodyExt;
     use sentinel_events::facts::{ReviewEscalated, ReviewRequested};
+    use std::sync::Arc;
     use tower::ServiceExt;
 
     async fn log_with_review(dir: &std::path::Path) -> Arc<dyn EventLog> {
@@ -409,7 +387,15 @@ mod tests {
     async fn reviews_are_listed_answered_once_and_not_by_the_trigger() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = log_with_review(dir.path()).await;
-        let app = router(log.clone());
+        let store = sentinel_projections::Store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        store.migrate().await.expect("migrate");
+        let app = crate::router(ApiState::new(store.clone()).with_log(log.clone()));
+        // Without a log the routes exist but cannot answer.
+        let readonly = crate::router(ApiState::new(store));
+        let (s, _) = call(&readonly, "GET", "/api/v1/reviews", None).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 
         let (s, v) = call(&app, "GET", "/api/v1/reviews?status=pending", None).await;
         assert_eq!(s, StatusCode::OK);

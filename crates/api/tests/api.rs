@@ -915,7 +915,6 @@ async fn tokens_and_scopes_guard_every_api_route_but_probes_stay_open() {
     let state = ApiState::new(store)
         .with_config(tokens())
         .with_metrics(|| "sentinel_up 1\n".to_owned());
-    // A route merged into the API routes (as the reviews routes are) is covered too.
     let app = router(state);
     for (_, path) in sentinel_api::OPEN_ROUTES {
         let reply = send(&app, "GET", path, None, None).await;
@@ -1044,8 +1043,8 @@ async fn every_route_is_in_the_openapi_document_and_no_other_method_is_served() 
     }
 }
 
-/// Review answers are writes: with tokens configured, the review routes (served when the
-/// API has the log) refuse a missing token (401) and a read-only token (403).
+/// Review answers are writes: with tokens configured, the review routes (API routes like
+/// the others; they fold the log) refuse a missing token (401) and a read-only token (403).
 #[tokio::test]
 async fn review_routes_are_behind_token_auth() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -651,6 +651,22 @@ pub struct PullRequestReadied {
     pub decision_id: String,
 }
 
+/// Auto-merge was enabled on a fix pull request: the forge merges it once its required checks
+/// pass. A side effect, allowed only by an `auto_merge` decision (`sentinel audit` checks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoMergeEnabled {
+    /// The task.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The PR's URL.
+    pub url: String,
+    /// The forge that merges it (github, gitlab).
+    pub forge: String,
+    /// The allowing policy decision: the `auto_merge` `ActionDecided`.
+    pub decision_id: String,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -686,4 +702,5 @@ crate::fact_enum! {
     ForgeEventReceived => "forge_event_received",
     RollbackRequested => "rollback_requested",
     PullRequestReadied => "pull_request_readied",
+    AutoMergeEnabled => "auto_merge_enabled",
 }

@@ -13,7 +13,10 @@
 //! * `POST /repos/{o}/{r}/pulls` (`{"title", "head", "base", "body", "draft"}`);
 //! * `POST /repos/{o}/{r}/issues/{n}/labels` (`{"labels"}`);
 //! * `POST /repos/{o}/{r}/pulls/{n}/requested_reviewers` for draft (review-required) PRs;
-//! * GraphQL `enablePullRequestAutoMerge` (only on an `auto_merge` decision).
+//! * GraphQL `enablePullRequestAutoMerge` (only on an `auto_merge` decision);
+//! * GraphQL `markPullRequestReadyForReview(input: {pullRequestId})` with the PR's `node_id`
+//!   — after a human approved a review-required fix (REST cannot un-draft a pull request);
+//! * `PATCH /repos/{o}/{r}/pulls/{n}` (`{"state": "closed"}`) — after a human rejected it.
 //!
 //! Authentication: a token, or a GitHub App (JWT from the private key → installation
 //! token, which octocrab obtains and renews).
@@ -211,6 +214,26 @@ impl GitHubForge {
             }
         };
         Ok(GitHubForge { crab, config })
+    }
+
+    /// Runs a GraphQL mutation; GitHub answers GraphQL errors with `200` and an `errors`
+    /// array, which this turns into [`Error::Remote`].
+    async fn graphql(&self, body: &Value, what: &str) -> Result<Value> {
+        let response: Value = self.crab.graphql(body).await.map_err(|e| remote(what, e))?;
+        if let Some(errors) = response.get("errors").filter(|e| !e.is_null()) {
+            return Err(Error::Remote {
+                status: None,
+                message: format!("{what}: {errors}"),
+            });
+        }
+        Ok(response)
+    }
+
+    /// The pull request for `branch`, or [`Error::InvalidInput`] when none was opened.
+    async fn existing(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        self.find_pull_request(repo, branch).await?.ok_or_else(|| {
+            Error::InvalidInput(format!("no pull request for branch {branch:?} in {repo}"))
+        })
     }
 
     async fn post(&self, route: &str, body: &Value, what: &str) -> Result<Value> {
@@ -491,22 +514,57 @@ impl Forge for GitHubForge {
         Ok(pr)
     }
 
-    async fn enable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
-        let response: Value = self
+    async fn mark_ready(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        let mut pr = self.existing(repo, branch).await?;
+        if pr.state != PullRequestState::Open {
+            return Err(Error::InvalidInput(format!(
+                "pull request {} is {:?}; only an open one can be marked ready",
+                pr.url, pr.state
+            )));
+        }
+        if !pr.draft {
+            return Ok(pr);
+        }
+        self.graphql(
+            &json!({
+                "query": "mutation($id: ID!) { markPullRequestReadyForReview(input: \
+                          {pullRequestId: $id}) { pullRequest { number isDraft } } }",
+                "variables": {"id": pr.id},
+            }),
+            "marking the pull request ready for review",
+        )
+        .await?;
+        pr.draft = false;
+        Ok(pr)
+    }
+
+    async fn close_pull_request(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        let pr = self.existing(repo, branch).await?;
+        if pr.state != PullRequestState::Open {
+            return Ok(pr);
+        }
+        let (owner, name) = owner_repo(repo.as_str())?;
+        let closed: GhPull = self
             .crab
-            .graphql(&json!({
+            .patch(
+                format!("/repos/{owner}/{name}/pulls/{}", pr.number),
+                Some(&json!({"state": "closed"})),
+            )
+            .await
+            .map_err(|e| remote("closing the pull request", e))?;
+        Ok(closed.into_pr(repo.as_str()))
+    }
+
+    async fn enable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
+        self.graphql(
+            &json!({
                 "query": "mutation($id: ID!) { enablePullRequestAutoMerge(input: \
                           {pullRequestId: $id, mergeMethod: SQUASH}) { pullRequest { number } } }",
                 "variables": {"id": pr.id},
-            }))
-            .await
-            .map_err(|e| remote("enabling auto-merge", e))?;
-        if let Some(errors) = response.get("errors").filter(|e| !e.is_null()) {
-            return Err(Error::Remote {
-                status: None,
-                message: format!("enabling auto-merge: {errors}"),
-            });
-        }
+            }),
+            "enabling auto-merge",
+        )
+        .await?;
         Ok(true)
     }
 }

@@ -13,7 +13,11 @@
 //!   "description", "labels", "reviewer_ids"}`; a review-required fix is a draft (`Draft:`
 //!   title prefix) with the configured reviewers;
 //! * `PUT /projects/:id/merge_requests/:iid/merge` with `{"auto_merge": true}` (merge when
-//!   the pipeline succeeds), only on an `auto_merge` decision.
+//!   the pipeline succeeds), only on an `auto_merge` decision;
+//! * `PUT /projects/:id/merge_requests/:iid` — after a human answered a review: `{"title"}`
+//!   without the draft prefix (`Draft:`, `[Draft]`, `(Draft)`, or the older `WIP:`/`[WIP]`)
+//!   marks the draft ready (GitLab derives `draft` from the title), `{"state_event":
+//!   "close"}` closes it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -176,6 +180,51 @@ impl GitLabForge {
     }
 }
 
+/// `title` without GitLab's draft prefixes (repeated ones too), or `None` when it has none.
+fn undrafted(title: &str) -> Option<String> {
+    const PREFIXES: [&str; 6] = ["draft:", "[draft]", "(draft)", "wip:", "[wip]", "(wip)"];
+    let mut rest = title.trim_start();
+    let mut changed = false;
+    while let Some(p) = PREFIXES.iter().find(|p| {
+        rest.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    }) {
+        rest = rest[p.len()..].trim_start();
+        changed = true;
+    }
+    changed.then(|| rest.to_string())
+}
+
+impl GitLabForge {
+    /// The merge request for `branch`, or [`Error::InvalidInput`] when none was opened.
+    async fn existing(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        self.find_pull_request(repo, branch).await?.ok_or_else(|| {
+            Error::InvalidInput(format!("no merge request for branch {branch:?} in {repo}"))
+        })
+    }
+
+    async fn update(
+        &self,
+        repo: &RepoRef,
+        iid: u64,
+        body: &Value,
+        what: &str,
+    ) -> Result<PullRequest> {
+        let project = project_id(repo.as_str())?;
+        let updated = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/projects/{project}/merge_requests/{iid}"),
+                Some(body),
+                what,
+            )
+            .await?;
+        let mr: Mr =
+            serde_json::from_value(updated).map_err(|e| remote_shape("merge request", e))?;
+        Ok(mr.into_pr(repo.as_str()))
+    }
+}
+
 #[async_trait]
 impl Forge for GitLabForge {
     fn name(&self) -> &str {
@@ -297,6 +346,48 @@ impl Forge for GitLabForge {
         Ok(mr.into_pr(&req.repository))
     }
 
+    async fn mark_ready(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        let pr = self.existing(repo, branch).await?;
+        if pr.state != PullRequestState::Open {
+            return Err(Error::InvalidInput(format!(
+                "merge request {} is {:?}; only an open one can be marked ready",
+                pr.url, pr.state
+            )));
+        }
+        let Some(title) = undrafted(&pr.title) else {
+            return Ok(pr);
+        };
+        let ready = self
+            .update(
+                repo,
+                pr.number,
+                &json!({"title": title}),
+                "marking the merge request ready",
+            )
+            .await?;
+        if ready.draft {
+            return Err(Error::Remote {
+                status: None,
+                message: format!("{} is still a draft after removing the prefix", ready.url),
+            });
+        }
+        Ok(ready)
+    }
+
+    async fn close_pull_request(&self, repo: &RepoRef, branch: &str) -> Result<PullRequest> {
+        let pr = self.existing(repo, branch).await?;
+        if pr.state != PullRequestState::Open {
+            return Ok(pr);
+        }
+        self.update(
+            repo,
+            pr.number,
+            &json!({"state_event": "close"}),
+            "closing the merge request",
+        )
+        .await
+    }
+
     async fn enable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
         let project = project_id(&pr.repository)?;
         self.call(
@@ -313,6 +404,15 @@ impl Forge for GitLabForge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draft_prefixes_are_removed() {
+        assert_eq!(undrafted("Draft: Fix x").as_deref(), Some("Fix x"));
+        assert_eq!(undrafted("[draft] (WIP) Fix x").as_deref(), Some("Fix x"));
+        assert_eq!(undrafted("WIP: Fix").as_deref(), Some("Fix"));
+        assert_eq!(undrafted("Fix: drafting"), None);
+        assert_eq!(undrafted("Drafted fix"), None);
+    }
 
     #[test]
     fn projects_are_url_encoded_paths() {

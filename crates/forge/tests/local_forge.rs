@@ -401,8 +401,10 @@ fn hosted_request(repository: &str, draft: bool) -> PullRequestRequest {
 
 mod fake_github {
     //! An in-memory GitHub speaking the documented REST shapes PatchBot uses (Git Data
-    //! API, pulls, labels, requested reviewers) and GraphQL `enablePullRequestAutoMerge`.
-    //! Every request must carry the token.
+    //! API, pulls, labels, requested reviewers, `PATCH` of a pull's state) and the GraphQL
+    //! mutations `enablePullRequestAutoMerge` and `markPullRequestReadyForReview`
+    //! (<https://docs.github.com/en/graphql/reference/mutations>). Every request must carry
+    //! the token.
 
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
@@ -426,6 +428,8 @@ mod fake_github {
         pub labels: HashMap<u64, Vec<String>>,
         pub reviewers: HashMap<u64, Value>,
         pub auto_merge: Vec<String>,
+        pub readied: Vec<String>,
+        pub patches: Vec<(u64, Value)>,
         pub unauthorized: usize,
     }
 
@@ -579,19 +583,64 @@ mod fake_github {
         (StatusCode::CREATED, Json(pr)).into_response()
     }
 
-    async fn graphql(State(s): State<Shared>, Json(b): Json<Value>) -> Response {
-        assert!(
-            b["query"]
-                .as_str()
-                .unwrap()
-                .contains("enablePullRequestAutoMerge")
-        );
-        s.lock()
-            .unwrap()
-            .auto_merge
-            .push(b["variables"]["id"].as_str().unwrap().to_string());
-        Json(json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": 1}}}}))
+    /// GraphQL: `enablePullRequestAutoMerge` and `markPullRequestReadyForReview`, both by
+    /// the pull request's node id. An unknown id is answered as GitHub does: `200` with
+    /// `data.<mutation> = null` and an `errors` array.
+    async fn graphql(State(s): State<Shared>, h: HeaderMap, Json(b): Json<Value>) -> Response {
+        if !authorized(&h, &s) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let query = b["query"].as_str().unwrap().to_string();
+        let id = b["variables"]["id"].as_str().unwrap().to_string();
+        let mut g = s.lock().unwrap();
+        let mutation = if query.contains("enablePullRequestAutoMerge") {
+            "enablePullRequestAutoMerge"
+        } else if query.contains("markPullRequestReadyForReview") {
+            "markPullRequestReadyForReview"
+        } else {
+            panic!("unexpected GraphQL {query}")
+        };
+        let Some(pr) = g.pulls.iter_mut().find(|p| p["node_id"] == id.as_str()) else {
+            return Json(json!({
+                "data": {mutation: null},
+                "errors": [{"type": "NOT_FOUND", "path": [mutation],
+                            "message": format!("Could not resolve to a node with the global id of '{id}'")}],
+            }))
+            .into_response();
+        };
+        if mutation == "markPullRequestReadyForReview" {
+            pr["draft"] = json!(false);
+        }
+        let number = pr["number"].clone();
+        let draft = pr["draft"].clone();
+        if mutation == "enablePullRequestAutoMerge" {
+            g.auto_merge.push(id);
+        } else {
+            g.readied.push(id);
+        }
+        Json(json!({"data": {mutation: {"pullRequest": {"number": number, "isDraft": draft}}}}))
             .into_response()
+    }
+
+    /// `PATCH /repos/{o}/{r}/pulls/{n}`: only `state` is used.
+    async fn update_pull(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Path((_, _, n)): Path<(String, String, u64)>,
+        Json(b): Json<Value>,
+    ) -> Response {
+        if !authorized(&h, &s) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let mut g = s.lock().unwrap();
+        g.patches.push((n, b.clone()));
+        let Some(pr) = g.pulls.iter_mut().find(|p| p["number"] == n) else {
+            return not_found();
+        };
+        if let Some(state) = b.get("state") {
+            pr["state"] = state.clone();
+        }
+        Json(pr.clone()).into_response()
     }
 
     pub async fn serve() -> (String, Shared) {
@@ -609,6 +658,7 @@ mod fake_github {
                 "/repos/{o}/{r}/pulls/{n}/requested_reviewers",
                 post(reviewers),
             )
+            .route("/repos/{o}/{r}/pulls/{n}", patch(update_pull))
             .route("/graphql", post(graphql))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -737,8 +787,9 @@ async fn github_pushes_through_the_git_data_api_and_opens_one_draft_pr() {
 
 mod fake_gitlab {
     //! An in-memory GitLab speaking the REST v4 shapes PatchBot uses: the Commits API with
-    //! `actions`, merge requests (list by source branch, create), and the merge endpoint
-    //! with `auto_merge`. Every request must carry `PRIVATE-TOKEN`.
+    //! `actions`, merge requests (list by source branch, create, update `title` /
+    //! `state_event`), and the merge endpoint with `auto_merge`. Every request must carry
+    //! `PRIVATE-TOKEN`.
 
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
@@ -755,6 +806,7 @@ mod fake_gitlab {
         pub commits: Vec<Value>,
         pub mrs: Vec<Value>,
         pub merges: Vec<(u64, Value)>,
+        pub updates: Vec<(u64, Value)>,
         pub projects: Vec<String>,
     }
 
@@ -839,6 +891,43 @@ mod fake_gitlab {
         Json(mr).into_response()
     }
 
+    /// `PUT /projects/:id/merge_requests/:iid`: `title` (GitLab derives `draft` from the
+    /// title's `Draft:` prefix) and `state_event` (`close` → `closed`, `reopen` → `opened`).
+    async fn update(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Path((_, iid)): Path<(String, u64)>,
+        Json(b): Json<Value>,
+    ) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let mut g = s.lock().unwrap();
+        g.updates.push((iid, b.clone()));
+        let Some(mr) = g.mrs.iter_mut().find(|m| m["iid"] == iid) else {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"message": "404 Not found"})),
+            )
+                .into_response();
+        };
+        if let Some(title) = b.get("title").and_then(Value::as_str) {
+            mr["title"] = json!(title);
+            let lower = title.to_ascii_lowercase();
+            mr["draft"] = json!(
+                ["draft:", "[draft]", "(draft)"]
+                    .iter()
+                    .any(|p| lower.starts_with(p))
+            );
+        }
+        match b.get("state_event").and_then(Value::as_str) {
+            Some("close") => mr["state"] = json!("closed"),
+            Some("reopen") => mr["state"] = json!("opened"),
+            _ => {}
+        }
+        Json(mr.clone()).into_response()
+    }
+
     pub async fn serve() -> (String, Shared) {
         let state: Shared = Arc::default();
         let app = axum::Router::new()
@@ -851,6 +940,7 @@ mod fake_gitlab {
                 "/api/v4/projects/{p}/merge_requests/{iid}/merge",
                 put(merge),
             )
+            .route("/api/v4/projects/{p}/merge_requests/{iid}", put(update))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -955,4 +1045,167 @@ async fn gitlab_commits_through_the_api_and_opens_one_draft_mr() {
         "{err}"
     );
     assert!(!err.is_transient());
+}
+
+/// A human's answer on GitHub, against the local server speaking GitHub's documented shapes:
+/// approval un-drafts the PR through GraphQL `markPullRequestReadyForReview` with its node id
+/// (REST cannot), rejection closes it with `PATCH …/pulls/{n}` `{"state": "closed"}`; both
+/// are idempotent (a second call sends nothing), and a PR that was never opened or a
+/// GraphQL error is an error, not a silent success.
+#[tokio::test]
+async fn github_marks_approved_drafts_ready_and_closes_rejected_ones() {
+    use sentinel_forge::{GitHubAuth, GitHubConfig, GitHubForge};
+    let (url, gh) = fake_github::serve().await;
+    let (repo, _) = fix_commit_repo();
+    let forge = GitHubForge::new(GitHubConfig {
+        api_url: url,
+        auth: GitHubAuth::Token("ghs_test_token".into()),
+        reviewers: vec![],
+        team_reviewers: vec![],
+    })
+    .unwrap();
+    let repo_ref = RepoRef::new("acme/app");
+    let mut opened = Vec::new();
+    for branch in ["sentinel/fix-aaa", "sentinel/fix-bbb"] {
+        forge
+            .push_branch(&repo_ref, repo.path(), branch)
+            .await
+            .unwrap();
+        let mut req = hosted_request("acme/app", true);
+        req.branch = branch.into();
+        opened.push(forge.open_pull_request(&req).await.unwrap());
+    }
+    assert!(opened.iter().all(|p| p.draft));
+
+    let ready = forge
+        .mark_ready(&repo_ref, "sentinel/fix-aaa")
+        .await
+        .unwrap();
+    assert!(!ready.draft);
+    assert_eq!(ready.state, PullRequestState::Open);
+    assert_eq!(gh.lock().unwrap().readied, ["PR_node1"]);
+    let found = forge
+        .find_pull_request(&repo_ref, "sentinel/fix-aaa")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!found.draft, "the server's record is no longer a draft");
+    forge
+        .mark_ready(&repo_ref, "sentinel/fix-aaa")
+        .await
+        .unwrap();
+    assert_eq!(
+        gh.lock().unwrap().readied.len(),
+        1,
+        "already ready: no call"
+    );
+
+    let closed = forge
+        .close_pull_request(&repo_ref, "sentinel/fix-bbb")
+        .await
+        .unwrap();
+    assert_eq!(closed.state, PullRequestState::Closed);
+    assert_eq!(closed.number, 2);
+    assert_eq!(
+        gh.lock().unwrap().patches,
+        [(2, serde_json::json!({"state": "closed"}))]
+    );
+    forge
+        .close_pull_request(&repo_ref, "sentinel/fix-bbb")
+        .await
+        .unwrap();
+    assert_eq!(
+        gh.lock().unwrap().patches.len(),
+        1,
+        "already closed: no call"
+    );
+    // A closed PR cannot be marked ready; a branch without a PR is refused.
+    assert!(matches!(
+        forge.mark_ready(&repo_ref, "sentinel/fix-bbb").await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        forge
+            .close_pull_request(&repo_ref, "sentinel/fix-none")
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    // GraphQL errors (200 with `errors`) are errors, e.g. a node id the server does not know.
+    let mut pr = opened[1].clone();
+    pr.id = "PR_unknown".into();
+    let err = forge.enable_auto_merge(&pr).await.unwrap_err();
+    assert!(err.to_string().contains("Could not resolve"), "{err}");
+}
+
+/// A human's answer on GitLab, against the local server speaking GitLab's documented
+/// shapes: approval removes the `Draft:` prefix with `PUT …/merge_requests/:iid`
+/// `{"title"}` (GitLab derives `draft` from the title), rejection sends
+/// `{"state_event": "close"}`; both are idempotent.
+#[tokio::test]
+async fn gitlab_marks_approved_drafts_ready_and_closes_rejected_ones() {
+    use sentinel_forge::{GitLabConfig, GitLabForge};
+    let (url, gl) = fake_gitlab::serve().await;
+    let (repo, _) = fix_commit_repo();
+    let forge = GitLabForge::new(GitLabConfig {
+        api_url: url,
+        token: "glpat-test".into(),
+        reviewer_ids: vec![],
+    })
+    .unwrap();
+    let repo_ref = RepoRef::new("acme/app");
+    for branch in ["sentinel/fix-aaa", "sentinel/fix-bbb"] {
+        forge
+            .push_branch(&repo_ref, repo.path(), branch)
+            .await
+            .unwrap();
+        let mut req = hosted_request("acme/app", true);
+        req.branch = branch.into();
+        assert!(forge.open_pull_request(&req).await.unwrap().draft);
+    }
+    let ready = forge
+        .mark_ready(&repo_ref, "sentinel/fix-aaa")
+        .await
+        .unwrap();
+    assert!(!ready.draft);
+    assert_eq!(ready.title, "Fix: formatting failure");
+    assert_eq!(
+        gl.lock().unwrap().updates,
+        [(1, serde_json::json!({"title": "Fix: formatting failure"}))]
+    );
+    forge
+        .mark_ready(&repo_ref, "sentinel/fix-aaa")
+        .await
+        .unwrap();
+    assert_eq!(
+        gl.lock().unwrap().updates.len(),
+        1,
+        "already ready: no call"
+    );
+
+    let closed = forge
+        .close_pull_request(&repo_ref, "sentinel/fix-bbb")
+        .await
+        .unwrap();
+    assert_eq!(closed.state, PullRequestState::Closed);
+    assert_eq!(
+        gl.lock().unwrap().updates[1],
+        (2, serde_json::json!({"state_event": "close"}))
+    );
+    forge
+        .close_pull_request(&repo_ref, "sentinel/fix-bbb")
+        .await
+        .unwrap();
+    assert_eq!(
+        gl.lock().unwrap().updates.len(),
+        2,
+        "already closed: no call"
+    );
+    assert!(matches!(
+        forge.mark_ready(&repo_ref, "sentinel/fix-bbb").await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        forge.mark_ready(&repo_ref, "sentinel/fix-none").await,
+        Err(Error::InvalidInput(_))
+    ));
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crate::{FixAttempt, FixRequest, PatchBot, PatchBotConfig};
 use async_trait::async_trait;
 use sentinel_events::facts::{
-    BranchPushed, FixCandidateProposed, FixNotFound, FixValidated, PullRequestOpened,
-    TaskCompleted, TaskFailed, TaskStarted,
+    AutoMergeEnabled, BranchPushed, FixCandidateProposed, FixNotFound, FixValidated,
+    PullRequestOpened, TaskCompleted, TaskFailed, TaskStarted,
 };
 use sentinel_events::types::Artifact;
 use sentinel_events::{ActionDecision, Event, Fact, FixStatus, FixTaskPayload, TaskOutcome};
@@ -320,14 +320,16 @@ impl PatchBotStage {
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("open PR: {e}")))?;
-        // Auto-merge only on an explicit `auto_merge` decision.
+        // Auto-merge only on an explicit `auto_merge` decision; recorded as its own side
+        // effect (`AutoMergeEnabled`, audited against the decision).
+        let mut auto_merge_enabled = false;
         if decision == ActionDecision::AutoMerge {
-            let enabled = self
+            auto_merge_enabled = self
                 .forge
                 .enable_auto_merge(&pr)
                 .await
                 .map_err(|e| HandlerError::Transient(format!("enable auto-merge: {e}")))?;
-            if !enabled {
+            if !auto_merge_enabled {
                 tracing::info!(forge = self.forge.name(), url = %pr.url, "Forge has no auto-merge; the PR stays open.");
             }
         }
@@ -354,12 +356,26 @@ impl PatchBotStage {
                 base: p.branch.clone(),
                 title,
                 draft,
-                decision_id,
+                decision_id: decision_id.clone(),
             },
             &self.producer,
             11,
             None,
         ));
+        if auto_merge_enabled {
+            out.push(event.caused(
+                AutoMergeEnabled {
+                    task_id: task_id.to_owned(),
+                    repository: p.repository.clone(),
+                    url: pr.url.clone(),
+                    forge: self.forge.name().to_owned(),
+                    decision_id,
+                },
+                &self.producer,
+                13,
+                None,
+            ));
+        }
         let artifacts = vec![
             Artifact {
                 kind: "pull_request".into(),

@@ -9,6 +9,7 @@
 //! | `BranchPushed` | an earlier `ActionDecided` = `auto_merge` / `open_pr` / `require_review` for the same task; the branch must start with the fix-branch prefix and not be protected |
 //! | `PullRequestOpened` | the same; a `require_review` decision only allows a draft |
 //! | `PullRequestReadied` (draft → ready) | an earlier approving `ReviewCompleted` of the fix's review |
+//! | `AutoMergeEnabled` | an earlier `ActionDecided` = `auto_merge` for the same task, and an earlier `PullRequestOpened` of that task with the same URL |
 //! | `PullRequestMerged` by Sentinel (`merged_by` names Sentinel) | an `auto_merge` decision for the PR's task, or an approving `ReviewCompleted` of its review |
 //!
 //! *Policy in force*: the policy version of the newest decision the tenant's policy stage
@@ -207,6 +208,40 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
                     &check_in_force,
                 );
             }
+            Fact::AutoMergeEnabled(a) => {
+                match decisions.get(&a.decision_id) {
+                    Some(Decided::Action {
+                        task,
+                        decision: ActionDecision::AutoMerge,
+                        version,
+                        seq: dseq,
+                    }) => {
+                        if *task != a.task_id {
+                            violation(format!(
+                                "decision {} is about task {task}, not {}",
+                                a.decision_id, a.task_id
+                            ));
+                        }
+                        check_in_force(version, *dseq, &mut violation);
+                    }
+                    Some(Decided::Action { decision, .. }) => violation(format!(
+                        "auto-merge enabled on {} under decision {} = {}, not auto_merge",
+                        a.url,
+                        a.decision_id,
+                        decision.as_str()
+                    )),
+                    _ => violation(format!(
+                        "auto-merge enabled on {} without an earlier auto_merge decision ({})",
+                        a.url, a.decision_id
+                    )),
+                }
+                if pr_task.get(&a.url) != Some(&a.task_id) {
+                    violation(format!(
+                        "auto-merge enabled on {}, which is not the pull request opened for task {}",
+                        a.url, a.task_id
+                    ));
+                }
+            }
             Fact::ReviewRequested(r) => {
                 review_task.insert(r.review_id.clone(), r.task_id.clone());
             }
@@ -368,5 +403,91 @@ mod tests {
             &p,
         );
         assert!(v[0].problem.contains("not a fix branch"), "{v:?}");
+    }
+
+    /// Enabling auto-merge needs an `auto_merge` decision for the task and its opened PR;
+    /// an `open_pr` decision, a missing decision or a PR of another task are violations.
+    #[test]
+    fn auto_merge_needs_an_auto_merge_decision() {
+        use sentinel_events::facts::{AutoMergeEnabled, PullRequestOpened};
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("ts");
+        let decided = |decision: ActionDecision, id: &str| {
+            Event::origin(
+                ActionDecided {
+                    task_id: "task".into(),
+                    candidate_id: "c".into(),
+                    decision,
+                    reason_code: "x".into(),
+                    reason: "x".into(),
+                    policy_version: "sha256:1".into(),
+                    confidence: 0.95,
+                },
+                Some(id),
+                "t",
+                "r",
+                t0,
+                "policy@0",
+            )
+        };
+        let opened = |d: &Event| {
+            d.caused(
+                PullRequestOpened {
+                    task_id: "task".into(),
+                    repository: "r".into(),
+                    forge: "github".into(),
+                    number: 1,
+                    url: "https://github.example/r/pull/1".into(),
+                    branch: "sentinel/fix-abc".into(),
+                    base: "main".into(),
+                    title: "Fix".into(),
+                    draft: false,
+                    decision_id: d.event_id.to_string(),
+                },
+                "patchbot@0",
+                11,
+                None,
+            )
+        };
+        let enabled = |d: &Event, url: &str| {
+            d.caused(
+                AutoMergeEnabled {
+                    task_id: "task".into(),
+                    repository: "r".into(),
+                    url: url.into(),
+                    forge: "github".into(),
+                    decision_id: d.event_id.to_string(),
+                },
+                "patchbot@0",
+                13,
+                None,
+            )
+        };
+        let p = AutoRemediationPolicy::default();
+        let url = "https://github.example/r/pull/1";
+        let auto = decided(ActionDecision::AutoMerge, "a");
+        assert!(audit(&[auto.clone(), opened(&auto), enabled(&auto, url)], &p).is_empty());
+        let pr = decided(ActionDecision::OpenPr, "b");
+        let v = audit(&[pr.clone(), opened(&pr), enabled(&pr, url)], &p);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].problem.contains("not auto_merge"), "{v:?}");
+        assert_eq!(v[0].event_type, "auto_merge_enabled");
+        let v = audit(&[opened(&auto), enabled(&auto, url)], &p);
+        assert!(
+            v.iter()
+                .any(|v| v.problem.contains("without an earlier auto_merge decision")),
+            "{v:?}"
+        );
+        let v = audit(
+            &[
+                auto.clone(),
+                opened(&auto),
+                enabled(&auto, "https://github.example/r/pull/9"),
+            ],
+            &p,
+        );
+        assert!(
+            v[0].problem.contains("not the pull request opened"),
+            "{v:?}"
+        );
     }
 }

@@ -255,8 +255,9 @@ impl PolicyState {
                 since: at,
             },
         );
-        // Keep one day (the longest window) behind the newest dispatch.
-        let horizon = at - Duration::days(1);
+        // Keep two days: the longest window (a day) reaches a day past a request that
+        // arrives up to a day late.
+        let horizon = at - Duration::days(2);
         while self.dispatched.front().is_some_and(|d| d.at <= horizon) {
             self.dispatched.pop_front();
         }
@@ -334,12 +335,46 @@ impl PolicyState {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
+    /// The most dispatches matching `pred` in any rolling window `(s, s + width]` that
+    /// contains `at` — what a new dispatch at `at` must fit into.
+    ///
+    /// When facts arrive in event-time order (one process, replay) nothing later than `at`
+    /// is recorded yet and this is the window ending at `at`. When a request arrives late
+    /// (on Kafka a tenant's repositories reach the gate through different partitions of
+    /// `sentinel.events`), dispatches after `at` are already recorded, and a window ending
+    /// after `at` may be the fuller one: counting only the window ending at `at` would let
+    /// that window exceed the limit.
+    fn busiest(
+        &self,
+        at: DateTime<Utc>,
+        width: Duration,
+        pred: impl Fn(&Dispatched) -> bool,
+    ) -> u32 {
+        let mut times: Vec<DateTime<Utc>> = self
+            .dispatched
+            .iter()
+            .filter(|d| d.at > at - width && d.at < at + width && pred(d))
+            .map(|d| d.at)
+            .collect();
+        times.sort_unstable();
+        // The count of a window only grows when a later dispatch enters it, so the windows
+        // worth checking start at `at - width` or where a dispatch after `at` enters.
+        let starts = std::iter::once(at - width)
+            .chain(times.iter().filter(|t| **t > at).map(|t| *t - width));
+        let most = starts
+            .map(|s| times.iter().filter(|t| **t > s && **t <= s + width).count())
+            .max()
+            .unwrap_or(0);
+        u32::try_from(most).unwrap_or(u32::MAX)
+    }
+
     fn in_flight_at(&self, tenant: &str, at: DateTime<Utc>) -> (u32, HashSet<&str>) {
         let stale = at - Duration::hours(IN_FLIGHT_HORIZON_HOURS);
         let mut n = 0u32;
         let mut repos = HashSet::new();
+        // Fixes dispatched after `at` (a late request) are in flight alongside it too.
         for f in self.in_flight.values() {
-            if f.tenant == tenant && f.since > stale && f.since <= at {
+            if f.tenant == tenant && f.since > stale {
                 n += 1;
                 repos.insert(f.repository.as_str());
             }
@@ -419,7 +454,6 @@ pub fn decide_dispatch(
     let rules = &c.rules;
     let tenant_rules = &policy.rules_for_tenant(req.tenant).rules;
     let at = req.at;
-    let day = at - Duration::days(1);
 
     let own_branch = req.branch.starts_with(&rules.branches.fix_branch_prefix);
     if rules.loop_guards.never_fix_own_commits && (req.sentinel_authored || own_branch) {
@@ -475,7 +509,7 @@ pub fn decide_dispatch(
             ),
         );
     }
-    let sig = state.count(day, at, |x| {
+    let sig = state.busiest(at, Duration::days(1), |x| {
         x.tenant == req.tenant && x.repository == req.repository && x.signature == req.signature
     });
     if sig >= rules.loop_guards.max_attempts_per_signature_per_day {
@@ -489,7 +523,7 @@ pub fn decide_dispatch(
         );
     }
     if !matches(&c.protected_branches, req.branch) {
-        let pr = state.count(day, at, |x| {
+        let pr = state.busiest(at, Duration::days(1), |x| {
             x.tenant == req.tenant && x.repository == req.repository && x.branch == req.branch
         });
         if pr >= rules.loop_guards.max_attempts_per_pr {
@@ -536,7 +570,7 @@ pub fn decide_dispatch(
         }
     }
     let limits = &tenant_rules.rate_limits;
-    let hour = state.count(at - Duration::hours(1), at, |x| x.tenant == req.tenant);
+    let hour = state.busiest(at, Duration::hours(1), |x| x.tenant == req.tenant);
     if hour >= limits.max_fixes_per_hour {
         return d(
             D::RateLimited,
@@ -547,7 +581,7 @@ pub fn decide_dispatch(
             ),
         );
     }
-    let in_day = state.count(day, at, |x| x.tenant == req.tenant);
+    let in_day = state.busiest(at, Duration::days(1), |x| x.tenant == req.tenant);
     if in_day >= limits.max_fixes_per_day {
         return d(
             D::RateLimited,
@@ -558,7 +592,7 @@ pub fn decide_dispatch(
             ),
         );
     }
-    let repo = state.count(day, at, |x| {
+    let repo = state.busiest(at, Duration::days(1), |x| {
         x.tenant == req.tenant && x.repository == req.repository
     });
     if repo >= rules.rate_limits.max_fixes_per_repo {
@@ -941,6 +975,34 @@ mod tests {
             decide_dispatch(&state, &later, &p).decision,
             DispatchDecision::Dispatch
         );
+    }
+
+    /// Requests arriving out of event-time order (on Kafka a tenant's repositories reach
+    /// the gate through different partitions): ten dispatches in the 50 minutes after t0,
+    /// then a request stamped t0 arrives. The hour ending at t0 is empty, but the hour
+    /// (t0 - 10 min, t0 + 50 min] would hold eleven: rate_limited. A request stamped two
+    /// hours earlier fits every window it falls into.
+    #[test]
+    fn late_requests_must_fit_every_window_they_fall_into() {
+        let p = policy(|r| {
+            r.rate_limits = RateLimits {
+                max_fixes_per_repo: 100,
+                ..Default::default()
+            };
+            r.blast_radius.max_concurrent_fixes = 100;
+            r.loop_guards.max_attempts_per_signature_per_day = 100;
+        });
+        let mut state = PolicyState::default();
+        for i in 0..10 {
+            let at = t0() + Duration::minutes(5 * (i as i64 + 1));
+            let dec = step(&mut state, &p, i, at, "r", &format!("s{i}"));
+            assert_eq!(dec.decision, DispatchDecision::Dispatch, "{i}");
+        }
+        let late = step(&mut state, &p, 10, t0(), "r", "s10");
+        assert_eq!(late.decision, DispatchDecision::RateLimited);
+        assert_eq!(late.reason, "10 of 10 fixes in the last hour");
+        let much_earlier = step(&mut state, &p, 11, t0() - Duration::hours(2), "r", "s11");
+        assert_eq!(much_earlier.decision, DispatchDecision::Dispatch);
     }
 
     #[test]

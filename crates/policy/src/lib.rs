@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod decide;
+pub mod forward;
 pub mod model;
 pub mod replay;
 pub mod stage;
@@ -14,6 +15,7 @@ pub mod testing;
 pub use decide::{
     ActionRequest, Decision, DispatchRequest, PolicyState, decide_action, decide_dispatch,
 };
+pub use forward::PolicyForwardStage;
 pub use model::{AutoRemediationPolicy, Rules};
 pub use stage::PolicyStage;
 

@@ -2,6 +2,17 @@
 //! `ActionDecided` (+ `ReviewRequested` when review is required), and `ReviewEscalated` once
 //! a review waited `escalation_timeout_hours` in event time (with an optional webhook
 //! notification).
+//!
+//! **Escalation clock.** The stage folds, per tenant, the latest event time of the facts it
+//! consumes ([`POLICY_INPUTS`](crate::forward::POLICY_INPUTS) and its own outputs): the
+//! tenant's *clock*. Whenever it handles a fact of a tenant it escalates that tenant's
+//! reviews requested at least `escalation_timeout_hours` before the clock — whatever the
+//! fact is about, so no later fact about the review itself is needed. Event time only
+//! moves forward (a late fact with an older time does not turn the clock back), never
+//! comes from the wall clock, and is the tenant's own, so where the tenant's partition is
+//! handled (one process or another on Kafka) does not change when a review escalates. A
+//! tenant with no new facts at all has a stopped clock: its reviews escalate with its next
+//! fact.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,11 +21,12 @@ use chrono::{DateTime, Duration, Utc};
 use sentinel_events::facts::{ActionDecided, DispatchDecided, ReviewEscalated, ReviewRequested};
 use sentinel_events::{ActionDecision, Event, Fact};
 use sentinel_runtime::metrics::names;
-use sentinel_runtime::{HandlerError, Output, Stage, producer};
+use sentinel_runtime::{EVENTS_TOPIC, HandlerError, Output, POLICY_TOPIC, Stage, producer};
 use tracing::warn;
 
 use crate::AutoRemediationPolicy;
 use crate::decide::{ActionRequest, DispatchRequest, PolicyState, decide_action, decide_dispatch};
+use crate::forward::{POLICY_INPUTS, POLICY_OUTPUTS};
 
 /// A pending review, until completed or escalated.
 #[derive(Debug, Clone)]
@@ -40,6 +52,11 @@ pub struct PolicyStage {
     candidates: HashMap<String, Candidate>,
     /// Pending reviews by review id (ordered: escalation output indices are stable).
     reviews: BTreeMap<String, PendingReview>,
+    /// Per tenant: the latest event time of the facts the stage consumes (see the module
+    /// docs).
+    clocks: HashMap<String, DateTime<Utc>>,
+    /// The topic read: `sentinel.events`, or `sentinel.policy` when scaled out.
+    input_topic: &'static str,
     /// Where escalations are announced (a JSON POST), if anywhere.
     escalation_webhook: Option<String>,
     http: reqwest::Client,
@@ -77,6 +94,8 @@ impl PolicyStage {
             state: PolicyState::default(),
             candidates: HashMap::new(),
             reviews: BTreeMap::new(),
+            clocks: HashMap::new(),
+            input_topic: EVENTS_TOPIC,
             escalation_webhook: None,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
@@ -92,6 +111,21 @@ impl PolicyStage {
     pub fn with_escalation_webhook(mut self, url: Option<String>) -> Self {
         self.escalation_webhook = url;
         self
+    }
+
+    /// Scale-out mode (Kafka): reads the tenant-keyed `sentinel.policy` (fed by
+    /// [`PolicyForwardStage`](crate::forward::PolicyForwardStage)) and appends every
+    /// decision to `sentinel.events` and then to `sentinel.policy` under the tenant key, so
+    /// each tenant's inputs and decisions are in one partition (see [`crate::forward`]).
+    #[must_use]
+    pub fn on_tenant_topic(mut self) -> Self {
+        self.input_topic = POLICY_TOPIC;
+        self
+    }
+
+    /// The tenant's escalation clock: the latest event time folded for it.
+    pub fn clock(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.clocks.get(tenant).copied()
     }
 
     /// The policy version this stage decides under.
@@ -128,11 +162,25 @@ impl Stage for PolicyStage {
         "policy"
     }
 
+    fn input_topic(&self) -> &'static str {
+        self.input_topic
+    }
+
     fn needs_history(&self) -> bool {
         true
     }
 
     fn fold(&mut self, event: &Event) {
+        // Only facts the stage consumes in both deployments move the clock, so escalations
+        // fall at the same event time on the embedded log and on Kafka.
+        let ty = event.event_type();
+        if POLICY_INPUTS.contains(&ty) || POLICY_OUTPUTS.contains(&ty) {
+            let clock = self
+                .clocks
+                .entry(event.tenant.clone())
+                .or_insert(event.occurred_at);
+            *clock = (*clock).max(event.occurred_at);
+        }
         self.state.observe(event, &self.policy);
         match &event.fact {
             Fact::FixCandidateProposed(c) => {
@@ -267,11 +315,13 @@ impl Stage for PolicyStage {
             }
             _ => {}
         }
-        // Escalate reviews that waited too long, in event time.
-        let now = event.occurred_at;
+        // Escalate the tenant's reviews that waited too long by its clock (event time).
+        // (A tenant without a clock has no reviews: `ReviewRequested` moves the clock.)
+        let now = self.clock(&event.tenant).unwrap_or(event.occurred_at);
         let due: Vec<(String, PendingReview, f64)> = self
             .reviews
             .iter()
+            .filter(|(_, p)| p.tenant == event.tenant)
             .filter_map(|(id, p)| {
                 let hours = self
                     .policy
@@ -298,6 +348,15 @@ impl Stage for PolicyStage {
             escalated.subject.clone_from(&pending.repository);
             self.notify(&escalated, &fact, &pending).await;
             out.push(escalated);
+        }
+        if self.input_topic == POLICY_TOPIC {
+            // After the appends to `sentinel.events` (the runtime appends topic by topic in
+            // this order): a crash in between re-decides the input rather than leaving a
+            // decision only the gate knows.
+            let copies: Vec<Event> = out.events().cloned().collect();
+            for e in copies {
+                out.push_keyed(POLICY_TOPIC, e.tenant.clone(), e);
+            }
         }
         Ok(out)
     }
@@ -517,5 +576,127 @@ mod tests {
         assert_eq!(notice["event"], "review_escalated");
         assert_eq!(notice["review_id"], review_id.as_str());
         assert_eq!(notice["task_id"], "task-1");
+    }
+
+    fn review_requested(tenant: &str, id: &str, at: chrono::DateTime<Utc>) -> Event {
+        Event::origin(
+            ReviewRequested {
+                review_id: id.into(),
+                task_id: format!("task-{id}"),
+                decision_event_id: "d".into(),
+                reason: "low confidence".into(),
+                triggered_by: None,
+                repository: Some("org/app".into()),
+                reason_code: Some("low_confidence".into()),
+                policy_version: None,
+            },
+            Some(id),
+            tenant,
+            "org/app",
+            at,
+            "policy@test",
+        )
+    }
+
+    /// A fact of `tenant` about another repository, `hours` after `t0`.
+    fn tenant_fact(tenant: &str, i: usize, t0: chrono::DateTime<Utc>, hours: i64) -> Event {
+        let mut e = failure(1000 + i, "main");
+        e.tenant = tenant.into();
+        e.occurred_at = t0 + Duration::hours(hours);
+        e
+    }
+
+    async fn escalations(stage: &mut PolicyStage, e: &Event) -> Vec<String> {
+        stage.fold(e);
+        let out = stage.handle(e).await.expect("handle");
+        let mut ids = Vec::new();
+        for o in out.events() {
+            stage.fold(o);
+            if let Fact::ReviewEscalated(x) = &o.fact {
+                ids.push(x.review_id.clone());
+            }
+        }
+        ids
+    }
+
+    /// The escalation clock is the tenant's latest event time: any later fact of the tenant
+    /// (here failures in other repositories, none about the review) escalates it; another
+    /// tenant's facts do not; a late fact with an older time does not turn the clock back;
+    /// facts the stage does not consume do not move it.
+    #[tokio::test]
+    async fn reviews_escalate_by_the_tenants_own_event_time_clock() {
+        use sentinel_events::facts::AgentRegistered;
+        let mut stage = PolicyStage::new(AutoRemediationPolicy::default());
+        let t0 = now();
+        stage.fold(&review_requested("acme", "r-acme", t0));
+        stage.fold(&review_requested("globex", "r-globex", t0));
+        assert_eq!(stage.clock("acme"), Some(t0));
+
+        // Another tenant's day passes: acme's review stays pending, globex's escalates.
+        let other = tenant_fact("globex", 1, t0, 30);
+        assert_eq!(escalations(&mut stage, &other).await, ["r-globex"]);
+        assert_eq!(stage.clock("acme"), Some(t0));
+        // A fact acme's stage does not consume (an agent registering) does not move its clock.
+        let unrelated = Event::origin(
+            AgentRegistered {
+                agent_id: "a".into(),
+                name: "a".into(),
+                version: "1".into(),
+                capabilities: vec![],
+                max_concurrency: 1,
+            },
+            Some("agent"),
+            "acme",
+            "agent/a",
+            t0 + Duration::hours(40),
+            "api@test",
+        );
+        assert!(escalations(&mut stage, &unrelated).await.is_empty());
+        // 23 hours of acme's own time: not yet.
+        assert!(
+            escalations(&mut stage, &tenant_fact("acme", 2, t0, 23))
+                .await
+                .is_empty()
+        );
+        // A late fact from an hour after the request: the clock stays at 23 hours.
+        assert!(
+            escalations(&mut stage, &tenant_fact("acme", 3, t0, 1))
+                .await
+                .is_empty()
+        );
+        assert_eq!(stage.clock("acme"), Some(t0 + Duration::hours(23)));
+        // 24 hours: escalated, once.
+        assert_eq!(
+            escalations(&mut stage, &tenant_fact("acme", 4, t0, 24)).await,
+            ["r-acme"]
+        );
+        assert!(
+            escalations(&mut stage, &tenant_fact("acme", 5, t0, 26))
+                .await
+                .is_empty()
+        );
+    }
+
+    /// Scaled out, every decision goes to `sentinel.events` first and then to the
+    /// tenant-keyed `sentinel.policy` the stage reads.
+    #[tokio::test]
+    async fn on_the_tenant_topic_decisions_are_copied_there_after_the_fact_log() {
+        let mut stage = PolicyStage::new(AutoRemediationPolicy::default()).on_tenant_topic();
+        assert_eq!(stage.input_topic(), POLICY_TOPIC);
+        let f = failure(1, "main");
+        stage.fold(&f);
+        let c = classified(&f, 1);
+        stage.fold(&c);
+        let out = stage.handle(&c).await.expect("handle");
+        let routed: Vec<(&str, &str)> = out.routed().map(|(t, e)| (t, e.event_type())).collect();
+        assert_eq!(
+            routed,
+            [
+                (EVENTS_TOPIC, "dispatch_decided"),
+                (POLICY_TOPIC, "dispatch_decided")
+            ]
+        );
+        let ids: Vec<_> = out.events().map(|e| e.event_id).collect();
+        assert_eq!(ids[0], ids[1], "the same fact in both topics");
     }
 }

@@ -12,8 +12,9 @@ use std::collections::BinaryHeap;
 
 use chrono::{DateTime, Duration, Utc};
 use sentinel_events::facts::{
-    BranchPushed, CiRunFailed, FailureClassified, FixCandidateProposed, FixValidated,
-    PullRequestClosed, PullRequestMerged, PullRequestOpened, TaskCompleted, TaskQueued,
+    AutoMergeEnabled, BranchPushed, CiRunFailed, FailureClassified, FixCandidateProposed,
+    FixValidated, PullRequestClosed, PullRequestMerged, PullRequestOpened, TaskCompleted,
+    TaskQueued,
 };
 use sentinel_events::{ActionDecision, DispatchDecision, Event, Fact, FailureType, TaskOutcome};
 use sentinel_runtime::Stage;
@@ -251,6 +252,21 @@ pub fn simulate_pipeline(
                         o.caused(done(TaskOutcome::Completed), "patchbot@test", 12, Some(at));
                     push(&mut queue, &mut pending, pushed);
                     push(&mut queue, &mut pending, opened);
+                    if a.decision == ActionDecision::AutoMerge {
+                        let enabled = o.caused(
+                            AutoMergeEnabled {
+                                task_id: a.task_id.clone(),
+                                repository: o.subject.clone(),
+                                url: url.clone(),
+                                forge: "github".into(),
+                                decision_id: o.event_id.to_string(),
+                            },
+                            "patchbot@test",
+                            13,
+                            Some(at),
+                        );
+                        push(&mut queue, &mut pending, enabled);
+                    }
                     push(&mut queue, &mut pending, completed);
                     let end = later(o.occurred_at, 120);
                     match script.and_then(|s| s.merged) {

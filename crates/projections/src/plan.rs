@@ -460,7 +460,8 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::OutcomeReported(_)
         | Fact::EventDeadLettered(_)
         | Fact::ForgeEventReceived(_)
-        | Fact::RollbackRequested(_) => Vec::new(),
+        | Fact::RollbackRequested(_)
+        | Fact::AutoMergeEnabled(_) => Vec::new(),
     })
 }
 

@@ -14,7 +14,13 @@
 //!   a record whose handler is failing transiently is left uncommitted (handled again
 //!   after the restart) instead of being retried to exhaustion.
 //! * Stages that fold state ([`Stage::needs_history`]) are first fed every fact before their
-//!   committed offset, so their state survives restarts.
+//!   committed offset, so their state survives restarts — and, per partition, everything up
+//!   to their own last output past that offset (outputs are appended before inputs are
+//!   committed, so after a crash the stage's own decisions can lie ahead of where it
+//!   resumes). When a partition comes to a member of a group after other members handled
+//!   part of it (a Kafka rebalance), the records it missed are folded the same way before
+//!   the next one is handled, so a stage keeping per-key state (the policy gate's per-tenant
+//!   limits) never decides on a partial history.
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +28,7 @@ pub mod metrics;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +51,9 @@ pub const DLQ_TOPIC: &str = "sentinel.dlq";
 pub const TASKS_TOPIC: &str = "sentinel.tasks";
 /// Failure reports produced straight to Kafka by CI systems.
 pub const CI_FAILURES_TOPIC: &str = "sentinel.ci.failures";
+/// The policy gate's inputs and decisions re-keyed by tenant (distributed deployments), so
+/// one member of the policy consumer group owns each tenant's state.
+pub const POLICY_TOPIC: &str = "sentinel.policy";
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -163,7 +172,25 @@ where
 /// Output of one handler call: facts and the topic each goes to.
 #[derive(Debug, Default)]
 pub struct Output {
-    facts: Vec<(String, Event)>,
+    facts: Vec<Outgoing>,
+}
+
+/// One output fact: where it goes and, when not the event's own `tenant/subject`, its key.
+#[derive(Debug)]
+struct Outgoing {
+    topic: String,
+    key: Option<String>,
+    event: Event,
+}
+
+impl Outgoing {
+    fn record(&self) -> Result<Record, sentinel_events::Error> {
+        let mut record = to_record(&self.event)?;
+        if let Some(key) = &self.key {
+            record.key.clone_from(key);
+        }
+        Ok(record)
+    }
 }
 
 impl Output {
@@ -174,19 +201,38 @@ impl Output {
 
     /// Appends `event` to the fact log.
     pub fn push(&mut self, event: Event) -> &mut Self {
-        self.facts.push((EVENTS_TOPIC.to_owned(), event));
-        self
+        self.push_to(EVENTS_TOPIC, event)
     }
 
     /// Appends `event` to another topic.
     pub fn push_to(&mut self, topic: &str, event: Event) -> &mut Self {
-        self.facts.push((topic.to_owned(), event));
+        self.facts.push(Outgoing {
+            topic: topic.to_owned(),
+            key: None,
+            event,
+        });
         self
     }
 
-    /// The events, in order.
+    /// Appends `event` to `topic` under record key `key` instead of its `tenant/subject`
+    /// (e.g. keyed by tenant alone, so all of a tenant's facts share a partition).
+    pub fn push_keyed(&mut self, topic: &str, key: impl Into<String>, event: Event) -> &mut Self {
+        self.facts.push(Outgoing {
+            topic: topic.to_owned(),
+            key: Some(key.into()),
+            event,
+        });
+        self
+    }
+
+    /// The events, in order (an event sent to several topics appears once per topic).
     pub fn events(&self) -> impl Iterator<Item = &Event> {
-        self.facts.iter().map(|(_, e)| e)
+        self.facts.iter().map(|o| &o.event)
+    }
+
+    /// The events with their topics, in order.
+    pub fn routed(&self) -> impl Iterator<Item = (&str, &Event)> {
+        self.facts.iter().map(|o| (o.topic.as_str(), &o.event))
     }
 
     /// Whether there is nothing to append.
@@ -334,8 +380,21 @@ pub async fn run_stage<S: Stage>(
     let topic = stage.input_topic();
     let producer = format!("{name}@{}", config.version);
 
+    // Outputs folded the moment they were appended, and records folded ahead of their
+    // delivery: skipped when read.
+    let mut folded_early: HashSet<Uuid> = HashSet::new();
+    // Stages that fold history: the next offset folded or handled, per partition.
+    let mut progress: HashMap<i32, i64> = HashMap::new();
     if stage.needs_history() {
-        let folded = fold_history(&mut stage, log.as_ref(), &group, topic).await?;
+        let folded = fold_history(
+            &mut stage,
+            log.as_ref(),
+            &group,
+            topic,
+            &mut progress,
+            &mut folded_early,
+        )
+        .await?;
         debug!(stage = name, folded, "Folded history.");
     }
     stage.on_start().await.map_err(|e| Error::Start {
@@ -345,8 +404,6 @@ pub async fn run_stage<S: Stage>(
 
     let mut sub = log.subscribe(&group, topic).await?;
     let mut seen_inputs = RecentIds::new(config.dedupe_window);
-    // Outputs folded the moment they were appended; skipped when read back.
-    let mut folded_early: HashSet<Uuid> = HashSet::new();
     let mut last_lag_sample = tokio::time::Instant::now();
     sample_lag(log.as_ref(), name, &group, topic).await;
     crate::metrics::zero(names::DLQ, &[("stage", name)]);
@@ -387,6 +444,17 @@ pub async fn run_stage<S: Stage>(
             // hold up shutdown (what was not handled is redelivered after the restart).
             if shutdown.is_cancelled() {
                 break;
+            }
+            if stage.needs_history() {
+                catch_up(
+                    &mut stage,
+                    log.as_ref(),
+                    topic,
+                    stored.position,
+                    &mut progress,
+                    &mut folded_early,
+                )
+                .await?;
             }
             let handled = process_one(
                 &mut stage,
@@ -449,34 +517,183 @@ async fn sample_lag(log: &dyn EventLog, stage: &'static str, group: &str, topic:
     ::metrics::gauge!(names::STAGE_LAG, "stage" => stage).set(lag as f64);
 }
 
+/// How far past a partition's start a stage looks for facts it produced itself (see
+/// [`fold_through_own_outputs`]). A stage commits at least every batch, so its uncommitted
+/// outputs lie well within this.
+const OWN_OUTPUT_SCAN: usize = 5_000;
+
+/// Folds every fact before the group's committed offsets, then, per partition, everything
+/// up to the stage's own last output past the committed offset (see
+/// [`fold_through_own_outputs`]). Fills `progress` with the committed offsets.
 async fn fold_history<S: Stage>(
     stage: &mut S,
     log: &dyn EventLog,
     group: &str,
     topic: &str,
+    progress: &mut HashMap<i32, i64>,
+    folded_early: &mut HashSet<Uuid>,
 ) -> Result<usize> {
-    let committed = log.committed(group, topic).await?;
+    let committed: HashMap<i32, i64> = log.committed(group, topic).await?.into_iter().collect();
+    // A partition without a committed offset is read from its start.
+    let starts: Vec<(i32, i64)> = (0..log.partitions(topic).await?)
+        .map(|p| (p, committed.get(&p).copied().unwrap_or(0)))
+        .collect();
     // Kafka keeps duplicates appended by a stage that crashed before committing: fold
     // each fact once, as live processing does.
     let mut seen = HashSet::new();
     let mut n = 0;
-    for (partition, end) in committed {
-        let mut from = 0;
-        while from < end {
-            let batch = log.read(topic, partition, from, 1000).await?;
-            let Some(last) = batch.last() else { break };
-            from = last.position.offset + 1;
-            for stored in batch.iter().filter(|s| s.position.offset < end) {
-                if let Ok(event) = codec::decode(&stored.record.value, None)
-                    && seen.insert(event.event_id)
-                {
-                    stage.fold(&event);
-                    n += 1;
-                }
+    for &(partition, end) in &starts {
+        n += fold_range(
+            stage,
+            log,
+            topic,
+            partition,
+            0,
+            end,
+            &mut seen,
+            folded_early,
+        )
+        .await?;
+        progress.insert(partition, end);
+    }
+    for &(partition, end) in &starts {
+        n += fold_through_own_outputs(stage, log, topic, partition, end, &mut seen, folded_early)
+            .await?;
+    }
+    Ok(n)
+}
+
+/// Folds the records of `[from, until)` of one partition, each event once; ids in
+/// `folded_early` were folded already.
+#[allow(clippy::too_many_arguments)]
+async fn fold_range<S: Stage>(
+    stage: &mut S,
+    log: &dyn EventLog,
+    topic: &str,
+    partition: i32,
+    mut from: i64,
+    until: i64,
+    seen: &mut HashSet<Uuid>,
+    folded_early: &mut HashSet<Uuid>,
+) -> Result<usize> {
+    let mut n = 0;
+    while from < until {
+        let batch = log.read(topic, partition, from, 1000).await?;
+        let Some(last) = batch.last() else { break };
+        from = last.position.offset + 1;
+        for stored in batch.iter().filter(|s| s.position.offset < until) {
+            if let Ok(event) = codec::decode(&stored.record.value, None)
+                && seen.insert(event.event_id)
+                && !folded_early.remove(&event.event_id)
+            {
+                stage.fold(&event);
+                n += 1;
             }
         }
     }
     Ok(n)
+}
+
+/// Folds, ahead of their delivery, the records from `from` up to and including the last
+/// one this stage produced itself (within [`OWN_OUTPUT_SCAN`] records), and remembers
+/// them in `folded_early`.
+///
+/// Why: a stage appends its outputs before it commits its inputs, so after a crash or a
+/// rebalance its own decisions about inputs it already handled can lie past the offset it
+/// resumes from, behind inputs it has not seen. Deciding those inputs without the earlier
+/// decisions would, for the policy gate, let a rate limit be exceeded. Everything before
+/// the last own output is folded too, in log order, so a decision is never folded before
+/// the facts it was made on.
+async fn fold_through_own_outputs<S: Stage>(
+    stage: &mut S,
+    log: &dyn EventLog,
+    topic: &str,
+    partition: i32,
+    mut from: i64,
+    seen: &mut HashSet<Uuid>,
+    folded_early: &mut HashSet<Uuid>,
+) -> Result<usize> {
+    let own = format!("{}@", stage.name());
+    let mut ahead: Vec<Event> = Vec::new();
+    let mut last_own = None;
+    let mut scanned = 0;
+    while scanned < OWN_OUTPUT_SCAN {
+        let batch = log.read(topic, partition, from, 1000).await?;
+        let Some(last) = batch.last() else { break };
+        from = last.position.offset + 1;
+        scanned += batch.len();
+        for stored in &batch {
+            if let Ok(event) = codec::decode(&stored.record.value, None) {
+                if event.producer.starts_with(&own) {
+                    last_own = Some(ahead.len());
+                }
+                ahead.push(event);
+            }
+        }
+    }
+    let Some(last_own) = last_own else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for event in ahead.into_iter().take(last_own + 1) {
+        if seen.insert(event.event_id) && folded_early.insert(event.event_id) {
+            stage.fold(&event);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Before a stage that folds history handles a record: if records of its partition were
+/// skipped since this member last read it (another group member owned the partition in
+/// between), folds them, then folds ahead through the stage's own outputs (see
+/// [`fold_through_own_outputs`]).
+async fn catch_up<S: Stage>(
+    stage: &mut S,
+    log: &dyn EventLog,
+    topic: &str,
+    at: Position,
+    progress: &mut HashMap<i32, i64>,
+    folded_early: &mut HashSet<Uuid>,
+) -> Result<()> {
+    let next = progress.get(&at.partition).copied().unwrap_or(0);
+    if at.offset > next {
+        let mut seen = HashSet::new();
+        let skipped = fold_range(
+            stage,
+            log,
+            topic,
+            at.partition,
+            next,
+            at.offset,
+            &mut seen,
+            folded_early,
+        )
+        .await?;
+        if skipped > 0 {
+            let ahead = fold_through_own_outputs(
+                stage,
+                log,
+                topic,
+                at.partition,
+                at.offset,
+                &mut seen,
+                folded_early,
+            )
+            .await?;
+            info!(
+                stage = stage.name(),
+                partition = at.partition,
+                skipped,
+                ahead,
+                "Partition taken over: folded what other group members handled."
+            );
+        }
+    }
+    if at.offset >= next {
+        progress.insert(at.partition, at.offset + 1);
+    }
+    Ok(())
 }
 
 /// Handles one record. `Ok(false)`: shutdown came while a transient failure was being
@@ -529,31 +746,35 @@ async fn process_one<S: Stage>(
             Ok(output) => {
                 ::metrics::counter!(names::STAGE_RECORDS, "stage" => stage_name, "outcome" => "ok")
                     .increment(1);
-                // One append per topic: on the embedded log a handler's facts for one topic
-                // land together or not at all.
+                // One append per topic, in the order the topics first appear: on the
+                // embedded log a handler's facts for one topic land together or not at all.
                 let mut topics: Vec<&str> = Vec::new();
-                for (topic, _) in &output.facts {
-                    if !topics.contains(&topic.as_str()) {
-                        topics.push(topic);
+                for o in &output.facts {
+                    if !topics.contains(&o.topic.as_str()) {
+                        topics.push(&o.topic);
                     }
                 }
                 for topic in topics {
-                    let events: Vec<&Event> = output
+                    let records = output
                         .facts
                         .iter()
-                        .filter(|(t, _)| t == topic)
-                        .map(|(_, e)| e)
-                        .collect();
-                    append_with_retry(log, topic, &events).await?;
+                        .filter(|o| o.topic == topic)
+                        .map(Outgoing::record)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    append_with_retry(log, topic, records).await?;
                 }
-                for (topic, out) in &output.facts {
-                    stage.fold(out);
-                    if topic == stage.input_topic() {
+                // Each output is folded once, also when it went to several topics.
+                let mut folded_now: HashSet<Uuid> = HashSet::new();
+                for o in &output.facts {
+                    if folded_now.insert(o.event.event_id) {
+                        stage.fold(&o.event);
+                    }
+                    if o.topic == stage.input_topic() {
                         if folded_early.len() >= config.dedupe_window {
                             // Outputs another group member reads back are never removed.
                             folded_early.clear();
                         }
-                        folded_early.insert(out.event_id);
+                        folded_early.insert(o.event.event_id);
                     }
                 }
                 return Ok(true);
@@ -589,11 +810,7 @@ async fn process_one<S: Stage>(
 }
 
 /// Appends outputs, retrying transient log errors with backoff (a few minutes at most).
-async fn append_with_retry(log: &dyn EventLog, topic: &str, events: &[&Event]) -> Result<()> {
-    let records = events
-        .iter()
-        .map(|e| to_record(e))
-        .collect::<Result<Vec<_>, _>>()?;
+async fn append_with_retry(log: &dyn EventLog, topic: &str, records: Vec<Record>) -> Result<()> {
     let mut delays = ExponentialBuilder::default()
         .with_max_delay(Duration::from_secs(10))
         .with_max_times(20)
@@ -664,7 +881,7 @@ async fn dead_letter(
             producer,
         ),
     };
-    append_with_retry(log, DLQ_TOPIC, &[&dl]).await
+    append_with_retry(log, DLQ_TOPIC, vec![to_record(&dl)?]).await
 }
 
 /// Whether a fact is of one of the given types (a small helper for `match`-less filters).

@@ -1,5 +1,6 @@
 //! Stage runtime behaviour on the embedded log: at-least-once with idempotent output,
-//! resume after a crash between append and commit, retries, dead letters, shutdown.
+//! resume after a crash between append and commit, retries, dead letters, shutdown, keyed
+//! outputs, and a stateful stage's own outputs folded before it resumes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -386,4 +387,162 @@ async fn shutdown_during_retries_leaves_the_record_for_the_restart() {
     task.await.expect("join").expect("clean stop");
     assert_eq!(out.len(), 1);
     assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+const LEDGER: &str = "test.ledger";
+
+/// A stateful stage whose outputs go to its own input topic (as the policy gate's do): for
+/// each request it appends one decision, and records how many decisions it had folded when
+/// it handled each request (a rate limit would be computed from that count).
+struct Ledger {
+    decided: std::collections::HashSet<String>,
+    seen_at_handle: Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+}
+
+#[async_trait]
+impl Stage for Ledger {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+    fn input_topic(&self) -> &'static str {
+        LEDGER
+    }
+    fn needs_history(&self) -> bool {
+        true
+    }
+    fn fold(&mut self, event: &Event) {
+        if event.producer.starts_with("ledger@")
+            && let Fact::TaskProgressed(p) = &event.fact
+        {
+            self.decided.insert(p.task_id.clone());
+        }
+    }
+    async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
+        let mut out = Output::none();
+        let Fact::TaskProgressed(p) = &event.fact else {
+            return Ok(out);
+        };
+        if event.producer.starts_with("ledger@") || self.decided.contains(&p.task_id) {
+            return Ok(out);
+        }
+        self.seen_at_handle
+            .lock()
+            .expect("lock")
+            .push((p.task_id.clone(), self.decided.len()));
+        out.push_to(LEDGER, decision(event));
+        Ok(out)
+    }
+}
+
+fn decision(request: &Event) -> Event {
+    let Fact::TaskProgressed(p) = &request.fact else {
+        panic!("a request")
+    };
+    request.caused(
+        TaskProgressed {
+            progress: 1.0,
+            ..p.clone()
+        },
+        "ledger@test",
+        0,
+        None,
+    )
+}
+
+/// The stage handled request 0 and appended its decision, but another producer had
+/// appended request 1 in between; it committed request 0 and crashed. On restart its
+/// decision lies past the committed offset, behind request 1: the runtime folds through it
+/// before handling request 1, so request 1 is decided knowing one earlier decision (not
+/// zero, which would let a limit be exceeded), and request 0 is not decided again.
+#[tokio::test]
+async fn a_restarted_stage_folds_its_own_outputs_past_its_commit_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = SqliteLog::open(&dir.path().join("log.db"))
+        .await
+        .expect("open");
+    for t in [LEDGER, DLQ_TOPIC] {
+        log.ensure_topic(t, 1).await.expect("topic");
+    }
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let requests: Vec<Event> = (0..3).map(input).collect();
+    append_events(
+        log.as_ref(),
+        LEDGER,
+        &[
+            requests[0].clone(),
+            requests[1].clone(),
+            decision(&requests[0]),
+            requests[2].clone(),
+        ],
+    )
+    .await
+    .expect("append");
+    let mut sub = log.subscribe("sentinel-ledger", LEDGER).await.expect("sub");
+    let first = sub
+        .poll(1, Duration::from_secs(1))
+        .await
+        .expect("poll")
+        .remove(0);
+    sub.commit(&[first.position]).await.expect("commit");
+    sub.close().await.expect("close");
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stage = Ledger {
+        decided: Default::default(),
+        seen_at_handle: seen.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(stage, log.clone(), fast(), shutdown.clone()));
+    let out = wait_for(log.as_ref(), LEDGER, 6).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [("t1".to_owned(), 1), ("t2".to_owned(), 2)]
+    );
+    let decisions = out
+        .iter()
+        .filter(|e| e.producer.starts_with("ledger@"))
+        .count();
+    assert_eq!(decisions, 3, "one decision per request");
+}
+
+/// `Output::push_keyed` replaces the record key (`tenant/subject` otherwise).
+#[tokio::test]
+async fn keyed_outputs_carry_their_key() {
+    struct Rekey;
+    #[async_trait]
+    impl Stage for Rekey {
+        fn name(&self) -> &'static str {
+            "rekey"
+        }
+        fn input_topic(&self) -> &'static str {
+            IN
+        }
+        async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
+            let mut out = Output::none();
+            out.push_keyed(OUT, event.tenant.clone(), event.clone());
+            out.push_to(OUT, event.caused(event.fact.clone(), "rekey@test", 0, None));
+            Ok(out)
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = sqlite_log(&dir).await;
+    append_events(log.as_ref(), IN, &[input(1)])
+        .await
+        .expect("append");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_stage(Rekey, log.clone(), fast(), shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let r = log.read(OUT, 0, 0, 10).await.expect("read");
+        if r.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    task.await.expect("join").expect("clean stop");
+    let keys: Vec<&str> = records.iter().map(|r| r.record.key.as_str()).collect();
+    assert_eq!(keys, ["default", "default/repo-1"]);
 }

@@ -228,13 +228,20 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
     if want("policy") {
         let policy = sentinel_policy::load(settings.policy.as_deref())?;
         info!(version = %policy.version(), "Policy loaded.");
-        spawn_stage(
-            &mut tasks,
-            sentinel_policy::PolicyStage::new(policy)
-                .with_escalation_webhook(settings.review_webhook_url.clone()),
-            &log,
-            &shutdown,
-        );
+        let mut gate = sentinel_policy::PolicyStage::new(policy)
+            .with_escalation_webhook(settings.review_webhook_url.clone());
+        if log.backend() == "kafka" {
+            // Scale-out: the gate reads its inputs re-keyed by tenant, so any number of
+            // policy processes keep global per-tenant limits (see docs/policy.md).
+            gate = gate.on_tenant_topic();
+            spawn_stage(
+                &mut tasks,
+                sentinel_policy::PolicyForwardStage,
+                &log,
+                &shutdown,
+            );
+        }
+        spawn_stage(&mut tasks, gate, &log, &shutdown);
     }
     if want("controller") {
         let registration = sentinel_controller::patchbot_registration(
@@ -265,11 +272,16 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
-        let stage = configure_patchbot(stage, &settings.patchbot)?;
+        let hosted = hosted_forge(&settings.patchbot)?;
+        let stage = configure_patchbot(stage, &settings.patchbot, hosted.clone());
         spawn_stage(&mut tasks, stage, &log, &shutdown);
-        let forge = Arc::new(sentinel_forge::LocalGitForge::new(
-            settings.data_dir.join("forge"),
-        ));
+        // Review answers act on the forge PatchBot opened the pull requests on.
+        let forge: Arc<dyn sentinel_forge::Forge> = match hosted {
+            Some(forge) => forge,
+            None => Arc::new(sentinel_forge::LocalGitForge::new(
+                settings.data_dir.join("forge"),
+            )),
+        };
         let reviews = sentinel_patchbot::review::ReviewEffectsStage::new(forge);
         spawn_stage(&mut tasks, reviews, &log, &shutdown);
     }
@@ -407,22 +419,33 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// PatchBot's package index and forge from the settings; forge tokens come from the
-/// environment only (`SENTINEL_GITHUB_TOKEN`, or `SENTINEL_GITHUB_APP_ID` +
-/// `SENTINEL_GITHUB_APP_PRIVATE_KEY` (PEM, or `_FILE`) + `SENTINEL_GITHUB_INSTALLATION_ID`;
-/// `SENTINEL_GITLAB_TOKEN`).
+/// PatchBot's package index, and its forge when it is a hosted one.
 fn configure_patchbot(
     stage: sentinel_patchbot::stage::PatchBotStage,
     s: &crate::config::PatchBotSettings,
-) -> Result<sentinel_patchbot::stage::PatchBotStage> {
+    hosted: Option<Arc<dyn sentinel_forge::Forge>>,
+) -> sentinel_patchbot::stage::PatchBotStage {
     use sentinel_patchbot::index::{Ecosystem, PackageIndex};
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let stage = stage.with_python_index(
         s.python_index
             .as_ref()
             .map(|url| PackageIndex::new(Ecosystem::Python, url)),
     );
-    let forge: std::sync::Arc<dyn sentinel_forge::Forge> = match s.forge.as_str() {
+    match hosted {
+        Some(forge) => stage.with_forge(forge),
+        None => stage,
+    }
+}
+
+/// The hosted forge (GitHub or GitLab) named by the settings, `None` for the local git
+/// forge. Tokens come from the environment only (`SENTINEL_GITHUB_TOKEN`, or
+/// `SENTINEL_GITHUB_APP_ID` + `SENTINEL_GITHUB_APP_PRIVATE_KEY` (PEM, or `_FILE`) +
+/// `SENTINEL_GITHUB_INSTALLATION_ID`; `SENTINEL_GITLAB_TOKEN`).
+fn hosted_forge(
+    s: &crate::config::PatchBotSettings,
+) -> Result<Option<Arc<dyn sentinel_forge::Forge>>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let forge: Arc<dyn sentinel_forge::Forge> = match s.forge.as_str() {
         "github" => {
             let auth = match (
                 env("SENTINEL_GITHUB_TOKEN"),
@@ -473,7 +496,7 @@ fn configure_patchbot(
                     .context("forge_reviewers must be GitLab user ids for forge = gitlab")?,
             },
         )?),
-        _ => return Ok(stage),
+        _ => return Ok(None),
     };
-    Ok(stage.with_forge(forge))
+    Ok(Some(forge))
 }
