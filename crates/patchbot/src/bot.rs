@@ -14,6 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::index::{PackageIndex, Verdict};
+use crate::llm::{CandidateReport, LlmFixer};
 use crate::redact::redacted_tail;
 use crate::strategy::{self, Action, Choice, Plan};
 use crate::tools::{Tool, ToolCache, ToolEnv};
@@ -77,12 +78,19 @@ pub struct PatchBotConfig {
     /// The npm registry a missing Node package must exist in (and be old enough in);
     /// `None`: no dependency is ever added. npm installs from it during validation.
     pub npm_index: Option<PackageIndex>,
+    /// Globs of protected paths (the policy's `paths.protected`; default: the built-in
+    /// policy's), matched like [`protected_paths`](Self::protected_paths): reported when a
+    /// deterministic fix touches them, and never edited by the LLM strategy.
+    pub protected_globs: Vec<String>,
+    /// The LLM strategy, tried when no deterministic strategy applies; `None`: off.
+    pub llm: Option<LlmFixer>,
 }
 
 impl PatchBotConfig {
     /// Defaults: 5-minute command timeout, [`Limits::default`], the system temp dir,
     /// author `Sentinel PatchBot <patchbot@sentinel.invalid>`, `python3` and `npm` from
-    /// `PATH`, default pins and [`DEFAULT_PROTECTED_PATHS`].
+    /// `PATH`, default pins, [`DEFAULT_PROTECTED_PATHS`] and the default policy's protected
+    /// globs, no LLM.
     pub fn new(tool_cache: impl Into<PathBuf>, sandbox: Arc<dyn Sandbox>) -> Self {
         PatchBotConfig {
             tool_cache: tool_cache.into(),
@@ -102,6 +110,8 @@ impl PatchBotConfig {
             python_index: Some(PackageIndex::pypi()),
             pip_index_url: None,
             npm_index: Some(PackageIndex::npm()),
+            protected_globs: sentinel_policy::model::PathRules::default().protected,
+            llm: None,
         }
     }
 }
@@ -226,6 +236,9 @@ pub struct FixAttempt {
     pub test_command: Option<String>,
     /// The sandbox that ran the commands (e.g. `local-jail/bubblewrap`).
     pub sandbox: String,
+    /// What happened to each LLM candidate (empty unless the LLM strategy ran).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateReport>,
     /// The work tree: the repository checked out at `base_commit` with the fix staged
     /// (deleted when dropped). Kept only when fixed, for [`PatchBot::commit`] and for
     /// pushing (`git -C <workdir> push …` works: its `.git` file points at the git dir).
@@ -254,12 +267,17 @@ impl FixAttempt {
             confidence: 0.0,
             test_command: None,
             sandbox,
+            candidates: Vec::new(),
             workdir: None,
             git_dir: None,
         }
     }
 
-    fn end(mut self, status: FixStatus, reason: impl Into<String>) -> Self {
+    pub(crate) fn set_git_dir(&mut self, git_dir: TempDir) {
+        self.git_dir = Some(git_dir);
+    }
+
+    pub(crate) fn end(mut self, status: FixStatus, reason: impl Into<String>) -> Self {
         self.status = status;
         self.reason = reason.into();
         if status != FixStatus::Fixed {
@@ -286,12 +304,12 @@ impl FixAttempt {
 
 /// Paths of one attempt's checkout: the work tree (sandbox-writable) and its git dir
 /// (outside the work tree; read-only in the sandbox).
-struct Work {
-    repo: PathBuf,
-    git: PathBuf,
+pub(crate) struct Work {
+    pub(crate) repo: PathBuf,
+    pub(crate) git: PathBuf,
     /// A virtualenv (outside the work tree) holding the repository's dependencies, first on
     /// `PATH` and read-only, once a dependency fix installed them.
-    deps: Option<PathBuf>,
+    pub(crate) deps: Option<PathBuf>,
 }
 
 /// The fixer. See the crate docs for the flow.
@@ -300,6 +318,10 @@ pub struct PatchBot {
     config: PatchBotConfig,
     tools: ToolCache,
     config_error: Option<String>,
+    /// `config.protected_globs`, compiled.
+    protected: globset::GlobSet,
+    /// The LLM strategy's forbidden globs, compiled.
+    forbidden: globset::GlobSet,
 }
 
 impl PatchBot {
@@ -326,11 +348,35 @@ impl PatchBot {
             config_error =
                 Some("author name and e-mail must be non-empty single lines without <>".into());
         }
+        let mut compile = |what: &str, globs: &[String]| match glob_set(globs) {
+            Ok(set) => set,
+            Err(e) => {
+                config_error = Some(format!("{what}: {e}"));
+                globset::GlobSet::empty()
+            }
+        };
+        let protected = compile("protected globs", &config.protected_globs);
+        let forbidden = match &config.llm {
+            Some(llm) => compile("LLM forbidden globs", &llm.config.forbidden),
+            None => globset::GlobSet::empty(),
+        };
         PatchBot {
             config,
             tools,
             config_error,
+            protected,
+            forbidden,
         }
+    }
+
+    /// Whether a repository-relative path is protected (a prefix of
+    /// [`PatchBotConfig::protected_paths`] or one of the protected globs).
+    pub fn is_protected(&self, path: &str) -> bool {
+        is_protected(path, &self.config.protected_paths) || self.protected.is_match(path)
+    }
+
+    pub(crate) fn is_forbidden(&self, path: &str) -> bool {
+        self.forbidden.is_match(path)
     }
 
     fn check_config(&self) -> Result<()> {
@@ -441,6 +487,8 @@ impl PatchBot {
             return Err(Error::InvalidRequest("the failing command is empty".into()));
         }
         let mut attempt = FixAttempt::new(req, self.config.sandbox.describe());
+        // Why no deterministic strategy applies, when the LLM is asked instead.
+        let mut no_deterministic = None;
         let plan = match strategy::choose(
             req.failure_type,
             req.tool.as_deref(),
@@ -448,7 +496,14 @@ impl PatchBot {
             &req.log_excerpt,
         ) {
             Choice::NotFixable(reason) => return Ok(attempt.end(FixStatus::NotFixable, reason)),
-            Choice::NoFix(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            Choice::NoFix(reason) => match &self.config.llm {
+                Some(llm) if llm.config.enabled => {
+                    let plan = strategy::llm_plan(&req.command, llm.config.prior);
+                    no_deterministic = Some(reason);
+                    plan
+                }
+                _ => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            },
             Choice::Plan(plan) => plan,
         };
         attempt.strategy = Some(plan.name.clone());
@@ -499,6 +554,23 @@ impl PatchBot {
         // Keeps the dependency virtualenv alive until validation is over.
         let mut _deps_dir = None;
         match &plan.action {
+            Action::LlmEdits => {
+                let (Some(llm), Some(why)) = (&self.config.llm, no_deterministic) else {
+                    return Ok(attempt.end(FixStatus::NoFix, "no LLM is configured"));
+                };
+                return self
+                    .llm_attempt(
+                        llm,
+                        req,
+                        attempt,
+                        &plan,
+                        &work,
+                        &envs,
+                        (work_tree, git_dir),
+                        &why,
+                    )
+                    .await;
+            }
             Action::Run(commands) => {
                 for command in commands {
                     let step = self.run_step(&work, &envs, command).await?;
@@ -664,7 +736,7 @@ impl PatchBot {
         attempt.protected_paths_touched = attempt
             .files_changed
             .iter()
-            .filter(|f| is_protected(f, &self.config.protected_paths))
+            .filter(|f| self.is_protected(f))
             .cloned()
             .collect();
         if attempt.files_changed.is_empty() {
@@ -687,7 +759,7 @@ impl PatchBot {
     }
 
     /// Re-runs the failing command, then the test command; both must exit 0.
-    async fn validate(
+    pub(crate) async fn validate(
         &self,
         work: &Work,
         envs: &[ToolEnv],
@@ -1003,7 +1075,7 @@ impl PatchBot {
 
     /// git on the host against the attempt's own git dir, never through the work tree's
     /// `.git` (which sandboxed commands could have replaced), with hooks and fsmonitor off.
-    async fn git(&self, work: &Work, args: &[&str]) -> Result<String> {
+    pub(crate) async fn git(&self, work: &Work, args: &[&str]) -> Result<String> {
         let git_dir = format!("--git-dir={}", work.git.display());
         let work_tree = format!("--work-tree={}", work.repo.display());
         let mut all: Vec<&str> = vec![
@@ -1067,7 +1139,7 @@ async fn declare_globals(
 
 /// Points the work tree's `.git` back at the real git dir, whatever a sandboxed command
 /// left there, so later git commands in the work dir (e.g. the forge's push) are safe.
-async fn restore_gitfile(work: &Work) -> Result<()> {
+pub(crate) async fn restore_gitfile(work: &Work) -> Result<()> {
     let dot_git = work.repo.join(".git");
     match tokio::fs::symlink_metadata(&dot_git).await {
         Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&dot_git).await?,
@@ -1090,7 +1162,7 @@ fn step(command: &str, out: &RunOutput) -> ValidationStep {
 
 /// Prior × validation: full prior when the change cannot alter behaviour or the tests
 /// passed too; a lint autofix validated only by the linter loses a little.
-fn confidence(plan: &Plan, tests_ran: bool, history: History) -> f64 {
+pub(crate) fn confidence(plan: &Plan, tests_ran: bool, history: History) -> f64 {
     let evidence = if plan.behaviour_preserving || tests_ran {
         1.0
     } else {
@@ -1124,6 +1196,19 @@ async fn repo_test_command(repo: &std::path::Path) -> std::result::Result<Option
         .filter(|t| !t.trim().is_empty() && !t.contains('\0')))
 }
 
+/// Compiles globs as the policy does (`*` stays within a directory, `**` crosses them).
+fn glob_set(globs: &[String]) -> std::result::Result<globset::GlobSet, globset::Error> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()?,
+        );
+    }
+    b.build()
+}
+
 fn is_protected(path: &str, protected: &[String]) -> bool {
     protected.iter().any(|p| {
         if p.ends_with('/') {
@@ -1134,7 +1219,7 @@ fn is_protected(path: &str, protected: &[String]) -> bool {
     })
 }
 
-fn bound_diff(mut diff: String) -> String {
+pub(crate) fn bound_diff(mut diff: String) -> String {
     if diff.len() <= MAX_DIFF_BYTES {
         return diff;
     }
