@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::context::{ContextFile, LogReference, excerpt};
+use super::context::{ContextFile, LogReference, excerpt, imported_paths};
 use super::edits::{Candidate, apply_ops};
 
 /// Largest file an edit may rewrite (bigger files are generated or data, not code).
@@ -78,8 +78,9 @@ pub async fn find_in_repo(repo: &Path, shown: &str) -> Option<String> {
     None
 }
 
-/// Excerpts of the files the log names, within the byte and file-count limits; files that
-/// are not UTF-8 text are left out.
+/// Excerpts of the files the log names, then of the repository modules those files import
+/// (see [`super::context::imported_paths`]), within the byte and file-count limits; files
+/// that are not UTF-8 text are left out.
 pub async fn context_files(
     repo: &Path,
     refs: &[LogReference],
@@ -89,38 +90,77 @@ pub async fn context_files(
 ) -> Vec<ContextFile> {
     let mut out: Vec<ContextFile> = Vec::new();
     let mut total = 0;
+    // Whole texts of the named files, for their imports.
+    let mut named: Vec<(String, String)> = Vec::new();
     for r in refs {
-        if out.len() >= max_files || total >= max_total_bytes {
-            break;
-        }
         let Some(rel) = find_in_repo(repo, &r.path).await else {
             continue;
         };
-        if out.iter().any(|f| f.path == rel) {
-            continue;
+        if let Some(text) = add_file(
+            repo,
+            &rel,
+            r.line,
+            &mut out,
+            &mut total,
+            max_files,
+            max_file_bytes,
+            max_total_bytes,
+        )
+        .await
+        {
+            named.push((rel, text));
         }
-        let Ok(Target::File(path, size)) = resolve(repo, &rel).await else {
-            continue;
-        };
-        if size > MAX_EDITABLE_BYTES {
-            continue;
+    }
+    for (rel, text) in named {
+        for candidate in imported_paths(&rel, &text) {
+            let _ = add_file(
+                repo,
+                &candidate,
+                None,
+                &mut out,
+                &mut total,
+                max_files,
+                max_file_bytes,
+                max_total_bytes,
+            )
+            .await;
         }
-        let Ok(bytes) = tokio::fs::read(&path).await else {
-            continue;
-        };
-        let Ok(text) = String::from_utf8(bytes) else {
-            continue;
-        };
-        let budget = max_file_bytes.min(max_total_bytes - total);
-        let (text, note) = excerpt(&text, r.line, budget);
-        total += text.len();
-        out.push(ContextFile {
-            path: rel,
-            text,
-            note,
-        });
     }
     out
+}
+
+/// Adds an excerpt of `rel` when it is a small UTF-8 regular file not shown yet and the
+/// limits allow; returns its whole text.
+#[allow(clippy::too_many_arguments)]
+async fn add_file(
+    repo: &Path,
+    rel: &str,
+    line: Option<usize>,
+    out: &mut Vec<ContextFile>,
+    total: &mut usize,
+    max_files: usize,
+    max_file_bytes: usize,
+    max_total_bytes: usize,
+) -> Option<String> {
+    if out.len() >= max_files || *total >= max_total_bytes || out.iter().any(|f| f.path == rel) {
+        return None;
+    }
+    let Ok(Target::File(path, size)) = resolve(repo, rel).await else {
+        return None;
+    };
+    if size > MAX_EDITABLE_BYTES {
+        return None;
+    }
+    let text = String::from_utf8(tokio::fs::read(&path).await.ok()?).ok()?;
+    let budget = max_file_bytes.min(max_total_bytes - *total);
+    let (shown, note) = excerpt(&text, line, budget);
+    *total += shown.len();
+    out.push(ContextFile {
+        path: rel.to_owned(),
+        text: shown,
+        note,
+    });
+    Some(text)
 }
 
 /// Writes a candidate into the work tree: every file's new text is computed first (so a
@@ -302,5 +342,9 @@ mod tests {
         assert_eq!(files[1].note, "whole file");
         let files = context_files(r, &refs, 1, 1000, 10_000).await;
         assert_eq!(files.len(), 1);
+        // Only the test is named: the module it imports comes along.
+        let files = context_files(r, &refs[..1], 8, 1000, 10_000).await;
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["tests/test_calc.py", "calc.py"]);
     }
 }

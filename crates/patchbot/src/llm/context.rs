@@ -99,6 +99,106 @@ pub fn referenced_files(log: &str) -> Vec<LogReference> {
     out
 }
 
+static PY_IMPORT: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"(?m)^[ \t]*(?:from[ \t]+(\.*[A-Za-z_][\w.]*|\.+)[ \t]+import|import[ \t]+([A-Za-z_][\w.]*))")
+        .expect("valid regex")
+});
+
+static JS_IMPORT: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r#"(?:\bfrom[ \t]*|\brequire\([ \t]*|\bimport\([ \t]*|^import[ \t]+)['"](\.{1,2}/[^'"\n]+)['"]"#)
+        .expect("valid regex")
+});
+
+/// Repository-relative paths where the modules a source file imports from the repository
+/// itself could be (Python `import x` / `from .x import y`, JavaScript/TypeScript relative
+/// imports), most likely first. A failing test rarely names the code under test in its
+/// traceback, but it imports it. Paths that would climb out of the repository are left out.
+pub fn imported_paths(path: &str, text: &str) -> Vec<String> {
+    let dir: Vec<&str> = path.split('/').collect();
+    let dir = &dir[..dir.len().saturating_sub(1)];
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |candidate: Option<String>| {
+        if let Some(c) = candidate
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    };
+    if path.ends_with(".py") || path.ends_with(".pyi") {
+        for c in PY_IMPORT.captures_iter(text).take(64) {
+            let Some(module) = c.get(1).or_else(|| c.get(2)).map(|m| m.as_str()) else {
+                continue;
+            };
+            let dots = module.chars().take_while(|c| *c == '.').count();
+            let rest: Vec<&str> = module[dots..]
+                .split('.')
+                .filter(|p| !p.is_empty())
+                .collect();
+            let bases: Vec<Vec<&str>> = if dots > 0 {
+                // `from .x import y`: relative to the file's package (`..`: its parent).
+                if dots - 1 > dir.len() {
+                    continue;
+                }
+                vec![dir[..dir.len() - (dots - 1)].to_vec()]
+            } else {
+                vec![Vec::new(), vec!["src"], dir.to_vec()]
+            };
+            for base in bases {
+                let mut parts = base.clone();
+                parts.extend(&rest);
+                if parts.is_empty() {
+                    continue;
+                }
+                push(Some(format!("{}.py", parts.join("/"))));
+                push(Some(format!("{}/__init__.py", parts.join("/"))));
+            }
+        }
+    } else if [
+        ".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx", ".mts", ".cts", ".vue",
+    ]
+    .iter()
+    .any(|e| path.ends_with(e))
+    {
+        for c in JS_IMPORT.captures_iter(text).take(64) {
+            let Some(spec) = c.get(1).map(|m| m.as_str()) else {
+                continue;
+            };
+            let mut parts: Vec<&str> = dir.to_vec();
+            let mut inside = true;
+            for p in spec.split('/') {
+                match p {
+                    "" | "." => {}
+                    ".." => inside = parts.pop().is_some(),
+                    p => parts.push(p),
+                }
+                if !inside {
+                    break;
+                }
+            }
+            if !inside || parts.is_empty() {
+                continue;
+            }
+            let base = parts.join("/");
+            for ext in [
+                "",
+                ".js",
+                ".ts",
+                ".tsx",
+                ".jsx",
+                ".mjs",
+                ".cjs",
+                "/index.js",
+                "/index.ts",
+            ] {
+                push(Some(format!("{base}{ext}")));
+            }
+        }
+    }
+    out
+}
+
 /// A bounded excerpt of `text` around `line`: the whole text when it fits in `max_bytes`,
 /// else whole lines around `line` (or from the top), with a note saying which.
 pub fn excerpt(text: &str, line: Option<usize>, max_bytes: usize) -> (String, String) {
@@ -255,6 +355,36 @@ mod tests {
                 ("./app.py", Some(4)),
                 ("/ci/work/lib/util.py", Some(3)),
             ]
+        );
+    }
+
+    #[test]
+    fn imports_of_the_repository_s_own_modules_are_found() {
+        let py = "import os\nfrom calc import add\nimport pkg.util as u\nfrom . import sib\n\
+                  from ..core.x import y\n";
+        let got = imported_paths("tests/unit/test_calc.py", py);
+        for want in [
+            "os.py",
+            "calc.py",
+            "src/calc.py",
+            "tests/unit/calc.py",
+            "pkg/util.py",
+            "pkg/util/__init__.py",
+            "tests/unit/__init__.py",
+            "tests/core/x.py",
+        ] {
+            assert!(got.contains(&want.to_owned()), "{want} not in {got:?}");
+        }
+        assert!(imported_paths("a.py", "from ... import x\n").is_empty());
+        let js = "import { add } from './calc';\nconst u = require(\"../lib/util.js\");\n\
+                  import x from 'lodash';\nimport('../../../etc/passwd')\n";
+        let got = imported_paths("src/app.test.ts", js);
+        assert!(got.contains(&"src/calc.ts".to_owned()), "{got:?}");
+        assert!(got.contains(&"lib/util.js".to_owned()), "{got:?}");
+        assert!(
+            !got.iter()
+                .any(|p| p.contains("lodash") || p.contains("passwd")),
+            "{got:?}"
         );
     }
 
