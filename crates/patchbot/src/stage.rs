@@ -114,6 +114,16 @@ impl PatchBotStage {
         self
     }
 
+    /// Changes PatchBot's configuration, e.g. to turn the LLM strategy on
+    /// ([`PatchBotConfig::llm`]) or to use the policy's protected globs
+    /// ([`PatchBotConfig::protected_globs`]).
+    pub fn with_config(mut self, change: impl FnOnce(&mut PatchBotConfig)) -> Self {
+        let mut config = self.bot.config().clone();
+        change(&mut config);
+        self.bot = PatchBot::new(config);
+        self
+    }
+
     /// Replaces the forge (e.g. a [`sentinel_forge::GitHubForge`]).
     pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
         self.forge = forge;

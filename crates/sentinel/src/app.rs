@@ -265,7 +265,7 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
             "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
-        let stage = configure_patchbot(stage, &settings.patchbot)?;
+        let stage = configure_patchbot(stage, settings)?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
         let forge = Arc::new(sentinel_forge::LocalGitForge::new(
             settings.data_dir.join("forge"),
@@ -411,12 +411,40 @@ pub async fn shutdown_signal() {
 /// environment only (`SENTINEL_GITHUB_TOKEN`, or `SENTINEL_GITHUB_APP_ID` +
 /// `SENTINEL_GITHUB_APP_PRIVATE_KEY` (PEM, or `_FILE`) + `SENTINEL_GITHUB_INSTALLATION_ID`;
 /// `SENTINEL_GITLAB_TOKEN`).
+/// PatchBot's LLM strategy: on when the config file has an `[llm]` table (and `[llm_fix]`
+/// does not disable it).
+pub(crate) fn patchbot_llm(
+    settings: &crate::config::Settings,
+) -> Result<Option<sentinel_patchbot::llm::LlmFixer>> {
+    let Some(llm) = &settings.llm else {
+        return Ok(None);
+    };
+    let fixer = sentinel_patchbot::llm::LlmFixer::from_config(llm, &settings.llm_fix)
+        .context("[llm] for PatchBot's LLM strategy")?;
+    if fixer.is_some() {
+        info!(model = %llm.model, provider = ?llm.provider, "PatchBot LLM strategy on.");
+    }
+    Ok(fixer)
+}
+
 fn configure_patchbot(
     stage: sentinel_patchbot::stage::PatchBotStage,
-    s: &crate::config::PatchBotSettings,
+    settings: &crate::config::Settings,
 ) -> Result<sentinel_patchbot::stage::PatchBotStage> {
     use sentinel_patchbot::index::{Ecosystem, PackageIndex};
+    let s = &settings.patchbot;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // The policy's protected paths are never edited by the LLM and are reported when a
+    // deterministic fix touches them.
+    let protected = sentinel_policy::load(settings.policy.as_deref())?
+        .rules
+        .paths
+        .protected;
+    let llm = patchbot_llm(settings)?;
+    let stage = stage.with_config(|c| {
+        c.protected_globs = protected;
+        c.llm = llm;
+    });
     let stage = stage.with_python_index(
         s.python_index
             .as_ref()

@@ -121,8 +121,11 @@ struct FileConfig {
     webhook_body_limit: Option<usize>,
     bot_name: Option<String>,
     bot_email: Option<String>,
-    /// `[llm]`: the LLM client (classifier fallback); absent means off.
+    /// `[llm]`: the LLM client (classifier fallback, PatchBot's LLM strategy); absent means
+    /// off.
     llm: Option<sentinel_llm::LlmConfig>,
+    /// `[llm_fix]`: PatchBot's LLM strategy (used only with `[llm]`).
+    llm_fix: Option<sentinel_patchbot::llm::LlmFixConfig>,
     review_webhook_url: Option<String>,
     python_index: Option<String>,
     forge: Option<String>,
@@ -157,6 +160,8 @@ pub struct Settings {
     pub ingest: sentinel_ingest::IngestConfig,
     /// The LLM client settings (`[llm]` in the config file); `None` keeps the LLM off.
     pub llm: Option<sentinel_llm::LlmConfig>,
+    /// PatchBot's LLM strategy (`[llm_fix]`; on with defaults when `[llm]` is set).
+    pub llm_fix: sentinel_patchbot::llm::LlmFixConfig,
     /// Where review escalations are announced, if anywhere.
     pub review_webhook_url: Option<String>,
     /// PatchBot settings (issue 6).
@@ -266,6 +271,7 @@ impl GlobalOpts {
         Ok(Settings {
             ingest,
             llm: file.llm,
+            llm_fix: file.llm_fix.unwrap_or_default(),
             review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
             patchbot,
             api_tokens: file.api_tokens,

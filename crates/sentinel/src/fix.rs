@@ -82,10 +82,15 @@ pub async fn run(global: &GlobalOpts, args: FixArgs) -> Result<ExitCode> {
             "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
              isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
         )?;
-    let bot = PatchBot::new(PatchBotConfig::new(
-        settings.tool_cache.clone(),
-        Arc::new(sandbox),
-    ));
+    let mut config = PatchBotConfig::new(settings.tool_cache.clone(), Arc::new(sandbox));
+    config.protected_globs = sentinel_policy::load(settings.policy.as_deref())?
+        .rules
+        .paths
+        .protected;
+    // With an `[llm]` table in --config, failures no deterministic strategy fixes go to
+    // the LLM strategy.
+    config.llm = crate::app::patchbot_llm(&settings)?;
+    let bot = PatchBot::new(config);
     let repository = repo.display().to_string();
 
     let log = match &args.log {
@@ -185,6 +190,7 @@ impl Report {
             "tool_versions": a.map(|a| a.tool_versions.clone()).unwrap_or_default(),
             "protected_paths_touched": a.map(|a| a.protected_paths_touched.clone()).unwrap_or_default(),
             "sandbox": a.map(|a| a.sandbox.clone()),
+            "candidates": a.map(|a| a.candidates.clone()).unwrap_or_default(),
         })
     }
 

@@ -150,6 +150,31 @@ impl std::fmt::Debug for LlmFixer {
 }
 
 impl LlmFixer {
+    /// The fixer for an `[llm]` client table and the `[llm_fix]` settings: an
+    /// [`sentinel_llm::LlmClient`] of its own (its own call budget), allowed
+    /// [`LlmFixConfig::max_tokens`] per answer; `None` when the strategy is disabled.
+    ///
+    /// # Errors
+    ///
+    /// The client's configuration error (bad URL, HTTPS without TLS support, no model).
+    pub fn from_config(
+        llm: &sentinel_llm::LlmConfig,
+        config: &LlmFixConfig,
+    ) -> std::result::Result<Option<Self>, sentinel_llm::Error> {
+        if !config.enabled {
+            return Ok(None);
+        }
+        let client = sentinel_llm::LlmClient::from_config(&sentinel_llm::LlmConfig {
+            max_tokens: config.max_tokens.max(llm.max_tokens),
+            ..llm.clone()
+        })?;
+        Ok(Some(Self::new(
+            Arc::new(client),
+            llm.model.clone(),
+            config.clone(),
+        )))
+    }
+
     /// A fixer asking `client` (which answers as `model`).
     pub fn new(client: Arc<dyn Llm>, model: impl Into<String>, config: LlmFixConfig) -> Self {
         LlmFixer {
