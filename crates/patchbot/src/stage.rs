@@ -1,9 +1,12 @@
 //! The PatchBot stage: runs fix tasks, and once the policy has decided, pushes the fix
 //! branch and opens the pull request.
 //!
-//! * `TaskQueued` (for PatchBot) → `TaskStarted`, then `FixCandidateProposed` +
-//!   `FixValidated` (validation runs in the sandbox under the task's dispatch decision), or
-//!   `FixNotFound` + `TaskCompleted`.
+//! * `TaskQueued` (for PatchBot) is only remembered (payload, dispatch decision): the
+//!   controller decides when PatchBot runs it (capabilities, the agent's status and
+//!   concurrency, retries) and says so with `TaskAssigned`.
+//! * `TaskAssigned` (to PatchBot) → `TaskStarted` (with the assigned attempt), then
+//!   `FixCandidateProposed` + `FixValidated` (validation runs in the sandbox under the
+//!   task's dispatch decision), or `FixNotFound` + `TaskCompleted`.
 //! * `ActionDecided` → `BranchPushed` + `PullRequestOpened` + `TaskCompleted` (draft PR
 //!   when review is required), or `TaskCompleted` (partial) when rejected.
 //!
@@ -32,6 +35,8 @@ struct Task {
     agent_id: String,
     decision_id: String,
     payload: FixTaskPayload,
+    /// The attempt the controller last assigned (0: not assigned yet).
+    assigned: i32,
     started: Option<Instant>,
     /// The validated attempt, kept until the policy decides (its work dir holds the fix).
     attempt: Option<FixAttempt>,
@@ -140,7 +145,7 @@ impl PatchBotStage {
             TaskStarted {
                 task_id: task_id.to_owned(),
                 agent_id: task.agent_id.clone(),
-                attempt: 1,
+                attempt: task.assigned.max(1),
                 worker: self.producer.clone(),
             },
             &self.producer,
@@ -508,10 +513,18 @@ impl Stage for PatchBotStage {
                         agent_id: t.agent_id.clone(),
                         decision_id: t.decision_id.clone().unwrap_or_default(),
                         payload,
+                        assigned: 0,
                         started: None,
                         attempt: None,
                         decided_diff: None,
                     });
+                }
+            }
+            Fact::TaskAssigned(a) => {
+                if let Some(t) = self.tasks.get_mut(&a.task_id)
+                    && a.agent_id == t.agent_id
+                {
+                    t.assigned = t.assigned.max(a.attempt);
                 }
             }
             Fact::FixCandidateProposed(c) => {
@@ -595,8 +608,22 @@ fn record_metrics(out: &Output, queued_at: Option<chrono::DateTime<chrono::Utc>>
 impl PatchBotStage {
     async fn handle_fact(&mut self, event: &Event) -> Result<Output, HandlerError> {
         match &event.fact {
-            Fact::TaskQueued(t) if self.tasks.contains_key(&t.task_id) => {
+            // Only what the controller assigned to PatchBot runs, and only its latest
+            // attempt; a fix already validated waits for the policy instead of running again.
+            Fact::TaskAssigned(t)
+                if self.tasks.get(&t.task_id).is_some_and(|task| {
+                    task.agent_id == t.agent_id
+                        && task.assigned == t.attempt
+                        && task.attempt.is_none()
+                }) =>
+            {
                 let task_id = t.task_id.clone();
+                if t.delay_ms > 0 {
+                    // Retry backoff chosen by the controller (bounded like its maximum).
+                    let delay = Duration::from_millis(u64::try_from(t.delay_ms).unwrap_or(0))
+                        .min(Duration::from_secs(300));
+                    tokio::time::sleep(delay).await;
+                }
                 match self.run_task(event, &task_id).await {
                     Err(HandlerError::Poison(reason)) => {
                         let mut out = Output::none();
@@ -604,7 +631,7 @@ impl PatchBotStage {
                             TaskFailed {
                                 task_id: task_id.clone(),
                                 agent_id: t.agent_id.clone(),
-                                attempt: 1,
+                                attempt: t.attempt,
                                 error: reason,
                                 retryable: false,
                                 duration_ms: 0,
@@ -647,5 +674,153 @@ impl PatchBotStage {
             }
             _ => Ok(Output::none()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sentinel_controller::{ControllerStage, PATCHBOT, agent_id, patchbot_registration};
+    use sentinel_events::facts::{AgentStatusChanged, TaskAssigned, TaskQueued};
+    use sentinel_events::{AgentStatus, DEFAULT_TENANT, FailureType, TASK_FIX_FAILURE};
+
+    use super::*;
+
+    fn facts(out: &Output) -> Vec<&Fact> {
+        out.events().map(|e| &e.fact).collect()
+    }
+
+    async fn step<S: Stage>(stage: &mut S, event: &Event) -> Output {
+        stage.fold(event);
+        stage.handle(event).await.unwrap()
+    }
+
+    /// The controller decides when PatchBot works: a queued task runs only once the
+    /// controller assigns it to PatchBot (not while PatchBot is paused, not when assigned
+    /// to another agent), and then with the assigned attempt number.
+    #[tokio::test]
+    async fn only_tasks_the_controller_assigns_to_patchbot_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bot = PatchBotStage::new(
+            dir.path().join("tools"),
+            dir.path().join("forge"),
+            sentinel_sandbox::Isolation::ProcessOnly,
+        )
+        .await
+        .unwrap();
+        let mut controller = ControllerStage::default();
+        let at = sentinel_events::envelope::now();
+        let patchbot = agent_id(PATCHBOT).to_string();
+        let registration = patchbot_registration("test", at);
+        let event = |fact: Fact, id: &str| {
+            Event::origin(fact, Some(id), DEFAULT_TENANT, "repo", at, "test@0")
+        };
+        let payload = FixTaskPayload {
+            failure_event_id: "f1".into(),
+            repository: "/nonexistent/repo".into(),
+            branch: "main".into(),
+            commit: "abc".into(),
+            command: Some("curl https://example.invalid".into()),
+            failure_type: FailureType::Infrastructure,
+            tool: None,
+            pattern_id: None,
+            signature: "infrastructure:0".into(),
+            modules: vec![],
+            files: vec![],
+            log_excerpt: "Could not resolve host".into(),
+        };
+        let task_id = Uuid::new_v4().to_string();
+        let queued = event(
+            TaskQueued {
+                task_id: task_id.clone(),
+                agent_id: patchbot.clone(),
+                task_type: TASK_FIX_FAILURE.into(),
+                priority: 0,
+                decision_id: Some("decision-1".into()),
+                failure_event_id: Some("f1".into()),
+                payload: serde_json::to_string(&payload).unwrap(),
+                timeout_seconds: 900,
+                max_attempts: 1,
+            }
+            .into(),
+            "queued",
+        );
+        let paused = event(
+            AgentStatusChanged {
+                agent_id: patchbot.clone(),
+                status: AgentStatus::Paused,
+                reason: Some("maintenance".into()),
+            }
+            .into(),
+            "paused",
+        );
+        let resumed = event(
+            AgentStatusChanged {
+                agent_id: patchbot.clone(),
+                status: AgentStatus::Active,
+                reason: None,
+            }
+            .into(),
+            "resumed",
+        );
+
+        for e in [&registration, &paused] {
+            assert!(step(&mut controller, e).await.is_empty());
+            assert!(step(&mut bot, e).await.is_empty());
+        }
+        // Queued while PatchBot is paused: the controller assigns nothing, PatchBot waits.
+        assert!(step(&mut bot, &queued).await.is_empty());
+        let out = step(&mut controller, &queued).await;
+        assert!(
+            !facts(&out)
+                .iter()
+                .any(|f| matches!(f, Fact::TaskAssigned(_))),
+            "{out:?}"
+        );
+
+        // Assigned to someone else: not PatchBot's to run.
+        let elsewhere = event(
+            TaskAssigned {
+                task_id: task_id.clone(),
+                agent_id: Uuid::new_v4().to_string(),
+                attempt: 1,
+                task_type: TASK_FIX_FAILURE.into(),
+                payload: serde_json::to_string(&payload).unwrap(),
+                timeout_seconds: 900,
+                delay_ms: 0,
+                priority: 0,
+            }
+            .into(),
+            "elsewhere",
+        );
+        assert!(step(&mut bot, &elsewhere).await.is_empty());
+
+        // Resumed: the controller assigns attempt 1 to PatchBot, which runs it.
+        assert!(step(&mut bot, &resumed).await.is_empty());
+        let out = step(&mut controller, &resumed).await;
+        let assigned = out
+            .events()
+            .find(|e| matches!(&e.fact, Fact::TaskAssigned(a) if a.agent_id == patchbot))
+            .cloned()
+            .expect("assigned to PatchBot");
+        let out = step(&mut bot, &assigned).await;
+        match facts(&out).as_slice() {
+            [
+                Fact::TaskStarted(s),
+                Fact::FixNotFound(n),
+                Fact::TaskCompleted(c),
+            ] => {
+                assert_eq!((s.task_id.as_str(), s.attempt), (task_id.as_str(), 1));
+                assert_eq!(n.status, FixStatus::NotFixable);
+                assert_eq!(c.outcome, TaskOutcome::Partial);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The task is over: a replayed assignment runs nothing.
+        for e in out.events() {
+            bot.fold(e);
+        }
+        assert!(bot.handle(&assigned).await.unwrap().is_empty());
     }
 }
