@@ -298,6 +298,7 @@ impl FixAttempt {
             repo: self.workdir.as_ref()?.path().to_path_buf(),
             git: self.git_dir.as_ref()?.path().join("git"),
             deps: None,
+            ecosystem: None,
         })
     }
 }
@@ -310,6 +311,72 @@ pub(crate) struct Work {
     /// A virtualenv (outside the work tree) holding the repository's dependencies, first on
     /// `PATH` and read-only, once a dependency fix installed them.
     pub(crate) deps: Option<PathBuf>,
+    /// The repository's ecosystem ([`ecosystem`]): backends that run images pick one by it.
+    pub(crate) ecosystem: Option<&'static str>,
+}
+
+/// The ecosystem (`python`, `node`, `rust`, `go`) a repository's commands need: the
+/// failing command's tools or program first (`black` → python, `npx eslint` → node,
+/// `cargo …` → rust), else the manifests at the repository root (`Cargo.toml`, `go.mod`,
+/// `package.json`, `pyproject.toml`/`requirements.txt`/`setup.py`/`setup.cfg`).
+pub fn ecosystem(command: &str, root_files: &[&str]) -> Option<&'static str> {
+    if let Some(tool) = strategy::tools_named(command).first() {
+        return Some(match tool {
+            Tool::Black | Tool::Ruff | Tool::Isort | Tool::Flake8 => "python",
+            Tool::Prettier | Tool::Eslint => "node",
+            Tool::Rustfmt | Tool::Clippy => "rust",
+        });
+    }
+    let first = command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .map(|w| w.rsplit('/').next().unwrap_or(w))
+        .unwrap_or_default();
+    let by_program = match first {
+        p if p.starts_with("python") => Some("python"),
+        "pytest" | "pip" | "pip3" | "tox" | "nox" | "uv" | "poetry" | "mypy" | "pyright" => {
+            Some("python")
+        }
+        "node" | "npm" | "npx" | "yarn" | "pnpm" | "jest" | "vitest" | "tsc" | "mocha" => {
+            Some("node")
+        }
+        "cargo" | "rustc" => Some("rust"),
+        "go" | "gofmt" => Some("go"),
+        _ => None,
+    };
+    by_program.or_else(|| {
+        [
+            ("Cargo.toml", "rust"),
+            ("go.mod", "go"),
+            ("package.json", "node"),
+            ("pyproject.toml", "python"),
+            ("requirements.txt", "python"),
+            ("setup.py", "python"),
+            ("setup.cfg", "python"),
+        ]
+        .iter()
+        .find(|(file, _)| root_files.contains(file))
+        .map(|(_, e)| *e)
+    })
+}
+
+/// The names of the regular files at the root of a work tree (for [`ecosystem`]).
+async fn root_files(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(mut dir) = tokio::fs::read_dir(repo).await {
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            if entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+async fn detect_ecosystem(command: &str, repo: &Path) -> Option<&'static str> {
+    let files = root_files(repo).await;
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    ecosystem(command, &names)
 }
 
 /// The fixer. See the crate docs for the flow.
@@ -461,10 +528,11 @@ impl PatchBot {
         }
         let work_tree = self.temp_dir("sentinel-patchbot-").await?;
         let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
-        let work = Work {
+        let mut work = Work {
             repo: work_tree.path().to_path_buf(),
             git: git_dir.path().join("git"),
             deps: None,
+            ecosystem: None,
         };
         let base_commit = git::clone_at_with_git_dir(repository, commit, &work.repo, &work.git)
             .await
@@ -473,6 +541,7 @@ impl PatchBot {
                 commit: commit.to_string(),
                 source,
             })?;
+        work.ecosystem = detect_ecosystem(command, &work.repo).await;
         let (step, out) = self.run_step_output(&work, &envs, command).await?;
         Ok(Reproduction {
             base_commit,
@@ -524,6 +593,7 @@ impl PatchBot {
             // git refuses to create a separate git dir that already exists, even empty.
             git: git_dir.path().join("git"),
             deps: None,
+            ecosystem: None,
         };
         let base = git::clone_at_with_git_dir(&req.repository, &req.commit, &work.repo, &work.git)
             .await
@@ -532,6 +602,7 @@ impl PatchBot {
                 commit: req.commit.clone(),
                 source,
             })?;
+        work.ecosystem = detect_ecosystem(&req.command, &work.repo).await;
         attempt.base_commit = Some(base);
         attempt.test_command = match &req.test_command {
             Some(t) if !t.trim().is_empty() => Some(t.clone()),
@@ -900,6 +971,7 @@ impl PatchBot {
         }
         spec.timeout = self.config.command_timeout;
         spec.limits = self.config.limits;
+        spec.ecosystem = work.ecosystem.map(str::to_owned);
         spec.extra_ro_paths = ro;
         let out = self.config.sandbox.run(&spec).await?;
         let outcome = if out.timed_out {
@@ -941,6 +1013,7 @@ impl PatchBot {
             .env("NO_COLOR", "1");
         spec.timeout = self.config.command_timeout;
         spec.limits = self.config.limits;
+        spec.ecosystem = work.ecosystem.map(str::to_owned);
         spec.allow_network = true;
         if let Some(url) = &self.config.pip_index_url {
             spec = spec.env("PIP_INDEX_URL", url.clone());
@@ -1314,6 +1387,24 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join(REPO_SETTINGS_FILE))
             .expect("symlink");
         assert!(repo_test_command(dir.path()).await.is_err());
+    }
+
+    #[test]
+    fn the_ecosystem_comes_from_the_command_then_the_manifests() {
+        assert_eq!(
+            ecosystem("black --check .", &["package.json"]),
+            Some("python")
+        );
+        assert_eq!(ecosystem("npx eslint .", &[]), Some("node"));
+        assert_eq!(ecosystem("cargo fmt --all -- --check", &[]), Some("rust"));
+        assert_eq!(ecosystem("CI=1 python3 -m unittest", &[]), Some("python"));
+        assert_eq!(ecosystem("go vet ./...", &[]), Some("go"));
+        assert_eq!(ecosystem("make test", &["README.md", "go.mod"]), Some("go"));
+        assert_eq!(
+            ecosystem("make test", &["requirements.txt", "package.json"]),
+            Some("node")
+        );
+        assert_eq!(ecosystem("make test", &["README.md"]), None);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub mod tools;
 
 pub use bot::{
     DEFAULT_PROTECTED_PATHS, FixAttempt, FixRequest, FixStatus, History, MAX_DIFF_BYTES, PatchBot,
-    PatchBotConfig, REPO_SETTINGS_FILE, Reproduction,
+    PatchBotConfig, REPO_SETTINGS_FILE, Reproduction, ecosystem,
 };
 pub use error::{Error, Result};
 pub use tools::{Tool, ToolCache, ToolEnv};

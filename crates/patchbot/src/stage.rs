@@ -93,12 +93,24 @@ impl PatchBotStage {
                 "Sandbox is weaker than bubblewrap: repository commands can reach the host."
             );
         }
+        Ok(Self::with_sandbox(tool_cache, forge_dir, sandbox))
+    }
+
+    /// Builds the stage on any sandbox (e.g. the one a
+    /// [`sentinel_sandbox::SandboxConfig`] built: the local jail or Docker), with pinned
+    /// tools under `tool_cache` and the local git forge keeping its records under
+    /// `forge_dir`.
+    pub fn with_sandbox(
+        tool_cache: PathBuf,
+        forge_dir: PathBuf,
+        sandbox: Arc<dyn sentinel_sandbox::Sandbox>,
+    ) -> Self {
         let bot = PatchBot::new(PatchBotConfig {
             command_timeout: Duration::from_secs(300),
             ..PatchBotConfig::new(tool_cache, sandbox)
         });
         let forge: Arc<dyn Forge> = Arc::new(sentinel_forge::LocalGitForge::new(forge_dir));
-        Ok(Self {
+        Self {
             bot,
             forge,
             tasks: HashMap::new(),
@@ -107,7 +119,7 @@ impl PatchBotStage {
             history: HashMap::new(),
             producer: producer("patchbot"),
             rates: sentinel_tracker::learning::SuccessRates::default(),
-        })
+        }
     }
 
     /// Checks missing Python dependencies against `index` instead of PyPI (`None`: no

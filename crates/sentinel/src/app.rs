@@ -255,16 +255,12 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         );
     }
     if want("patchbot") {
-        let stage = sentinel_patchbot::stage::PatchBotStage::new(
+        let sandbox = patchbot_sandbox(settings).await?;
+        let stage = sentinel_patchbot::stage::PatchBotStage::with_sandbox(
             settings.tool_cache.clone(),
             settings.data_dir.join("forge"),
-            settings.sandbox_isolation,
-        )
-        .await
-        .context(
-            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
-             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
-        )?;
+            sandbox,
+        );
         let stage = configure_patchbot(stage, settings)?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
         let forge = Arc::new(sentinel_forge::LocalGitForge::new(
@@ -411,6 +407,36 @@ pub async fn shutdown_signal() {
 /// environment only (`SENTINEL_GITHUB_TOKEN`, or `SENTINEL_GITHUB_APP_ID` +
 /// `SENTINEL_GITHUB_APP_PRIVATE_KEY` (PEM, or `_FILE`) + `SENTINEL_GITHUB_INSTALLATION_ID`;
 /// `SENTINEL_GITLAB_TOKEN`).
+/// PatchBot's sandbox: `[sandbox] backend` — the local jail at `--sandbox-isolation`
+/// (default) or Docker (its daemon must answer).
+pub(crate) async fn patchbot_sandbox(
+    settings: &crate::config::Settings,
+) -> Result<Arc<dyn sentinel_sandbox::Sandbox>> {
+    use sentinel_sandbox::{Backend, Isolation};
+    let hint = match settings.sandbox.backend {
+        Backend::Local => {
+            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
+             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)"
+        }
+        Backend::Docker => "cannot start the PatchBot sandbox ([sandbox] backend = \"docker\")",
+    };
+    let sandbox = settings
+        .sandbox
+        .build(settings.sandbox_isolation)
+        .await
+        .context(hint)?;
+    if settings.sandbox.backend == Backend::Local
+        && settings.sandbox_isolation != Isolation::Bubblewrap
+    {
+        tracing::warn!(
+            isolation = settings.sandbox_isolation.as_str(),
+            "Sandbox is weaker than bubblewrap: repository commands can reach the host."
+        );
+    }
+    info!(sandbox = %sandbox.describe(), "PatchBot sandbox ready.");
+    Ok(sandbox)
+}
+
 /// PatchBot's LLM strategy: on when the config file has an `[llm]` table (and `[llm_fix]`
 /// does not disable it).
 pub(crate) fn patchbot_llm(

@@ -114,6 +114,8 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    /// `[sandbox]`: the backend (`local` or `docker`) and `[sandbox.docker]` settings.
+    sandbox: Option<sentinel_sandbox::SandboxConfig>,
     github_webhook_secret: Option<String>,
     gitlab_webhook_token: Option<String>,
     jenkins_webhook_token: Option<String>,
@@ -156,6 +158,9 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// PatchBot's sandbox backend (`[sandbox]`; `SENTINEL_SANDBOX_BACKEND` overrides
+    /// `backend`): the local jail at `sandbox_isolation` (default) or Docker.
+    pub sandbox: sentinel_sandbox::SandboxConfig,
     /// Webhook receivers: secrets, body limit, the loop guard's bot identity.
     pub ingest: sentinel_ingest::IngestConfig,
     /// The LLM client settings (`[llm]` in the config file); `None` keeps the LLM off.
@@ -267,6 +272,12 @@ impl GlobalOpts {
                 patchbot.forge
             );
         }
+        let mut sandbox = file.sandbox.unwrap_or_default();
+        if let Some(backend) = env("SENTINEL_SANDBOX_BACKEND") {
+            sandbox.backend = backend
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("SENTINEL_SANDBOX_BACKEND: {e}"))?;
+        }
         let logfetch = logfetch_settings(file.logfetch.unwrap_or_default())?;
         Ok(Settings {
             ingest,
@@ -277,6 +288,7 @@ impl GlobalOpts {
             api_tokens: file.api_tokens,
             logfetch,
             sandbox_isolation,
+            sandbox,
             listen,
             log_url: self
                 .log_url
@@ -388,6 +400,54 @@ mod tests {
         }
         .resolve();
         assert!(format!("{:#}", err.expect_err("unknown key")).contains("datadir"));
+    }
+
+    /// `[sandbox]` in the config file down to the container PatchBot's commands would run
+    /// in, and `[llm_fix]` beside `[llm]`.
+    #[test]
+    fn the_sandbox_and_llm_fix_tables_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[sandbox]\nbackend = \"docker\"\n[sandbox.docker]\nruntime = \"runsc\"\n\
+             images = { python = \"ci/python:3.12\" }\n\
+             [llm]\nprovider = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\n\
+             model = \"m\"\n[llm_fix]\ncandidates = 2\n",
+        )
+        .expect("write");
+        let s = GlobalOpts {
+            config: Some(file.clone()),
+            ..GlobalOpts::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(s.sandbox.backend, sentinel_sandbox::Backend::Docker);
+        let mut spec = sentinel_sandbox::RunSpec::new("/w", "black --check .");
+        spec.ecosystem = sentinel_patchbot::ecosystem(&spec.command, &[]).map(str::to_owned);
+        let mounts = sentinel_sandbox::docker::Mounts {
+            workdir: "/w".into(),
+            workdir_owner: (1000, 1000),
+            ro: vec![],
+            rw: vec![],
+        };
+        let body = sentinel_sandbox::docker::container_spec(&s.sandbox.docker, &spec, &mounts)
+            .expect("spec");
+        assert_eq!(body.image.as_deref(), Some("ci/python:3.12"));
+        let hc = body.host_config.expect("host config");
+        assert_eq!(hc.runtime.as_deref(), Some("runsc"));
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(s.llm_fix.candidates, 2);
+        assert!(s.llm_fix.enabled);
+
+        std::fs::write(&file, "[sandbox]\nbackend = \"vm\"\n").expect("write");
+        let err = GlobalOpts {
+            config: Some(file),
+            ..GlobalOpts::default()
+        }
+        .resolve()
+        .expect_err("unknown backend");
+        assert!(format!("{err:#}").contains("backend"), "{err:#}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! validate — that never touches the repository's working tree and opens nothing.
 //!
 //! The failing commit is cloned into a fresh work dir; every command runs in the sandbox
-//! chosen by `--sandbox-isolation` (bubblewrap by default). Without `--log`, the failing
+//! chosen by `[sandbox]` and `--sandbox-isolation` (the local jail with bubblewrap by
+//! default). Without `--log`, the failing
 //! command is run once on a checkout to obtain the log that is classified.
 //!
 //! Stable JSON contract (extra keys may be added, none removed):
@@ -18,7 +19,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sentinel_patchbot::{FixAttempt, FixRequest, FixStatus, PatchBot, PatchBotConfig};
@@ -76,13 +76,8 @@ pub async fn run(global: &GlobalOpts, args: FixArgs) -> Result<ExitCode> {
     .trim()
     .to_string();
 
-    let sandbox = sentinel_sandbox::LocalJail::with_isolation(settings.sandbox_isolation)
-        .await
-        .context(
-            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
-             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
-        )?;
-    let mut config = PatchBotConfig::new(settings.tool_cache.clone(), Arc::new(sandbox));
+    let sandbox = crate::app::patchbot_sandbox(&settings).await?;
+    let mut config = PatchBotConfig::new(settings.tool_cache.clone(), sandbox);
     config.protected_globs = sentinel_policy::load(settings.policy.as_deref())?
         .rules
         .paths
