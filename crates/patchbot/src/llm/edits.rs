@@ -187,8 +187,12 @@ pub fn parse_unified_diff(diff: &str) -> Result<Vec<FileChange>, String> {
             let mut search = String::new();
             let mut replace = String::new();
             let mut last: Option<char> = None;
-            while let Some(next) = lines.peek() {
-                if next.starts_with("@@") || next.starts_with("--- ") || next.starts_with("diff ") {
+            while let Some(next) = lines.peek().copied() {
+                // A removed line may itself start with "-- " (an SQL comment): "--- " ends
+                // the hunk only as a file header, i.e. followed by "+++ ".
+                let file_header = next.starts_with("--- ")
+                    && lines.clone().nth(1).is_some_and(|l| l.starts_with("+++ "));
+                if next.starts_with("@@") || file_header || next.starts_with("diff --git ") {
                     break;
                 }
                 let next = lines.next().unwrap_or_default();
@@ -564,6 +568,12 @@ mod tests {
         assert_eq!(files[1].path, "new.py");
         assert_eq!(files[1].ops[0].search, "");
         assert_eq!(files[1].ops[0].line_hint, None);
+
+        // A removed SQL comment line is not a file header.
+        let sql = "--- a/q.sql\n+++ b/q.sql\n@@ -1,2 +1,1 @@\n--- old note\n select 1;\n";
+        let files = parse_unified_diff(sql).expect("parsed");
+        assert_eq!(files[0].ops[0].search, "-- old note\nselect 1;\n");
+        assert_eq!(files[0].ops[0].replace, "select 1;\n");
 
         for (bad, want) in [
             ("--- a/x\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n", "deleting"),
