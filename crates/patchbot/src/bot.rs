@@ -250,7 +250,7 @@ pub struct FixAttempt {
 }
 
 impl FixAttempt {
-    fn new(req: &FixRequest, sandbox: String) -> Self {
+    pub(crate) fn new(req: &FixRequest, sandbox: String) -> Self {
         FixAttempt {
             task_id: req.task_id,
             status: FixStatus::NoFix,
