@@ -410,8 +410,8 @@ impl Scheduler {
                 }
             }
             Fact::TaskStarted(s) => {
-                // Agents that take work straight from TaskQueued (PatchBot's stage) start
-                // without an assignment: the attempt counts against their slots all the same.
+                // Normally after a TaskAssigned (read first or later: idempotent per attempt);
+                // a start without one still counts against the agent's slots.
                 self.on_attempt(&s.task_id, &s.agent_id, s.attempt, clock);
             }
             Fact::TaskProgressed(_) => {}

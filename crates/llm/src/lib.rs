@@ -1,4 +1,4 @@
-//! One LLM client for Sentinel (the classifier's fallback and, later, PatchBot's fixer).
+//! One LLM client for Sentinel (the classifier's fallback and PatchBot's LLM fix strategy).
 //!
 //! Two wire protocols, chosen by [`Provider`]:
 //! - OpenAI-compatible `POST {base}/v1/chat/completions` (OpenAI, Azure-style gateways, vLLM,
@@ -33,6 +33,8 @@ pub mod budget;
 pub mod cache;
 mod client;
 pub mod json;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use client::LlmClient;
 

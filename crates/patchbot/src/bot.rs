@@ -14,6 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::index::{PackageIndex, Verdict};
+use crate::llm::{CandidateReport, LlmFixer};
 use crate::redact::redacted_tail;
 use crate::strategy::{self, Action, Choice, Plan};
 use crate::tools::{Tool, ToolCache, ToolEnv};
@@ -77,12 +78,19 @@ pub struct PatchBotConfig {
     /// The npm registry a missing Node package must exist in (and be old enough in);
     /// `None`: no dependency is ever added. npm installs from it during validation.
     pub npm_index: Option<PackageIndex>,
+    /// Globs of protected paths (the policy's `paths.protected`; default: the built-in
+    /// policy's), matched like [`protected_paths`](Self::protected_paths): reported when a
+    /// deterministic fix touches them, and never edited by the LLM strategy.
+    pub protected_globs: Vec<String>,
+    /// The LLM strategy, tried when no deterministic strategy applies; `None`: off.
+    pub llm: Option<LlmFixer>,
 }
 
 impl PatchBotConfig {
     /// Defaults: 5-minute command timeout, [`Limits::default`], the system temp dir,
     /// author `Sentinel PatchBot <patchbot@sentinel.invalid>`, `python3` and `npm` from
-    /// `PATH`, default pins and [`DEFAULT_PROTECTED_PATHS`].
+    /// `PATH`, default pins, [`DEFAULT_PROTECTED_PATHS`] and the default policy's protected
+    /// globs, no LLM.
     pub fn new(tool_cache: impl Into<PathBuf>, sandbox: Arc<dyn Sandbox>) -> Self {
         PatchBotConfig {
             tool_cache: tool_cache.into(),
@@ -102,6 +110,8 @@ impl PatchBotConfig {
             python_index: Some(PackageIndex::pypi()),
             pip_index_url: None,
             npm_index: Some(PackageIndex::npm()),
+            protected_globs: sentinel_policy::model::PathRules::default().protected,
+            llm: None,
         }
     }
 }
@@ -226,6 +236,9 @@ pub struct FixAttempt {
     pub test_command: Option<String>,
     /// The sandbox that ran the commands (e.g. `local-jail/bubblewrap`).
     pub sandbox: String,
+    /// What happened to each LLM candidate (empty unless the LLM strategy ran).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateReport>,
     /// The work tree: the repository checked out at `base_commit` with the fix staged
     /// (deleted when dropped). Kept only when fixed, for [`PatchBot::commit`] and for
     /// pushing (`git -C <workdir> push …` works: its `.git` file points at the git dir).
@@ -237,7 +250,7 @@ pub struct FixAttempt {
 }
 
 impl FixAttempt {
-    fn new(req: &FixRequest, sandbox: String) -> Self {
+    pub(crate) fn new(req: &FixRequest, sandbox: String) -> Self {
         FixAttempt {
             task_id: req.task_id,
             status: FixStatus::NoFix,
@@ -254,12 +267,17 @@ impl FixAttempt {
             confidence: 0.0,
             test_command: None,
             sandbox,
+            candidates: Vec::new(),
             workdir: None,
             git_dir: None,
         }
     }
 
-    fn end(mut self, status: FixStatus, reason: impl Into<String>) -> Self {
+    pub(crate) fn set_git_dir(&mut self, git_dir: TempDir) {
+        self.git_dir = Some(git_dir);
+    }
+
+    pub(crate) fn end(mut self, status: FixStatus, reason: impl Into<String>) -> Self {
         self.status = status;
         self.reason = reason.into();
         if status != FixStatus::Fixed {
@@ -280,18 +298,85 @@ impl FixAttempt {
             repo: self.workdir.as_ref()?.path().to_path_buf(),
             git: self.git_dir.as_ref()?.path().join("git"),
             deps: None,
+            ecosystem: None,
         })
     }
 }
 
 /// Paths of one attempt's checkout: the work tree (sandbox-writable) and its git dir
 /// (outside the work tree; read-only in the sandbox).
-struct Work {
-    repo: PathBuf,
-    git: PathBuf,
+pub(crate) struct Work {
+    pub(crate) repo: PathBuf,
+    pub(crate) git: PathBuf,
     /// A virtualenv (outside the work tree) holding the repository's dependencies, first on
     /// `PATH` and read-only, once a dependency fix installed them.
-    deps: Option<PathBuf>,
+    pub(crate) deps: Option<PathBuf>,
+    /// The repository's ecosystem ([`ecosystem`]): backends that run images pick one by it.
+    pub(crate) ecosystem: Option<&'static str>,
+}
+
+/// The ecosystem (`python`, `node`, `rust`, `go`) a repository's commands need: the
+/// failing command's tools or program first (`black` → python, `npx eslint` → node,
+/// `cargo …` → rust), else the manifests at the repository root (`Cargo.toml`, `go.mod`,
+/// `package.json`, `pyproject.toml`/`requirements.txt`/`setup.py`/`setup.cfg`).
+pub fn ecosystem(command: &str, root_files: &[&str]) -> Option<&'static str> {
+    if let Some(tool) = strategy::tools_named(command).first() {
+        return Some(match tool {
+            Tool::Black | Tool::Ruff | Tool::Isort | Tool::Flake8 => "python",
+            Tool::Prettier | Tool::Eslint => "node",
+            Tool::Rustfmt | Tool::Clippy => "rust",
+        });
+    }
+    let first = command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .map(|w| w.rsplit('/').next().unwrap_or(w))
+        .unwrap_or_default();
+    let by_program = match first {
+        p if p.starts_with("python") => Some("python"),
+        "pytest" | "pip" | "pip3" | "tox" | "nox" | "uv" | "poetry" | "mypy" | "pyright" => {
+            Some("python")
+        }
+        "node" | "npm" | "npx" | "yarn" | "pnpm" | "jest" | "vitest" | "tsc" | "mocha" => {
+            Some("node")
+        }
+        "cargo" | "rustc" => Some("rust"),
+        "go" | "gofmt" => Some("go"),
+        _ => None,
+    };
+    by_program.or_else(|| {
+        [
+            ("Cargo.toml", "rust"),
+            ("go.mod", "go"),
+            ("package.json", "node"),
+            ("pyproject.toml", "python"),
+            ("requirements.txt", "python"),
+            ("setup.py", "python"),
+            ("setup.cfg", "python"),
+        ]
+        .iter()
+        .find(|(file, _)| root_files.contains(file))
+        .map(|(_, e)| *e)
+    })
+}
+
+/// The names of the regular files at the root of a work tree (for [`ecosystem`]).
+async fn root_files(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(mut dir) = tokio::fs::read_dir(repo).await {
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            if entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+async fn detect_ecosystem(command: &str, repo: &Path) -> Option<&'static str> {
+    let files = root_files(repo).await;
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    ecosystem(command, &names)
 }
 
 /// The fixer. See the crate docs for the flow.
@@ -300,6 +385,10 @@ pub struct PatchBot {
     config: PatchBotConfig,
     tools: ToolCache,
     config_error: Option<String>,
+    /// `config.protected_globs`, compiled.
+    protected: globset::GlobSet,
+    /// The LLM strategy's forbidden globs, compiled.
+    forbidden: globset::GlobSet,
 }
 
 impl PatchBot {
@@ -326,11 +415,35 @@ impl PatchBot {
             config_error =
                 Some("author name and e-mail must be non-empty single lines without <>".into());
         }
+        let mut compile = |what: &str, globs: &[String]| match glob_set(globs) {
+            Ok(set) => set,
+            Err(e) => {
+                config_error = Some(format!("{what}: {e}"));
+                globset::GlobSet::empty()
+            }
+        };
+        let protected = compile("protected globs", &config.protected_globs);
+        let forbidden = match &config.llm {
+            Some(llm) => compile("LLM forbidden globs", &llm.config.forbidden),
+            None => globset::GlobSet::empty(),
+        };
         PatchBot {
             config,
             tools,
             config_error,
+            protected,
+            forbidden,
         }
+    }
+
+    /// Whether a repository-relative path is protected (a prefix of
+    /// [`PatchBotConfig::protected_paths`] or one of the protected globs).
+    pub fn is_protected(&self, path: &str) -> bool {
+        is_protected(path, &self.config.protected_paths) || self.protected.is_match(path)
+    }
+
+    pub(crate) fn is_forbidden(&self, path: &str) -> bool {
+        self.forbidden.is_match(path)
     }
 
     fn check_config(&self) -> Result<()> {
@@ -415,10 +528,11 @@ impl PatchBot {
         }
         let work_tree = self.temp_dir("sentinel-patchbot-").await?;
         let git_dir = self.temp_dir("sentinel-patchbot-git-").await?;
-        let work = Work {
+        let mut work = Work {
             repo: work_tree.path().to_path_buf(),
             git: git_dir.path().join("git"),
             deps: None,
+            ecosystem: None,
         };
         let base_commit = git::clone_at_with_git_dir(repository, commit, &work.repo, &work.git)
             .await
@@ -427,6 +541,7 @@ impl PatchBot {
                 commit: commit.to_string(),
                 source,
             })?;
+        work.ecosystem = detect_ecosystem(command, &work.repo).await;
         let (step, out) = self.run_step_output(&work, &envs, command).await?;
         Ok(Reproduction {
             base_commit,
@@ -441,6 +556,8 @@ impl PatchBot {
             return Err(Error::InvalidRequest("the failing command is empty".into()));
         }
         let mut attempt = FixAttempt::new(req, self.config.sandbox.describe());
+        // Why no deterministic strategy applies, when the LLM is asked instead.
+        let mut no_deterministic = None;
         let plan = match strategy::choose(
             req.failure_type,
             req.tool.as_deref(),
@@ -448,7 +565,14 @@ impl PatchBot {
             &req.log_excerpt,
         ) {
             Choice::NotFixable(reason) => return Ok(attempt.end(FixStatus::NotFixable, reason)),
-            Choice::NoFix(reason) => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            Choice::NoFix(reason) => match &self.config.llm {
+                Some(llm) if llm.config.enabled => {
+                    let plan = strategy::llm_plan(&req.command, llm.config.prior);
+                    no_deterministic = Some(reason);
+                    plan
+                }
+                _ => return Ok(attempt.end(FixStatus::NoFix, reason)),
+            },
             Choice::Plan(plan) => plan,
         };
         attempt.strategy = Some(plan.name.clone());
@@ -469,6 +593,7 @@ impl PatchBot {
             // git refuses to create a separate git dir that already exists, even empty.
             git: git_dir.path().join("git"),
             deps: None,
+            ecosystem: None,
         };
         let base = git::clone_at_with_git_dir(&req.repository, &req.commit, &work.repo, &work.git)
             .await
@@ -477,6 +602,7 @@ impl PatchBot {
                 commit: req.commit.clone(),
                 source,
             })?;
+        work.ecosystem = detect_ecosystem(&req.command, &work.repo).await;
         attempt.base_commit = Some(base);
         attempt.test_command = match &req.test_command {
             Some(t) if !t.trim().is_empty() => Some(t.clone()),
@@ -499,6 +625,23 @@ impl PatchBot {
         // Keeps the dependency virtualenv alive until validation is over.
         let mut _deps_dir = None;
         match &plan.action {
+            Action::LlmEdits => {
+                let (Some(llm), Some(why)) = (&self.config.llm, no_deterministic) else {
+                    return Ok(attempt.end(FixStatus::NoFix, "no LLM is configured"));
+                };
+                return self
+                    .llm_attempt(
+                        llm,
+                        req,
+                        attempt,
+                        &plan,
+                        &work,
+                        &envs,
+                        (work_tree, git_dir),
+                        &why,
+                    )
+                    .await;
+            }
             Action::Run(commands) => {
                 for command in commands {
                     let step = self.run_step(&work, &envs, command).await?;
@@ -664,7 +807,7 @@ impl PatchBot {
         attempt.protected_paths_touched = attempt
             .files_changed
             .iter()
-            .filter(|f| is_protected(f, &self.config.protected_paths))
+            .filter(|f| self.is_protected(f))
             .cloned()
             .collect();
         if attempt.files_changed.is_empty() {
@@ -687,7 +830,7 @@ impl PatchBot {
     }
 
     /// Re-runs the failing command, then the test command; both must exit 0.
-    async fn validate(
+    pub(crate) async fn validate(
         &self,
         work: &Work,
         envs: &[ToolEnv],
@@ -828,6 +971,7 @@ impl PatchBot {
         }
         spec.timeout = self.config.command_timeout;
         spec.limits = self.config.limits;
+        spec.ecosystem = work.ecosystem.map(str::to_owned);
         spec.extra_ro_paths = ro;
         let out = self.config.sandbox.run(&spec).await?;
         let outcome = if out.timed_out {
@@ -869,6 +1013,7 @@ impl PatchBot {
             .env("NO_COLOR", "1");
         spec.timeout = self.config.command_timeout;
         spec.limits = self.config.limits;
+        spec.ecosystem = work.ecosystem.map(str::to_owned);
         spec.allow_network = true;
         if let Some(url) = &self.config.pip_index_url {
             spec = spec.env("PIP_INDEX_URL", url.clone());
@@ -1003,7 +1148,7 @@ impl PatchBot {
 
     /// git on the host against the attempt's own git dir, never through the work tree's
     /// `.git` (which sandboxed commands could have replaced), with hooks and fsmonitor off.
-    async fn git(&self, work: &Work, args: &[&str]) -> Result<String> {
+    pub(crate) async fn git(&self, work: &Work, args: &[&str]) -> Result<String> {
         let git_dir = format!("--git-dir={}", work.git.display());
         let work_tree = format!("--work-tree={}", work.repo.display());
         let mut all: Vec<&str> = vec![
@@ -1067,7 +1212,7 @@ async fn declare_globals(
 
 /// Points the work tree's `.git` back at the real git dir, whatever a sandboxed command
 /// left there, so later git commands in the work dir (e.g. the forge's push) are safe.
-async fn restore_gitfile(work: &Work) -> Result<()> {
+pub(crate) async fn restore_gitfile(work: &Work) -> Result<()> {
     let dot_git = work.repo.join(".git");
     match tokio::fs::symlink_metadata(&dot_git).await {
         Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(&dot_git).await?,
@@ -1090,7 +1235,7 @@ fn step(command: &str, out: &RunOutput) -> ValidationStep {
 
 /// Prior × validation: full prior when the change cannot alter behaviour or the tests
 /// passed too; a lint autofix validated only by the linter loses a little.
-fn confidence(plan: &Plan, tests_ran: bool, history: History) -> f64 {
+pub(crate) fn confidence(plan: &Plan, tests_ran: bool, history: History) -> f64 {
     let evidence = if plan.behaviour_preserving || tests_ran {
         1.0
     } else {
@@ -1124,6 +1269,19 @@ async fn repo_test_command(repo: &std::path::Path) -> std::result::Result<Option
         .filter(|t| !t.trim().is_empty() && !t.contains('\0')))
 }
 
+/// Compiles globs as the policy does (`*` stays within a directory, `**` crosses them).
+fn glob_set(globs: &[String]) -> std::result::Result<globset::GlobSet, globset::Error> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()?,
+        );
+    }
+    b.build()
+}
+
 fn is_protected(path: &str, protected: &[String]) -> bool {
     protected.iter().any(|p| {
         if p.ends_with('/') {
@@ -1134,7 +1292,7 @@ fn is_protected(path: &str, protected: &[String]) -> bool {
     })
 }
 
-fn bound_diff(mut diff: String) -> String {
+pub(crate) fn bound_diff(mut diff: String) -> String {
     if diff.len() <= MAX_DIFF_BYTES {
         return diff;
     }
@@ -1229,6 +1387,24 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join(REPO_SETTINGS_FILE))
             .expect("symlink");
         assert!(repo_test_command(dir.path()).await.is_err());
+    }
+
+    #[test]
+    fn the_ecosystem_comes_from_the_command_then_the_manifests() {
+        assert_eq!(
+            ecosystem("black --check .", &["package.json"]),
+            Some("python")
+        );
+        assert_eq!(ecosystem("npx eslint .", &[]), Some("node"));
+        assert_eq!(ecosystem("cargo fmt --all -- --check", &[]), Some("rust"));
+        assert_eq!(ecosystem("CI=1 python3 -m unittest", &[]), Some("python"));
+        assert_eq!(ecosystem("go vet ./...", &[]), Some("go"));
+        assert_eq!(ecosystem("make test", &["README.md", "go.mod"]), Some("go"));
+        assert_eq!(
+            ecosystem("make test", &["requirements.txt", "package.json"]),
+            Some("node")
+        );
+        assert_eq!(ecosystem("make test", &["README.md"]), None);
     }
 
     #[test]

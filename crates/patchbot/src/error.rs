@@ -43,6 +43,10 @@ pub enum Error {
     /// The package index could not be asked.
     #[error("package index: {0}")]
     Index(String),
+    /// The LLM could not be asked for a moment (timeout, unreachable, 429, 5xx); answers it
+    /// did give that are unusable are a `no_fix`, not an error.
+    #[error("LLM: {0}")]
+    Llm(#[source] sentinel_llm::Error),
     /// File-system I/O failed.
     #[error("patchbot I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -54,6 +58,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Tool { .. } | Error::Io(_) | Error::Index(_) => true,
+            Error::Llm(e) => e.is_transient(),
             Error::Checkout { source, .. } | Error::Git(source) => source.is_transient(),
             Error::Sandbox(e) => matches!(e, sentinel_sandbox::Error::Io(_)),
             Error::InvalidRequest(_) | Error::NotCommittable(_) => false,

@@ -16,6 +16,9 @@
 //!    tool cache and git dir read-only: re-runs the failing command (it must fail), runs
 //!    the fix, stages changes to tracked files, then re-runs the failing command and the
 //!    test command — the candidate passes only if both exit 0;
+//!    when no deterministic strategy applies and an LLM is configured, the LLM strategy
+//!    ([`llm`]) asks for up to N candidate edits instead, screens them (paths, protected
+//!    paths, blast radius) and validates each the same way;
 //! 5. returns a [`FixAttempt`] with the diff, the validation evidence (redacted output
 //!    tails), tool versions and a confidence; a fixed attempt keeps its work dir so that
 //!    [`PatchBot::commit`] can commit it and a forge can push it.
@@ -29,6 +32,7 @@ mod bot;
 mod error;
 pub mod imports;
 pub mod index;
+pub mod llm;
 pub use sentinel_events::redact;
 pub mod review;
 pub mod stage;
@@ -37,7 +41,7 @@ pub mod tools;
 
 pub use bot::{
     DEFAULT_PROTECTED_PATHS, FixAttempt, FixRequest, FixStatus, History, MAX_DIFF_BYTES, PatchBot,
-    PatchBotConfig, REPO_SETTINGS_FILE, Reproduction,
+    PatchBotConfig, REPO_SETTINGS_FILE, Reproduction, ecosystem,
 };
 pub use error::{Error, Result};
 pub use tools::{Tool, ToolCache, ToolEnv};

@@ -67,6 +67,9 @@ pub enum Action {
         /// The package (`left-pad`, `@scope/pkg`).
         package: String,
     },
+    /// Ask the configured LLM for candidate edits and validate each (see [`crate::llm`]);
+    /// planned only by [`llm_plan`], when [`choose`] finds no deterministic strategy.
+    LlmEdits,
     /// Add the distribution providing `module` to `requirements.txt`.
     AddRequirement {
         /// The missing top-level module.
@@ -183,6 +186,19 @@ pub fn choose(failure_type: FailureType, hint: Option<&str>, command: &str, log:
         behaviour_preserving: fixers.iter().all(|f| f.behaviour_preserving),
         action: Action::Run(fixers.into_iter().map(|f| f.command).collect()),
     })
+}
+
+/// The LLM strategy's plan for a failing `command`: the tools the command names are
+/// provisioned for validation; `prior` is the configured prior (LLM edits can change
+/// behaviour, so validation by the tests matters).
+pub fn llm_plan(command: &str, prior: f64) -> Plan {
+    Plan {
+        name: crate::llm::STRATEGY.into(),
+        tools: tools_named(command),
+        action: Action::LlmEdits,
+        prior,
+        behaviour_preserving: false,
+    }
 }
 
 /// The provisionable tools a command line runs (`black --check .` → black, `cargo fmt`

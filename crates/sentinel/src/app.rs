@@ -262,18 +262,14 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         );
     }
     if want("patchbot") {
-        let stage = sentinel_patchbot::stage::PatchBotStage::new(
+        let sandbox = patchbot_sandbox(settings).await?;
+        let stage = sentinel_patchbot::stage::PatchBotStage::with_sandbox(
             settings.tool_cache.clone(),
             settings.data_dir.join("forge"),
-            settings.sandbox_isolation,
-        )
-        .await
-        .context(
-            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
-             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
-        )?;
+            sandbox,
+        );
         let hosted = hosted_forge(&settings.patchbot)?;
-        let stage = configure_patchbot(stage, &settings.patchbot, hosted.clone());
+        let stage = configure_patchbot(stage, settings, hosted.clone())?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
         // Review answers act on the forge PatchBot opened the pull requests on.
         let forge: Arc<dyn sentinel_forge::Forge> = match hosted {
@@ -419,22 +415,81 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// PatchBot's package index, and its forge when it is a hosted one.
+/// PatchBot's sandbox: `[sandbox] backend` — the local jail at `--sandbox-isolation`
+/// (default) or Docker (its daemon must answer).
+pub(crate) async fn patchbot_sandbox(
+    settings: &crate::config::Settings,
+) -> Result<Arc<dyn sentinel_sandbox::Sandbox>> {
+    use sentinel_sandbox::{Backend, Isolation};
+    let hint = match settings.sandbox.backend {
+        Backend::Local => {
+            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
+             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)"
+        }
+        Backend::Docker => "cannot start the PatchBot sandbox ([sandbox] backend = \"docker\")",
+    };
+    let sandbox = settings
+        .sandbox
+        .build(settings.sandbox_isolation)
+        .await
+        .context(hint)?;
+    if settings.sandbox.backend == Backend::Local
+        && settings.sandbox_isolation != Isolation::Bubblewrap
+    {
+        tracing::warn!(
+            isolation = settings.sandbox_isolation.as_str(),
+            "Sandbox is weaker than bubblewrap: repository commands can reach the host."
+        );
+    }
+    info!(sandbox = %sandbox.describe(), "PatchBot sandbox ready.");
+    Ok(sandbox)
+}
+
+/// PatchBot's LLM strategy: on when the config file has an `[llm]` table (and `[llm_fix]`
+/// does not disable it).
+pub(crate) fn patchbot_llm(
+    settings: &crate::config::Settings,
+) -> Result<Option<sentinel_patchbot::llm::LlmFixer>> {
+    let Some(llm) = &settings.llm else {
+        return Ok(None);
+    };
+    let fixer = sentinel_patchbot::llm::LlmFixer::from_config(llm, &settings.llm_fix)
+        .context("[llm] for PatchBot's LLM strategy")?;
+    if fixer.is_some() {
+        info!(model = %llm.model, provider = ?llm.provider, "PatchBot LLM strategy on.");
+    }
+    Ok(fixer)
+}
+
+/// PatchBot's protected paths, LLM strategy, package index, and its forge when it is a
+/// hosted one.
 fn configure_patchbot(
     stage: sentinel_patchbot::stage::PatchBotStage,
-    s: &crate::config::PatchBotSettings,
+    settings: &crate::config::Settings,
     hosted: Option<Arc<dyn sentinel_forge::Forge>>,
-) -> sentinel_patchbot::stage::PatchBotStage {
+) -> Result<sentinel_patchbot::stage::PatchBotStage> {
     use sentinel_patchbot::index::{Ecosystem, PackageIndex};
+    let s = &settings.patchbot;
+    // The policy's protected paths are never edited by the LLM and are reported when a
+    // deterministic fix touches them.
+    let protected = sentinel_policy::load(settings.policy.as_deref())?
+        .rules
+        .paths
+        .protected;
+    let llm = patchbot_llm(settings)?;
+    let stage = stage.with_config(|c| {
+        c.protected_globs = protected;
+        c.llm = llm;
+    });
     let stage = stage.with_python_index(
         s.python_index
             .as_ref()
             .map(|url| PackageIndex::new(Ecosystem::Python, url)),
     );
-    match hosted {
+    Ok(match hosted {
         Some(forge) => stage.with_forge(forge),
         None => stage,
-    }
+    })
 }
 
 /// The hosted forge (GitHub or GitLab) named by the settings, `None` for the local git

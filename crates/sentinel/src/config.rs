@@ -114,6 +114,8 @@ struct FileConfig {
     policy: Option<PathBuf>,
     tool_cache: Option<PathBuf>,
     sandbox_isolation: Option<String>,
+    /// `[sandbox]`: the backend (`local` or `docker`) and `[sandbox.docker]` settings.
+    sandbox: Option<sentinel_sandbox::SandboxConfig>,
     github_webhook_secret: Option<String>,
     gitlab_webhook_token: Option<String>,
     jenkins_webhook_token: Option<String>,
@@ -121,8 +123,11 @@ struct FileConfig {
     webhook_body_limit: Option<usize>,
     bot_name: Option<String>,
     bot_email: Option<String>,
-    /// `[llm]`: the LLM client (classifier fallback); absent means off.
+    /// `[llm]`: the LLM client (classifier fallback, PatchBot's LLM strategy); absent means
+    /// off.
     llm: Option<sentinel_llm::LlmConfig>,
+    /// `[llm_fix]`: PatchBot's LLM strategy (used only with `[llm]`).
+    llm_fix: Option<sentinel_patchbot::llm::LlmFixConfig>,
     review_webhook_url: Option<String>,
     python_index: Option<String>,
     forge: Option<String>,
@@ -156,10 +161,15 @@ pub struct Settings {
     pub tool_cache: PathBuf,
     /// Isolation of PatchBot's sandbox.
     pub sandbox_isolation: sentinel_sandbox::Isolation,
+    /// PatchBot's sandbox backend (`[sandbox]`; `SENTINEL_SANDBOX_BACKEND` overrides
+    /// `backend`): the local jail at `sandbox_isolation` (default) or Docker.
+    pub sandbox: sentinel_sandbox::SandboxConfig,
     /// Webhook receivers: secrets, body limit, the loop guard's bot identity.
     pub ingest: sentinel_ingest::IngestConfig,
     /// The LLM client settings (`[llm]` in the config file); `None` keeps the LLM off.
     pub llm: Option<sentinel_llm::LlmConfig>,
+    /// PatchBot's LLM strategy (`[llm_fix]`; on with defaults when `[llm]` is set).
+    pub llm_fix: sentinel_patchbot::llm::LlmFixConfig,
     /// Where review escalations are announced, if anywhere.
     pub review_webhook_url: Option<String>,
     /// PatchBot settings (issue 6).
@@ -267,16 +277,24 @@ impl GlobalOpts {
                 patchbot.forge
             );
         }
+        let mut sandbox = file.sandbox.unwrap_or_default();
+        if let Some(backend) = env("SENTINEL_SANDBOX_BACKEND") {
+            sandbox.backend = backend
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("SENTINEL_SANDBOX_BACKEND: {e}"))?;
+        }
         let logfetch = logfetch_settings(file.logfetch.unwrap_or_default())?;
         Ok(Settings {
             ingest,
             llm: file.llm,
+            llm_fix: file.llm_fix.unwrap_or_default(),
             review_webhook_url: self.review_webhook_url.clone().or(file.review_webhook_url),
             patchbot,
             api_tokens: file.api_tokens,
             logfetch,
             telemetry: file.telemetry.with_env(),
             sandbox_isolation,
+            sandbox,
             listen,
             log_url: self
                 .log_url
@@ -388,6 +406,54 @@ mod tests {
         }
         .resolve();
         assert!(format!("{:#}", err.expect_err("unknown key")).contains("datadir"));
+    }
+
+    /// `[sandbox]` in the config file down to the container PatchBot's commands would run
+    /// in, and `[llm_fix]` beside `[llm]`.
+    #[test]
+    fn the_sandbox_and_llm_fix_tables_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[sandbox]\nbackend = \"docker\"\n[sandbox.docker]\nruntime = \"runsc\"\n\
+             images = { python = \"ci/python:3.12\" }\n\
+             [llm]\nprovider = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\n\
+             model = \"m\"\n[llm_fix]\ncandidates = 2\n",
+        )
+        .expect("write");
+        let s = GlobalOpts {
+            config: Some(file.clone()),
+            ..GlobalOpts::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(s.sandbox.backend, sentinel_sandbox::Backend::Docker);
+        let mut spec = sentinel_sandbox::RunSpec::new("/w", "black --check .");
+        spec.ecosystem = sentinel_patchbot::ecosystem(&spec.command, &[]).map(str::to_owned);
+        let mounts = sentinel_sandbox::docker::Mounts {
+            workdir: "/w".into(),
+            workdir_owner: (1000, 1000),
+            ro: vec![],
+            rw: vec![],
+        };
+        let body = sentinel_sandbox::docker::container_spec(&s.sandbox.docker, &spec, &mounts)
+            .expect("spec");
+        assert_eq!(body.image.as_deref(), Some("ci/python:3.12"));
+        let hc = body.host_config.expect("host config");
+        assert_eq!(hc.runtime.as_deref(), Some("runsc"));
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(s.llm_fix.candidates, 2);
+        assert!(s.llm_fix.enabled);
+
+        std::fs::write(&file, "[sandbox]\nbackend = \"vm\"\n").expect("write");
+        let err = GlobalOpts {
+            config: Some(file),
+            ..GlobalOpts::default()
+        }
+        .resolve()
+        .expect_err("unknown backend");
+        assert!(format!("{err:#}").contains("backend"), "{err:#}");
     }
 
     #[test]

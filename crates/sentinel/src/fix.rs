@@ -2,7 +2,8 @@
 //! validate — that never touches the repository's working tree and opens nothing.
 //!
 //! The failing commit is cloned into a fresh work dir; every command runs in the sandbox
-//! chosen by `--sandbox-isolation` (bubblewrap by default). Without `--log`, the failing
+//! chosen by `[sandbox]` and `--sandbox-isolation` (the local jail with bubblewrap by
+//! default). Without `--log`, the failing
 //! command is run once on a checkout to obtain the log that is classified.
 //!
 //! Stable JSON contract (extra keys may be added, none removed):
@@ -18,7 +19,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sentinel_patchbot::{FixAttempt, FixRequest, FixStatus, PatchBot, PatchBotConfig};
@@ -76,16 +76,16 @@ pub async fn run(global: &GlobalOpts, args: FixArgs) -> Result<ExitCode> {
     .trim()
     .to_string();
 
-    let sandbox = sentinel_sandbox::LocalJail::with_isolation(settings.sandbox_isolation)
-        .await
-        .context(
-            "cannot start the PatchBot sandbox (install bubblewrap, or choose a weaker \
-             isolation with --sandbox-isolation / SENTINEL_SANDBOX_ISOLATION)",
-        )?;
-    let bot = PatchBot::new(PatchBotConfig::new(
-        settings.tool_cache.clone(),
-        Arc::new(sandbox),
-    ));
+    let sandbox = crate::app::patchbot_sandbox(&settings).await?;
+    let mut config = PatchBotConfig::new(settings.tool_cache.clone(), sandbox);
+    config.protected_globs = sentinel_policy::load(settings.policy.as_deref())?
+        .rules
+        .paths
+        .protected;
+    // With an `[llm]` table in --config, failures no deterministic strategy fixes go to
+    // the LLM strategy.
+    config.llm = crate::app::patchbot_llm(&settings)?;
+    let bot = PatchBot::new(config);
     let repository = repo.display().to_string();
 
     let log = match &args.log {
@@ -185,6 +185,7 @@ impl Report {
             "tool_versions": a.map(|a| a.tool_versions.clone()).unwrap_or_default(),
             "protected_paths_touched": a.map(|a| a.protected_paths_touched.clone()).unwrap_or_default(),
             "sandbox": a.map(|a| a.sandbox.clone()),
+            "candidates": a.map(|a| a.candidates.clone()).unwrap_or_default(),
         })
     }
 

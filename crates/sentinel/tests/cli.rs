@@ -304,6 +304,83 @@ fn fix_repairs_a_copy_and_prints_the_stable_json_contract() {
     assert_eq!(v["diff"], "");
 }
 
+/// `sentinel fix` with an `[llm]` table: a real unit-test failure that no deterministic
+/// strategy fixes goes to the LLM strategy. The LLM is `sentinel_llm::testing`'s local
+/// server speaking the documented OpenAI chat-completions shape on 127.0.0.1; its scripted
+/// answer is a unified diff, which the sandbox validates by re-running the failing command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fix_asks_the_configured_llm_when_no_deterministic_strategy_applies() {
+    let (server, base) = sentinel_llm::testing::serve().await;
+    server.push(sentinel_llm::testing::openai_reply(
+        &serde_json::json!({"candidates": [{"explanation": "add must add", "diff":
+            "--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\n"}]})
+        .to_string(),
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).expect("mkdir");
+    git(&repo, &["init", "--quiet"]);
+    std::fs::write(repo.join("calc.py"), "def add(a, b):\n    return a - b\n").expect("write");
+    std::fs::write(
+        repo.join("test_calc.py"),
+        "import unittest\nfrom calc import add\n\n\nclass T(unittest.TestCase):\n    \
+         def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n",
+    )
+    .expect("write");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "--quiet", "-m", "initial"]);
+    let config = dir.path().join("sentinel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nprovider = \"openai\"\nbase_url = \"{base}\"\nmodel = \"local-model\"\n\
+             [llm_fix]\ncandidates = 2\n"
+        ),
+    )
+    .expect("write");
+    let out = tokio::task::spawn_blocking(move || {
+        sentinel()
+            .arg("--config")
+            .arg(&config)
+            .args(["fix", "--repo"])
+            .arg(&repo)
+            .args([
+                "--command",
+                "python3 -m unittest test_calc",
+                "--format",
+                "json",
+            ])
+            .env("SENTINEL_TOOL_CACHE", tool_cache())
+            .env_remove("SENTINEL_LOG")
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["status"], "fixed", "{v}");
+    assert_eq!(v["failure_type"], "test_failure");
+    assert_eq!(v["strategy"], "llm");
+    assert_eq!(v["files_changed"], serde_json::json!(["calc.py"]));
+    assert_eq!(v["validation"][0]["exit_code"], 0);
+    assert_eq!(v["candidates"][0]["outcome"], "validated", "{v}");
+    assert_eq!(v["tool_versions"]["llm"], "local-model");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let user = requests[0].2["messages"][1]["content"]
+        .as_str()
+        .expect("prompt");
+    assert!(user.contains("<<<FILE calc.py"), "{user}");
+    assert!(user.contains("AssertionError: -1 != 5"), "{user}");
+}
+
 fn repo_root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
