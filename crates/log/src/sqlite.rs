@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -31,6 +31,7 @@ const LOAD_OFFSET: &str = include_str!("sql/load_offset.sql");
 const COMMIT_OFFSET: &str = include_str!("sql/commit_offset.sql");
 const ENSURE_TOPIC: &str = include_str!("sql/ensure_topic.sql");
 const TOPIC_EXISTS: &str = include_str!("sql/topic_exists.sql");
+const RECENT_EVENT_IDS: &str = include_str!("sql/recent_event_ids.sql");
 
 /// How often a subscriber re-reads the file when nothing in this process woke it (records
 /// appended by another process).
@@ -41,6 +42,9 @@ const CROSS_PROCESS_POLL: Duration = Duration::from_millis(200);
 pub struct SqliteLog {
     pool: SqlitePool,
     appended: Arc<Notify>,
+    /// Topics known to exist. Topics are never deleted, so a topic seen once needs no
+    /// further lookup (saves a query per append and read).
+    topics: Arc<RwLock<HashSet<String>>>,
 }
 
 impl SqliteLog {
@@ -69,6 +73,7 @@ impl SqliteLog {
         Ok(Self {
             pool,
             appended: Arc::new(Notify::new()),
+            topics: Arc::default(),
         })
     }
 
@@ -78,7 +83,25 @@ impl SqliteLog {
         &self.pool
     }
 
+    fn topic_known(&self, topic: &str) -> bool {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+    }
+
+    fn remember_topic(&self, topic: &str) {
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_owned());
+    }
+
     async fn require_topic(&self, topic: &str) -> Result<()> {
+        if self.topic_known(topic) {
+            return Ok(());
+        }
+        // Possibly created by another process since.
         let n: i64 = sqlx::query_scalar(TOPIC_EXISTS)
             .bind(topic)
             .fetch_one(&self.pool)
@@ -86,6 +109,7 @@ impl SqliteLog {
         if n == 0 {
             return Err(crate::Error::UnknownTopic(topic.to_owned()));
         }
+        self.remember_topic(topic);
         Ok(())
     }
 
@@ -254,7 +278,18 @@ impl EventLog for SqliteLog {
             .bind(topic)
             .execute(&self.pool)
             .await?;
+        self.remember_topic(topic);
         Ok(())
+    }
+
+    async fn recent_event_ids(&self, topic: &str, max: usize) -> Result<Vec<String>> {
+        self.require_topic(topic).await?;
+        // Reads the id column only (not the values, which may be large logs).
+        Ok(sqlx::query_scalar(RECENT_EVENT_IDS)
+            .bind(topic)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     fn backend(&self) -> &'static str {

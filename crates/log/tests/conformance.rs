@@ -45,6 +45,7 @@ conformance!(
     a_new_group_starts_from_the_beginning,
     unknown_topics_are_errors,
     headers_round_trip,
+    recent_event_ids_are_the_tail,
 );
 
 /// Offsets strictly increase in call order within each partition.
@@ -383,6 +384,30 @@ async fn headers_round_trip(log: Arc<dyn EventLog>) {
     assert_eq!(consumed[0].record, record);
     assert_eq!(consumed[1].record, empty_value);
     sub.close().await.unwrap();
+}
+
+/// `recent_event_ids` gives the ids of the last records, oldest first, skipping records
+/// without an id.
+async fn recent_event_ids_are_the_tail(log: Arc<dyn EventLog>) {
+    let topic = new_topic(&log, 1).await;
+    assert!(log.recent_event_ids(&topic, 10).await.unwrap().is_empty());
+    let records: Vec<Record> = (0..8).map(|i| rec("acme/api", format!("r{i}"))).collect();
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r.header(HEADER_EVENT_ID).unwrap().to_owned())
+        .collect();
+    log.append(&topic, records).await.unwrap();
+    let mut anonymous = rec("acme/api", "no id");
+    anonymous.headers.retain(|(n, _)| n != HEADER_EVENT_ID);
+    log.append(&topic, vec![anonymous]).await.unwrap();
+    // The last four records: three with ids and the anonymous one.
+    assert_eq!(log.recent_event_ids(&topic, 4).await.unwrap(), ids[5..]);
+    assert_eq!(log.recent_event_ids(&topic, 100).await.unwrap(), ids);
+    assert!(log.recent_event_ids(&topic, 0).await.unwrap().is_empty());
+    assert!(matches!(
+        log.recent_event_ids(&unique("test.missing"), 4).await,
+        Err(Error::UnknownTopic(_))
+    ));
 }
 
 /// The embedded log deduplicates appends on the `event_id` header (Kafka does not; its
