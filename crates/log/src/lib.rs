@@ -41,6 +41,14 @@ pub enum Error {
     /// The SQLite backend failed.
     #[error("sqlite event log: {0}")]
     Sqlite(#[from] sqlx::Error),
+    /// The SQLite backend's writer could not append.
+    #[error("sqlite event log append: {message}")]
+    Append {
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may succeed (the file was locked by another process, I/O).
+        transient: bool,
+    },
     /// The SQLite schema could not be migrated.
     #[error("sqlite event log migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -85,6 +93,7 @@ impl Error {
             }
             #[cfg(feature = "kafka")]
             Error::Kafka(_) => true,
+            Error::Append { transient, .. } => *transient,
             Error::Timeout(..) | Error::Io(_) => true,
             _ => false,
         }
