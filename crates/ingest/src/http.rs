@@ -256,6 +256,7 @@ impl RecentIds {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.set.len()
     }
