@@ -45,6 +45,19 @@ macro_rules! fact_enum {
                 })
             }
 
+            /// The fact's Avro datum written straight from the Rust value by apache-avro's
+            /// schema-aware serializer (no intermediate `Value`, no resolution pass).
+            pub(crate) fn write_avro_datum(
+                &self,
+                schema: &apache_avro::Schema,
+            ) -> apache_avro::AvroResult<Vec<u8>> {
+                let mut out = Vec::with_capacity(256);
+                match self {
+                    $(Fact::$name(f) => apache_avro::write_avro_datum_ref(schema, f, &mut out)?,)*
+                };
+                Ok(out)
+            }
+
             pub(crate) fn from_avro_value(
                 event_type: &str,
                 value: &apache_avro::types::Value,

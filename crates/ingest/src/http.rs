@@ -18,9 +18,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sentinel_events::Event;
-use sentinel_log::EventLog;
+use sentinel_log::{EventLog, Record};
 use sentinel_runtime::metrics::names;
-use sentinel_runtime::{EVENTS_TOPIC, append_events, producer};
+use sentinel_runtime::{EVENTS_TOPIC, producer, to_record};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -39,53 +39,165 @@ struct AppState {
     appender: Appender,
     producer: String,
     config: Arc<IngestConfig>,
-    recent: Arc<Mutex<RecentIds>>,
 }
 
 /// Most deliveries whose facts are appended in one transaction.
 const GROUP_COMMIT_MAX: usize = 256;
 
-type AppendRequest = (Vec<Event>, oneshot::Sender<Result<(), String>>);
+/// What became of one delivery's facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Appended {
+    /// Durably appended now.
+    New,
+    /// Already in the log (a redelivery): nothing appended.
+    Duplicate,
+}
+
+/// One delivery's facts, encoded, and where to send the answer.
+struct AppendRequest {
+    ids: Vec<Uuid>,
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<Appended, String>>,
+}
 
 /// Group commit: concurrent deliveries are appended together, one durable append (one
 /// fsync on the embedded log) for all of them, and each is answered only after it. A
 /// delivery waits for no timer: the writer takes whatever is queued when the previous
 /// append finishes.
+///
+/// The writer also owns deduplication: it remembers the event ids of the last
+/// `dedupe_window` facts (seeded from the log's tail when it starts, so a restarted receiver
+/// still recognises recent redeliveries) and appends nothing for a delivery whose facts are
+/// all known, including one delivered twice within the same batch.
 #[derive(Clone)]
 struct Appender {
     tx: mpsc::Sender<AppendRequest>,
+    recent: Arc<Mutex<RecentIds>>,
 }
 
 impl Appender {
-    fn spawn(log: Arc<dyn EventLog>) -> Self {
+    fn spawn(log: Arc<dyn EventLog>, dedupe_window: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<AppendRequest>(4 * GROUP_COMMIT_MAX);
+        let recent = Arc::new(Mutex::new(RecentIds::new(dedupe_window)));
+        let known = recent.clone();
         tokio::spawn(async move {
+            seed(log.as_ref(), &known, dedupe_window).await;
             let mut batch: Vec<AppendRequest> = Vec::with_capacity(GROUP_COMMIT_MAX);
             // Ends when every sender (the router and its clones) is gone.
             while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
-                let events: Vec<Event> = batch
-                    .iter()
-                    .flat_map(|(events, _)| events.iter().cloned())
-                    .collect();
-                let result = append_events(log.as_ref(), EVENTS_TOPIC, &events)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(result.clone());
-                }
+                write_batch(log.as_ref(), &known, &mut batch).await;
             }
         });
-        Appender { tx }
+        Appender { tx, recent }
     }
 
-    async fn append(&self, events: Vec<Event>) -> Result<(), String> {
+    /// Whether every id was appended recently (answers a redelivery without queueing it
+    /// behind the writer; the writer checks again).
+    fn all_known(&self, ids: &[Uuid]) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        !ids.is_empty() && ids.iter().all(|id| recent.contains(id))
+    }
+
+    async fn append(&self, ids: Vec<Uuid>, records: Vec<Record>) -> Result<Appended, String> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((events, reply))
+            .send(AppendRequest {
+                ids,
+                records,
+                reply,
+            })
             .await
             .map_err(|_| "appender stopped".to_owned())?;
         answer.await.map_err(|_| "appender stopped".to_owned())?
+    }
+}
+
+/// Loads the ids of the log's last `window` facts into the deduplication window. A log that
+/// cannot be read leaves it empty (the embedded log still refuses duplicate ids itself).
+async fn seed(log: &dyn EventLog, recent: &Mutex<RecentIds>, window: usize) {
+    if window == 0 {
+        return;
+    }
+    match log.recent_event_ids(EVENTS_TOPIC, window).await {
+        Ok(ids) => {
+            let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids.iter().filter_map(|s| Uuid::parse_str(s).ok()) {
+                recent.insert(id);
+            }
+        }
+        Err(error) => {
+            warn!(%error, "Could not read recent event ids; deduplicating from now on.");
+        }
+    }
+}
+
+/// Appends one batch of deliveries in one durable append and answers each.
+async fn write_batch(
+    log: &dyn EventLog,
+    recent: &Mutex<RecentIds>,
+    batch: &mut Vec<AppendRequest>,
+) {
+    // Per request: known before this batch (a duplicate whatever happens to the batch),
+    // a duplicate of an earlier request in this batch (shares the batch's fate), or new.
+    #[derive(Clone, Copy)]
+    enum Fate {
+        Known,
+        SameBatch,
+        New,
+    }
+    let mut fates = Vec::with_capacity(batch.len());
+    let mut records = Vec::new();
+    let mut in_batch: HashSet<Uuid> = HashSet::new();
+    {
+        let known = recent.lock().unwrap_or_else(|p| p.into_inner());
+        for req in batch.iter_mut() {
+            let fate = if req.ids.is_empty() {
+                Fate::New
+            } else if req.ids.iter().all(|id| known.contains(id)) {
+                Fate::Known
+            } else if req
+                .ids
+                .iter()
+                .all(|id| known.contains(id) || in_batch.contains(id))
+            {
+                Fate::SameBatch
+            } else {
+                Fate::New
+            };
+            if let Fate::New = fate {
+                for (id, record) in req.ids.iter().zip(req.records.drain(..)) {
+                    if !known.contains(id) && in_batch.insert(*id) {
+                        records.push(record);
+                    }
+                }
+            }
+            fates.push(fate);
+        }
+    }
+    let n = records.len();
+    let result = if records.is_empty() {
+        Ok(())
+    } else {
+        log.append(EVENTS_TOPIC, records)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    if result.is_ok() {
+        metrics::counter!(names::EVENTS_APPENDED, "topic" => EVENTS_TOPIC)
+            .increment(u64::try_from(n).unwrap_or(u64::MAX));
+        let mut known = recent.lock().unwrap_or_else(|p| p.into_inner());
+        for id in in_batch {
+            known.insert(id);
+        }
+    }
+    for (req, fate) in batch.drain(..).zip(fates) {
+        let answer = match fate {
+            Fate::Known => Ok(Appended::Duplicate),
+            Fate::SameBatch => result.clone().map(|()| Appended::Duplicate),
+            Fate::New => result.clone().map(|()| Appended::New),
+        };
+        let _ = req.reply.send(answer);
     }
 }
 
@@ -103,14 +215,16 @@ pub fn router(log: Arc<dyn EventLog>, config: &IngestConfig) -> Router {
         .route("/webhooks/jenkins/{token}", post(jenkins_path))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .with_state(AppState {
-            appender: Appender::spawn(log),
+            appender: Appender::spawn(log, config.dedupe_window),
             producer: producer("ingest"),
-            recent: Arc::new(Mutex::new(RecentIds::new(config.dedupe_window))),
             config: Arc::new(config.clone()),
         })
 }
 
-/// A bounded set of recently appended event ids (answers redeliveries without an append).
+/// The event ids of the last `cap` facts appended or seen in the log, in a set bounded by
+/// count: when full, the id remembered longest ago is forgotten first (ids are inserted once,
+/// so this is also least-recently-used order). About 40 bytes per id: the default window of
+/// 100 000 ids holds about 4 MB.
 struct RecentIds {
     set: HashSet<Uuid>,
     order: VecDeque<Uuid>,
@@ -141,6 +255,11 @@ impl RecentIds {
             }
         }
     }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.set.len()
+    }
 }
 
 /// An error answer with a JSON body.
@@ -170,6 +289,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::UNPROCESSABLE_ENTITY => "invalid",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::INTERNAL_SERVER_ERROR => "internal",
             _ => "malformed",
         }
     }
@@ -291,29 +411,36 @@ async fn record(state: &AppState, outcome: Outcome) -> Result<(&'static str, Res
         }
         axum::Json(b)
     };
-    let seen = {
-        let recent = state.recent.lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter().all(|id| recent.contains(id))
-    };
-    if seen {
+    if state.appender.all_known(&ids) {
         return Ok(("duplicate", (StatusCode::OK, body(true)).into_response()));
     }
-    // Durable before acknowledged. Ids are deterministic from the delivery id, so a
-    // redelivery this process no longer remembers is dropped by the log (embedded) or by
-    // the consumers (Kafka).
-    state.appender.append(events.clone()).await.map_err(|e| {
-        warn!(error = %e, "Append failed.");
+    // Encoded here, on the request's task, so the single writer only appends.
+    let records = events.iter().map(to_record).collect::<Result<Vec<_>, _>>();
+    let records = records.map_err(|e| {
+        warn!(error = %e, "A fact does not encode.");
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "log_unavailable",
-            "the event log is unavailable; retry",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the delivery could not be recorded",
         )
     })?;
-    {
-        let mut recent = state.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for id in &ids {
-            recent.insert(*id);
-        }
+    // Durable before acknowledged. Ids are deterministic from the delivery id, so a
+    // redelivery the writer no longer remembers is dropped by the log (embedded) or by the
+    // consumers (Kafka).
+    let appended = state
+        .appender
+        .append(ids.clone(), records)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "Append failed.");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the event log is unavailable; retry",
+            )
+        })?;
+    if appended == Appended::Duplicate {
+        return Ok(("duplicate", (StatusCode::OK, body(true)).into_response()));
     }
     for e in &events {
         info!(event_id = %e.event_id, event_type = e.event_type(), subject = %e.subject, "Recorded.");
@@ -445,4 +572,28 @@ async fn generic(
         Ok(Outcome::Record(vec![accepted]))
     })();
     serve(&state, "generic", parsed, started).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_stay_within_their_bound_and_forget_the_oldest() {
+        let mut r = RecentIds::new(3);
+        let ids: Vec<Uuid> = (0..5u128).map(Uuid::from_u128).collect();
+        for id in &ids {
+            r.insert(*id);
+            r.insert(*id); // inserting again changes nothing
+            assert!(r.len() <= 3);
+        }
+        assert_eq!(r.len(), 3);
+        assert!(!r.contains(&ids[0]) && !r.contains(&ids[1]));
+        assert!(ids[2..].iter().all(|id| r.contains(id)));
+        assert_eq!(r.order.len(), 3, "the order queue is bounded too");
+
+        let mut off = RecentIds::new(0);
+        off.insert(ids[0]);
+        assert!(!off.contains(&ids[0]) && off.len() == 0);
+    }
 }

@@ -41,6 +41,14 @@ pub enum Error {
     /// The SQLite backend failed.
     #[error("sqlite event log: {0}")]
     Sqlite(#[from] sqlx::Error),
+    /// The SQLite backend's writer could not append.
+    #[error("sqlite event log append: {message}")]
+    Append {
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may succeed (the file was locked by another process, I/O).
+        transient: bool,
+    },
     /// The SQLite schema could not be migrated.
     #[error("sqlite event log migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -85,6 +93,7 @@ impl Error {
             }
             #[cfg(feature = "kafka")]
             Error::Kafka(_) => true,
+            Error::Append { transient, .. } => *transient,
             Error::Timeout(..) | Error::Io(_) => true,
             _ => false,
         }
@@ -199,6 +208,38 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Creates a topic if missing (embedded: a no-op beyond bookkeeping).
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<()>;
+
+    /// The `event_id` headers of the most recently appended records of `topic`, oldest
+    /// first: those among the last `max` records of the topic (on a partitioned topic, the
+    /// last `max / partitions`, rounded up, of each partition). Records without an event id
+    /// are skipped, so fewer may come back.
+    ///
+    /// Receivers seed their in-memory deduplication from it at start, so a restarted
+    /// process still recognises recent redeliveries. The default reads the records; the
+    /// embedded log reads only the ids.
+    async fn recent_event_ids(&self, topic: &str, max: usize) -> Result<Vec<String>> {
+        let ends = self.end_offsets(topic).await?;
+        if max == 0 || ends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let share = i64::try_from(max.div_ceil(ends.len())).unwrap_or(i64::MAX);
+        let mut ids = Vec::new();
+        for (partition, end) in (0..).zip(ends) {
+            let mut from = end.saturating_sub(share).max(0);
+            while from < end {
+                let batch = self.read(topic, partition, from, 1000).await?;
+                let Some(last) = batch.last() else { break };
+                from = last.position.offset + 1;
+                ids.extend(
+                    batch
+                        .iter()
+                        .filter(|s| s.position.offset < end)
+                        .filter_map(|s| s.header(HEADER_EVENT_ID).map(str::to_owned)),
+                );
+            }
+        }
+        Ok(ids)
+    }
 
     /// A short name of the backend (`sqlite` or `kafka`) for logs and metrics.
     fn backend(&self) -> &'static str;

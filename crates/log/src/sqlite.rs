@@ -5,17 +5,27 @@
 //! are deduplicated on the `event_id` header per topic, which makes redelivered webhooks and
 //! re-run stages idempotent. Subscribers in this process are woken as soon as a batch is
 //! committed; subscribers in other processes poll.
+//!
+//! Appends go through one writer thread that owns its own connection (rusqlite): it takes
+//! every append queued while the previous transaction committed and writes them all in one
+//! `BEGIN IMMEDIATE … COMMIT`, so concurrent appenders share one WAL fsync (group commit)
+//! and each transaction is one hand-off between threads rather than one per statement.
+//! Each caller is answered only after that commit (`synchronous=FULL`: the WAL is fsynced).
+//! Reads, offsets and topics use the sqlx pool.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     EventLog, HEADER_EVENT_ID, Header, Position, Record, Result, Stored, Subscription,
@@ -31,16 +41,28 @@ const LOAD_OFFSET: &str = include_str!("sql/load_offset.sql");
 const COMMIT_OFFSET: &str = include_str!("sql/commit_offset.sql");
 const ENSURE_TOPIC: &str = include_str!("sql/ensure_topic.sql");
 const TOPIC_EXISTS: &str = include_str!("sql/topic_exists.sql");
+const RECENT_EVENT_IDS: &str = include_str!("sql/recent_event_ids.sql");
 
 /// How often a subscriber re-reads the file when nothing in this process woke it (records
 /// appended by another process).
 const CROSS_PROCESS_POLL: Duration = Duration::from_millis(200);
 
-/// The embedded SQLite event log. Cheap to clone; clones share the pool and wake-ups.
+/// Most appends the writer commits in one transaction.
+const GROUP_COMMIT_MAX: usize = 1024;
+
+/// How long the writer (and the pool) wait for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The embedded SQLite event log. Cheap to clone; clones share the pool, the writer and
+/// wake-ups.
 #[derive(Clone, Debug)]
 pub struct SqliteLog {
     pool: SqlitePool,
+    writer: mpsc::UnboundedSender<WriteRequest>,
     appended: Arc<Notify>,
+    /// Topics known to exist. Topics are never deleted, so a topic seen once needs no
+    /// further lookup (saves a query per append and read).
+    topics: Arc<RwLock<HashSet<String>>>,
 }
 
 impl SqliteLog {
@@ -59,16 +81,19 @@ impl SqliteLog {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        let writer = spawn_writer(path)?;
         Ok(Self {
             pool,
+            writer,
             appended: Arc::new(Notify::new()),
+            topics: Arc::default(),
         })
     }
 
@@ -78,7 +103,25 @@ impl SqliteLog {
         &self.pool
     }
 
+    fn topic_known(&self, topic: &str) -> bool {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+    }
+
+    fn remember_topic(&self, topic: &str) {
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_owned());
+    }
+
     async fn require_topic(&self, topic: &str) -> Result<()> {
+        if self.topic_known(topic) {
+            return Ok(());
+        }
+        // Possibly created by another process since.
         let n: i64 = sqlx::query_scalar(TOPIC_EXISTS)
             .bind(topic)
             .fetch_one(&self.pool)
@@ -86,6 +129,7 @@ impl SqliteLog {
         if n == 0 {
             return Err(crate::Error::UnknownTopic(topic.to_owned()));
         }
+        self.remember_topic(topic);
         Ok(())
     }
 
@@ -144,37 +188,15 @@ impl EventLog for SqliteLog {
             return Ok(Vec::new());
         }
         self.require_topic(topic).await?;
-        let now = now_micros();
-        let mut tx = self.pool.begin().await?;
-        let mut positions = Vec::with_capacity(records.len());
-        for record in &records {
-            let event_id = record.header(HEADER_EVENT_ID);
-            let inserted: Option<i64> = sqlx::query_scalar(INSERT_RECORD)
-                .bind(topic)
-                .bind(&record.key)
-                .bind(event_id)
-                .bind(encode_headers(&record.headers))
-                .bind(&record.value)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let offset = match inserted {
-                Some(o) => o,
-                // A duplicate event id: the record is already in the log.
-                None => {
-                    sqlx::query_scalar(OFFSET_OF_EVENT)
-                        .bind(topic)
-                        .bind(event_id)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-            };
-            positions.push(Position {
-                partition: 0,
-                offset,
-            });
-        }
-        tx.commit().await?;
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriteRequest {
+                topic: topic.to_owned(),
+                records,
+                reply,
+            })
+            .map_err(|_| writer_stopped())?;
+        let positions = answer.await.map_err(|_| writer_stopped())??;
         self.appended.notify_waiters();
         Ok(positions)
     }
@@ -254,12 +276,137 @@ impl EventLog for SqliteLog {
             .bind(topic)
             .execute(&self.pool)
             .await?;
+        self.remember_topic(topic);
         Ok(())
+    }
+
+    async fn recent_event_ids(&self, topic: &str, max: usize) -> Result<Vec<String>> {
+        self.require_topic(topic).await?;
+        // Reads the id column only (not the values, which may be large logs).
+        Ok(sqlx::query_scalar(RECENT_EVENT_IDS)
+            .bind(topic)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+}
+
+/// One `append` call waiting for the writer.
+#[derive(Debug)]
+struct WriteRequest {
+    topic: String,
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<Vec<Position>>>,
+}
+
+fn writer_stopped() -> crate::Error {
+    crate::Error::Append {
+        message: "the writer thread stopped".to_owned(),
+        transient: false,
+    }
+}
+
+fn append_error(e: &rusqlite::Error) -> crate::Error {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull)
+    );
+    crate::Error::Append {
+        message: e.to_string(),
+        transient,
+    }
+}
+
+/// Opens the writer's connection and starts its thread; the thread ends when every
+/// [`SqliteLog`] clone (every sender) is gone.
+fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
+    let open = || -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Per connection: WAL, and an fsync of the WAL at every commit.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(conn)
+    };
+    let mut conn = open().map_err(|e| append_error(&e))?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteRequest>();
+    std::thread::Builder::new()
+        .name("sentinel-log-writer".into())
+        .spawn(move || {
+            let mut batch: Vec<WriteRequest> = Vec::new();
+            while let Some(first) = rx.blocking_recv() {
+                batch.push(first);
+                while batch.len() < GROUP_COMMIT_MAX {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                match write_batch(&mut conn, &batch) {
+                    Ok(all) => {
+                        for (req, positions) in batch.drain(..).zip(all) {
+                            let _ = req.reply.send(Ok(positions));
+                        }
+                    }
+                    Err(e) => {
+                        for req in batch.drain(..) {
+                            let _ = req.reply.send(Err(append_error(&e)));
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Writes every request of the batch in one transaction; positions per request, in order.
+fn write_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &[WriteRequest],
+) -> rusqlite::Result<Vec<Vec<Position>>> {
+    let now = now_micros();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut all = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(INSERT_RECORD)?;
+        let mut existing = tx.prepare_cached(OFFSET_OF_EVENT)?;
+        for req in batch {
+            let mut positions = Vec::with_capacity(req.records.len());
+            for record in &req.records {
+                let event_id = record.header(HEADER_EVENT_ID);
+                let inserted: Option<i64> = insert
+                    .query_row(
+                        params![
+                            req.topic,
+                            record.key,
+                            event_id,
+                            encode_headers(&record.headers),
+                            record.value,
+                            now
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                let offset = match inserted {
+                    Some(o) => o,
+                    // A duplicate event id: the record is already in the log.
+                    None => existing.query_row(params![req.topic, event_id], |row| row.get(0))?,
+                };
+                positions.push(Position {
+                    partition: 0,
+                    offset,
+                });
+            }
+            all.push(positions);
+        }
+    }
+    tx.commit()?;
+    Ok(all)
 }
 
 /// A group member on the embedded log. Groups have one member at a time: the embedded log

@@ -45,6 +45,7 @@ conformance!(
     a_new_group_starts_from_the_beginning,
     unknown_topics_are_errors,
     headers_round_trip,
+    recent_event_ids_are_the_tail,
 );
 
 /// Offsets strictly increase in call order within each partition.
@@ -385,6 +386,30 @@ async fn headers_round_trip(log: Arc<dyn EventLog>) {
     sub.close().await.unwrap();
 }
 
+/// `recent_event_ids` gives the ids of the last records, oldest first, skipping records
+/// without an id.
+async fn recent_event_ids_are_the_tail(log: Arc<dyn EventLog>) {
+    let topic = new_topic(&log, 1).await;
+    assert!(log.recent_event_ids(&topic, 10).await.unwrap().is_empty());
+    let records: Vec<Record> = (0..8).map(|i| rec("acme/api", format!("r{i}"))).collect();
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r.header(HEADER_EVENT_ID).unwrap().to_owned())
+        .collect();
+    log.append(&topic, records).await.unwrap();
+    let mut anonymous = rec("acme/api", "no id");
+    anonymous.headers.retain(|(n, _)| n != HEADER_EVENT_ID);
+    log.append(&topic, vec![anonymous]).await.unwrap();
+    // The last four records: three with ids and the anonymous one.
+    assert_eq!(log.recent_event_ids(&topic, 4).await.unwrap(), ids[5..]);
+    assert_eq!(log.recent_event_ids(&topic, 100).await.unwrap(), ids);
+    assert!(log.recent_event_ids(&topic, 0).await.unwrap().is_empty());
+    assert!(matches!(
+        log.recent_event_ids(&unique("test.missing"), 4).await,
+        Err(Error::UnknownTopic(_))
+    ));
+}
+
 /// The embedded log deduplicates appends on the `event_id` header (Kafka does not; its
 /// consumers deduplicate).
 #[tokio::test]
@@ -421,6 +446,52 @@ async fn sqlite_deduplicates_on_event_id() {
             assert_eq!(read_all(&log, &other).await.len(), 1);
         })
         .await;
+}
+
+/// Concurrent appends on the embedded log are committed together by its writer thread;
+/// each caller still gets the positions of its own records (also for a duplicate event id
+/// sent by two callers at once), and everything acknowledged is in the file when it is
+/// opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_appends_get_their_own_positions_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let log: Arc<dyn EventLog> =
+        Arc::new(sentinel_log::sqlite::SqliteLog::open(&path).await.unwrap());
+    let topic = new_topic(&log, 1).await;
+    let shared = rec("acme/api", "shared");
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..40 {
+        let (log, topic, shared) = (log.clone(), topic.clone(), shared.clone());
+        tasks.spawn(async move {
+            let mut records: Vec<Record> = (0..3)
+                .map(|i| rec("acme/api", format!("t{t}-{i}")))
+                .collect();
+            if t % 10 == 0 {
+                records.push(shared);
+            }
+            let positions = log.append(&topic, records.clone()).await.unwrap();
+            (records, positions)
+        });
+    }
+    let mut acknowledged = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        acknowledged.push(r.unwrap());
+    }
+    drop(log);
+    let reopened: Arc<dyn EventLog> =
+        Arc::new(sentinel_log::sqlite::SqliteLog::open(&path).await.unwrap());
+    let all = read_all(&reopened, &topic).await;
+    assert_eq!(all.len(), 40 * 3 + 1, "the shared record is stored once");
+    let by_offset: BTreeMap<i64, &Record> =
+        all.iter().map(|s| (s.position.offset, &s.record)).collect();
+    for (records, positions) in &acknowledged {
+        assert_eq!(records.len(), positions.len());
+        assert_increasing_per_partition(&positions[..3]);
+        for (record, p) in records.iter().zip(positions) {
+            assert_eq!(by_offset[&p.offset].value, record.value);
+        }
+    }
 }
 
 /// `Topology::apply_to` creates what is missing and reports drift on what exists, against

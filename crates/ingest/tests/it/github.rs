@@ -67,11 +67,11 @@ async fn workflow_run_failure_is_recorded_once_per_delivery() {
     assert_eq!(s, StatusCode::OK, "{b2}");
     assert_eq!(b2["duplicate"], true);
     assert_eq!(b2["event_id"], b["event_id"]);
-    // Also after a restart, when the receiver no longer remembers it: same id, the log
-    // keeps one.
+    // Also after a restart: the receiver seeds its memory from the log's tail.
     let restarted = env.restarted(&config());
     let (s, b3) = deliver(&restarted, "workflow_run", delivery, &body).await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(s, StatusCode::OK, "{b3}");
+    assert_eq!(b3["duplicate"], true);
     assert_eq!(b3["event_id"], b["event_id"]);
     assert_eq!(env.events().await.len(), 1);
 
@@ -79,6 +79,58 @@ async fn workflow_run_failure_is_recorded_once_per_delivery() {
     let (s, _) = deliver(&env.app, "workflow_run", "another-delivery", &body).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(env.events().await.len(), 2);
+}
+
+/// The same delivery arriving twice at once (GitHub retrying while the first attempt is
+/// still being appended) is appended once: one answer is 202, the other a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redeliveries_are_appended_once() {
+    let env = env(config()).await;
+    let body = fixture("github/workflow_run.completed.failure.json");
+    for round in 0..20 {
+        let delivery = format!("concurrent-{round}");
+        let (a, b) = tokio::join!(
+            deliver(&env.app, "workflow_run", &delivery, &body),
+            deliver(&env.app, "workflow_run", &delivery, &body),
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::ACCEPTED],
+            "{a:?} {b:?}"
+        );
+        assert_eq!(a.1["event_id"], b.1["event_id"]);
+    }
+    assert_eq!(env.events().await.len(), 20);
+}
+
+/// The receiver's memory of delivery ids is bounded by `dedupe_window`, also when seeded
+/// from the log after a restart; beyond it the embedded log's unique event ids still keep
+/// one fact per delivery.
+#[tokio::test]
+async fn dedupe_memory_is_bounded_and_the_log_stays_the_guarantee() {
+    let small = IngestConfig {
+        dedupe_window: 2,
+        ..config()
+    };
+    let env = env(small.clone()).await;
+    let body = fixture("github/workflow_run.completed.failure.json");
+    for d in ["w-1", "w-2", "w-3"] {
+        let (s, _) = deliver(&env.app, "workflow_run", d, &body).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    // w-1 fell out of the window of two: it reaches the log, which keeps one copy.
+    let (s, _) = deliver(&env.app, "workflow_run", "w-1", &body).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(env.events().await.len(), 3);
+    // A restarted receiver remembers the log's last two facts (w-2 and w-3), not w-1.
+    let restarted = env.restarted(&small);
+    let (s, b) = deliver(&restarted, "workflow_run", "w-3", &body).await;
+    assert_eq!((s, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
+    let (s, _) = deliver(&restarted, "workflow_run", "w-1", &body).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(env.events().await.len(), 3);
 }
 
 #[tokio::test]
