@@ -460,7 +460,9 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::OutcomeReported(_)
         | Fact::EventDeadLettered(_)
         | Fact::ForgeEventReceived(_)
-        | Fact::RollbackRequested(_) => Vec::new(),
+        | Fact::RollbackRequested(_)
+        | Fact::RollbackDecided(_)
+        | Fact::RevertPullRequestOpened(_) => Vec::new(),
     })
 }
 
