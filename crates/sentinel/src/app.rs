@@ -272,6 +272,19 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         ));
         let reviews = sentinel_patchbot::review::ReviewEffectsStage::new(forge);
         spawn_stage(&mut tasks, reviews, &log, &shutdown);
+        // Rollbacks (consumer group sentinel-rollback) run with PatchBot, which holds the
+        // forge credentials: revert PRs go to the forge fixes were opened on.
+        let forge = match hosted_forge(&settings.patchbot)? {
+            Some(forge) => forge,
+            None => Arc::new(sentinel_forge::LocalGitForge::new(
+                settings.data_dir.join("forge"),
+            )),
+        };
+        let bot = &settings.ingest.bot;
+        let rollback = sentinel_tracker::RollbackStage::new(forge)
+            .with_author(bot.name.clone(), bot.email.clone())
+            .with_work_root(Some(settings.data_dir.join("work")));
+        spawn_stage(&mut tasks, rollback, &log, &shutdown);
     }
     // PR tracker and InfraMind correlator (issue 8): settings from the environment, see
     // `crate::tracking`.
@@ -416,12 +429,23 @@ fn configure_patchbot(
     s: &crate::config::PatchBotSettings,
 ) -> Result<sentinel_patchbot::stage::PatchBotStage> {
     use sentinel_patchbot::index::{Ecosystem, PackageIndex};
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let stage = stage.with_python_index(
         s.python_index
             .as_ref()
             .map(|url| PackageIndex::new(Ecosystem::Python, url)),
     );
+    Ok(match hosted_forge(s)? {
+        Some(forge) => stage.with_forge(forge),
+        None => stage,
+    })
+}
+
+/// The hosted forge (`forge = github|gitlab`) from the settings, `None` for the local git
+/// forge; tokens come from the environment only (see [`configure_patchbot`]).
+fn hosted_forge(
+    s: &crate::config::PatchBotSettings,
+) -> Result<Option<std::sync::Arc<dyn sentinel_forge::Forge>>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let forge: std::sync::Arc<dyn sentinel_forge::Forge> = match s.forge.as_str() {
         "github" => {
             let auth = match (
@@ -473,7 +497,7 @@ fn configure_patchbot(
                     .context("forge_reviewers must be GitLab user ids for forge = gitlab")?,
             },
         )?),
-        _ => return Ok(stage),
+        _ => return Ok(None),
     };
-    Ok(stage.with_forge(forge))
+    Ok(Some(forge))
 }
