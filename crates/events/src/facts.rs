@@ -667,6 +667,67 @@ pub struct AutoMergeEnabled {
     pub decision_id: String,
 }
 
+/// The policy decided what a requested rollback does: revert the fix (a pull request from
+/// `revert_branch`) or not, and how long auto-merge stays paused for the repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackDecided {
+    /// The `RollbackRequested` fact decided on.
+    pub rollback_event_id: String,
+    /// The task whose fix is concerned.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The merged fix pull request's URL.
+    pub url: String,
+    /// The base branch the fix was merged into.
+    pub base: String,
+    /// The commit to revert (the fix's merge commit), when known.
+    #[serde(default)]
+    pub revert_commit: Option<String>,
+    /// The decision.
+    pub decision: RollbackDecision,
+    /// The only branch a revert pull request may be opened from (set when reverting).
+    #[serde(default)]
+    pub revert_branch: Option<String>,
+    /// Auto-merge is paused for the repository this long from the decision (event time),
+    /// seconds; 0: no pause.
+    pub auto_merge_pause_seconds: i64,
+    /// Machine-readable reason.
+    pub reason_code: String,
+    /// A human sentence.
+    pub reason: String,
+    /// Content hash of the policy in force.
+    pub policy_version: String,
+}
+
+/// A pull request reverting a merged Sentinel fix was opened, as a `revert` rollback
+/// decision allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevertPullRequestOpened {
+    /// The task whose fix is reverted.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// Which forge: local-git, github or gitlab.
+    pub forge: String,
+    /// The revert pull request's number.
+    pub number: i64,
+    /// The revert pull request's URL.
+    pub url: String,
+    /// Its head branch (the decision's revert branch).
+    pub branch: String,
+    /// The branch it reverts on.
+    pub base: String,
+    /// The commit reverted (the fix's merge commit).
+    pub reverted_commit: String,
+    /// The revert commit at the head of the branch.
+    pub commit: String,
+    /// The merged fix pull request's URL.
+    pub fix_url: String,
+    /// The allowing decision: the `RollbackDecided` (revert) event id.
+    pub decision_id: String,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -703,4 +764,6 @@ crate::fact_enum! {
     RollbackRequested => "rollback_requested",
     PullRequestReadied => "pull_request_readied",
     AutoMergeEnabled => "auto_merge_enabled",
+    RollbackDecided => "rollback_decided",
+    RevertPullRequestOpened => "revert_pull_request_opened",
 }

@@ -155,6 +155,26 @@ impl ActionDecision {
     }
 }
 
+/// The policy's answer to a requested rollback (`RollbackRequested`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackDecision {
+    /// `revert`: open a pull request reverting the fix.
+    Revert,
+    /// `no_revert`: leave the fix in place.
+    NoRevert,
+}
+
+impl RollbackDecision {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackDecision::Revert => "revert",
+            RollbackDecision::NoRevert => "no_revert",
+        }
+    }
+}
+
 /// Lifecycle status of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

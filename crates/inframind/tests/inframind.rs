@@ -82,7 +82,7 @@ async fn facts(log: &dyn EventLog, topic: &str) -> Vec<Event> {
 }
 
 async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -213,8 +213,18 @@ async fn inframind_down_for_a_while_across_a_restart_loses_nothing_sqlite() {
 
 /// The same on Kafka (tansu started by the harness, or `SENTINEL_TEST_KAFKA`): the
 /// outcomes spread over three partitions, the restarted consumer rejoins the group.
+///
+/// This used to hang on tansu: the first correlator was stopped ~0.8 s after it subscribed,
+/// while its group join was still in progress (tansu takes ~2 s to form a group), and tansu
+/// 0.6 keeps a member that leaves between its JoinGroup and SyncGroup as the leader of the
+/// forming group. Every JoinGroup answer to the restarted member named the departed member
+/// as leader and every SyncGroup was answered REBALANCE_IN_PROGRESS (librdkafka `debug=cgrp`
+/// log, 30 s of it), so the group never consumed again — tansu clears a leader only when a
+/// heartbeat finds it timed out, and a member that left is no longer checked. Nothing was
+/// lost (the offsets were never committed), nothing was delivered. `KafkaSubscription::close`
+/// now finishes a join in progress before leaving the group (`sentinel-log`'s conformance
+/// scenario `leaving_during_the_group_join_does_not_stall_the_group`).
 #[tokio::test]
-#[ignore = "fails on tansu: after the correlator restarts, not all 20 outcomes arrive within 90 s (re-run 2026-11-24, 94 s); cause not found, see issue 8 note"]
 async fn inframind_down_for_a_while_across_a_restart_loses_nothing_kafka() {
     let broker = sentinel_log::testing::TestBroker::start_async()
         .await
@@ -226,9 +236,53 @@ async fn inframind_down_for_a_while_across_a_restart_loses_nothing_kafka() {
     down_for_a_while(Arc::new(log)).await;
 }
 
+/// Where each `FixOutcomeRecorded` sits in the fact log: (partition, offset).
+async fn outcome_positions(log: &dyn EventLog) -> Vec<(i32, i64)> {
+    let mut out = Vec::new();
+    sentinel_runtime::scan_topic(log, EVENTS_TOPIC, |stored, e| {
+        if e.is_ok_and(|e| e.event_type() == "fix_outcome_recorded") {
+            out.push((stored.position.partition, stored.position.offset));
+        }
+        true
+    })
+    .await
+    .unwrap();
+    out
+}
+
+/// Asserts the correlator's committed offsets are past exactly the outcomes delivered:
+/// `delivered` says which (partition, offset) InfraMind acknowledged.
+async fn assert_committed_only_past_delivered(log: &dyn EventLog, delivered: bool) {
+    let committed = log
+        .committed("sentinel-correlator", EVENTS_TOPIC)
+        .await
+        .unwrap();
+    for (partition, offset) in outcome_positions(log).await {
+        let done = committed
+            .iter()
+            .find(|(p, _)| *p == partition)
+            .is_some_and(|(_, c)| *c > offset);
+        assert_eq!(
+            done, delivered,
+            "outcome at {partition}/{offset}: committed {committed:?}, delivered: {delivered}"
+        );
+    }
+}
+
 /// InfraMind is down while 20 outcomes are recorded and the correlator restarts once; it
-/// comes back answering UNAVAILABLE, then healthy: every outcome arrives, each once.
+/// comes back answering UNAVAILABLE, then healthy: every outcome arrives, each once, and no
+/// offset is committed past an outcome before InfraMind acknowledged it.
+///
+/// Steps wait on what the correlator did, not on sleeps alone: the first run is known to be
+/// consuming once it links a canary prediction to its task; the second once InfraMind
+/// (back, but answering UNAVAILABLE) sees its retries.
 async fn down_for_a_while(log: Arc<dyn EventLog>) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_test_writer()
+        .try_init();
     let inframind = RecordingInfraMind::default();
     // Reserve an address, then take the server down.
     let server = serve(inframind.clone(), "127.0.0.1:0".parse().unwrap())
@@ -249,11 +303,33 @@ async fn down_for_a_while(log: Arc<dyn EventLog>) {
     };
     // First run: InfraMind is down the whole time; the stage is stopped while retrying.
     let first = start(correlator(&url), &log);
+    // A task (no outcome yet) and the prediction it matches: linked once the stage consumes.
+    let canary = chain_events("acme/canary", "sig-canary", 1_000_000, true);
+    let mut facts_in = vec![prediction(
+        "p-canary",
+        "acme/canary",
+        FailureType::Formatting,
+        Some("sig-canary"),
+        None,
+        1_000_000 - 600,
+    )];
+    facts_in.extend_from_slice(&canary[..3]);
+    append_events(log.as_ref(), EVENTS_TOPIC, &facts_in)
+        .await
+        .unwrap();
+    wait_until("the first correlator consuming", async || {
+        count(
+            &facts(log.as_ref(), EVENTS_TOPIC).await,
+            "prediction_correlated",
+        ) == 1
+    })
+    .await;
     append_chains(0, 10).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     first.stop().await;
     let events = facts(log.as_ref(), EVENTS_TOPIC).await;
     assert_eq!(count(&events, "outcome_reported"), 0);
+    assert_committed_only_past_delivered(log.as_ref(), false).await;
     assert!(
         facts(log.as_ref(), DLQ_TOPIC).await.is_empty(),
         "nothing dead-lettered"
@@ -266,8 +342,12 @@ async fn down_for_a_while(log: Arc<dyn EventLog>) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     inframind.set_unavailable(true);
     let server = serve(inframind.clone(), addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the restarted correlator retrying", async || {
+        inframind.calls() >= 3
+    })
+    .await;
     assert_eq!(inframind.distinct(), 0);
+    assert_committed_only_past_delivered(log.as_ref(), false).await;
     inframind.set_unavailable(false);
     wait_until("all 20 outcomes delivered", async || {
         inframind.distinct() == 20
@@ -279,6 +359,7 @@ async fn down_for_a_while(log: Arc<dyn EventLog>) {
     .await;
     second.stop().await;
     server.stop().await;
+    assert_committed_only_past_delivered(log.as_ref(), true).await;
 
     let mut received: Vec<String> = inframind
         .received()

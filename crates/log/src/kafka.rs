@@ -747,7 +747,7 @@ impl EventLog for KafkaLog {
         self.fetch_partitions(topic).await?;
         let opts = &self.inner.opts;
         let heartbeat_ms = (opts.session_timeout_ms / 3).max(100);
-        let consumer: StreamConsumer = client_config(&self.inner.brokers, opts, |c| {
+        let consumer: GroupConsumer = client_config(&self.inner.brokers, opts, |c| {
             c.set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
@@ -756,12 +756,15 @@ impl EventLog for KafkaLog {
                 .set("session.timeout.ms", opts.session_timeout_ms.to_string())
                 .set("heartbeat.interval.ms", heartbeat_ms.to_string());
         })
-        .create()?;
+        .create_with_context(GroupContext::default())?;
         consumer.subscribe(&[topic])?;
         Ok(Box::new(KafkaSubscription {
             consumer: Some(Arc::new(consumer)),
             topic: topic.to_owned(),
             pending_error: None,
+            join_wait: Duration::from_millis(u64::from(opts.session_timeout_ms))
+                .saturating_mul(2)
+                .max(MIN_JOIN_WAIT),
         }))
     }
 
@@ -806,24 +809,80 @@ impl EventLog for KafkaLog {
     }
 }
 
+/// Shortest time [`Subscription::close`] waits for a group join in progress to complete.
+const MIN_JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Context of a group member: notes when the member got its first assignment, i.e. when
+/// its join (JoinGroup + SyncGroup) completed.
+#[derive(Debug, Default)]
+struct GroupContext {
+    joined: std::sync::atomic::AtomicBool,
+}
+
+impl rdkafka::ClientContext for GroupContext {}
+
+impl rdkafka::consumer::ConsumerContext for GroupContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Assign(_)) {
+            self.joined.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupContext>;
+
 /// A consumer-group member on one topic.
 struct KafkaSubscription {
     /// `None` only once closed.
-    consumer: Option<Arc<StreamConsumer>>,
+    consumer: Option<Arc<GroupConsumer>>,
     topic: String,
     /// An error that arrived after records were collected, reported by the next poll so no
     /// collected record is dropped.
     pending_error: Option<Error>,
+    /// How long leaving waits for a join in progress to complete.
+    join_wait: Duration,
 }
 
 impl KafkaSubscription {
-    fn consumer(&self) -> Result<Arc<StreamConsumer>> {
+    fn consumer(&self) -> Result<Arc<GroupConsumer>> {
         self.consumer
             .clone()
             .ok_or(Error::Kafka(KafkaError::Subscription(
                 "subscription closed".to_owned(),
             )))
     }
+}
+
+/// Leaves the group — but never in the middle of a join.
+///
+/// A member that leaves after its JoinGroup and before its SyncGroup may be the leader the
+/// coordinator waits for: tansu (0.6) then keeps the departed member as the leader of the
+/// forming group, so every later member's SyncGroup is answered REBALANCE_IN_PROGRESS and
+/// the group never consumes again (Apache Kafka re-elects a leader; tansu does not). So a
+/// member whose first assignment has not arrived yet keeps serving the join (records it
+/// receives meanwhile are dropped: they are uncommitted, the next member gets them) for up
+/// to `join_wait`, then leaves. Blocking librdkafka calls run on the blocking pool.
+async fn leave_group(consumer: Arc<GroupConsumer>, join_wait: Duration) -> Result<()> {
+    let deadline = Instant::now() + join_wait;
+    while !consumer
+        .context()
+        .joined
+        .load(std::sync::atomic::Ordering::SeqCst)
+        && Instant::now() < deadline
+    {
+        // Serving the consumer queue is what lets librdkafka run the rebalance callback.
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    blocking(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+        Ok(())
+    })
+    .await
 }
 
 #[async_trait]
@@ -885,12 +944,7 @@ impl Subscription for KafkaSubscription {
     async fn close(mut self: Box<Self>) -> Result<()> {
         if let Some(consumer) = self.consumer.take() {
             // Dropping the last handle leaves the group (blocking until the broker answers).
-            blocking(move || {
-                consumer.unsubscribe();
-                drop(consumer);
-                Ok(())
-            })
-            .await?;
+            leave_group(consumer, self.join_wait).await?;
         }
         Ok(())
     }
@@ -902,7 +956,12 @@ impl Drop for KafkaSubscription {
         if let Some(consumer) = self.consumer.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            drop(handle.spawn_blocking(move || drop(consumer)));
+            let join_wait = self.join_wait;
+            drop(handle.spawn(async move {
+                if let Err(error) = leave_group(consumer, join_wait).await {
+                    tracing::warn!(%error, "Leaving the consumer group failed.");
+                }
+            }));
         }
     }
 }

@@ -46,6 +46,7 @@ conformance!(
     unknown_topics_are_errors,
     headers_round_trip,
     recent_event_ids_are_the_tail,
+    leaving_during_the_group_join_does_not_stall_the_group,
 );
 
 /// Offsets strictly increase in call order within each partition.
@@ -287,6 +288,29 @@ async fn uncommitted_records_are_redelivered_after_a_crash(log: Arc<dyn EventLog
     let mut sub = log.subscribe(&group, &topic).await.unwrap();
     let again = poll_n(&mut sub, expected.len()).await;
     assert_eq!(values(&again), expected);
+    sub.close().await.unwrap();
+}
+
+/// A member closed right after subscribing (on Kafka its group join is still in progress)
+/// must not leave the group unable to form: the next member gets every record. On tansu
+/// 0.6 a member leaving between its JoinGroup and SyncGroup used to stay the leader of the
+/// forming group, answering every later SyncGroup with REBALANCE_IN_PROGRESS for good.
+async fn leaving_during_the_group_join_does_not_stall_the_group(log: Arc<dyn EventLog>) {
+    let topic = new_topic(&log, 2).await;
+    let group = unique("group");
+    let records: Vec<Record> = (0..4)
+        .map(|i| rec(&format!("acme/r{i}"), format!("v{i}")))
+        .collect();
+    log.append(&topic, records).await.unwrap();
+
+    let mut sub = log.subscribe(&group, &topic).await.unwrap();
+    // Whatever arrives is not committed: the next member gets it again.
+    let _ = sub.poll(10, Duration::from_millis(10)).await.unwrap();
+    sub.close().await.unwrap();
+
+    let mut sub = log.subscribe(&group, &topic).await.unwrap();
+    let got = poll_n(&mut sub, 4).await;
+    assert_eq!(values(&got), vec!["v0", "v1", "v2", "v3"]);
     sub.close().await.unwrap();
 }
 

@@ -11,6 +11,7 @@
 //! | `PullRequestReadied` (draft → ready) | an earlier approving `ReviewCompleted` of the fix's review |
 //! | `AutoMergeEnabled` | an earlier `ActionDecided` = `auto_merge` for the same task, and an earlier `PullRequestOpened` of that task with the same URL |
 //! | `PullRequestMerged` by Sentinel (`merged_by` names Sentinel) | an `auto_merge` decision for the PR's task, or an approving `ReviewCompleted` of its review |
+//! | `RevertPullRequestOpened` | an earlier `RollbackDecided` = `revert` for the same task, naming the branch the revert was opened from; that branch must not be protected |
 //!
 //! *Policy in force*: the policy version of the newest decision the tenant's policy stage
 //! recorded. An effect whose allowing decision was made under a version that has since been
@@ -20,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use sentinel_events::{ActionDecision, DispatchDecision, Event, Fact};
+use sentinel_events::{ActionDecision, DispatchDecision, Event, Fact, RollbackDecision};
 use serde::Serialize;
 
 use crate::AutoRemediationPolicy;
@@ -62,6 +63,13 @@ enum Decided {
     Action {
         task: String,
         decision: ActionDecision,
+        version: String,
+        seq: usize,
+    },
+    Rollback {
+        task: String,
+        decision: RollbackDecision,
+        branch: Option<String>,
         version: String,
         seq: usize,
     },
@@ -126,6 +134,60 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
                 );
                 task_action.insert(a.task_id.clone(), e.event_id.to_string());
                 note_version(&mut in_force, &e.tenant, &a.policy_version, seq);
+            }
+            Fact::RollbackDecided(r) => {
+                decisions.insert(
+                    e.event_id.to_string(),
+                    Decided::Rollback {
+                        task: r.task_id.clone(),
+                        decision: r.decision,
+                        branch: r.revert_branch.clone(),
+                        version: r.policy_version.clone(),
+                        seq,
+                    },
+                );
+                note_version(&mut in_force, &e.tenant, &r.policy_version, seq);
+            }
+            Fact::RevertPullRequestOpened(p) => {
+                let rules = &policy.rules_for(&e.tenant, &e.subject);
+                if matches(&rules.protected_branches, &p.branch) {
+                    violation(format!(
+                        "opened a revert from {}, which is protected",
+                        p.branch
+                    ));
+                }
+                match decisions.get(&p.decision_id) {
+                    Some(Decided::Rollback {
+                        task,
+                        decision: RollbackDecision::Revert,
+                        branch,
+                        version,
+                        seq: dseq,
+                    }) => {
+                        if *task != p.task_id {
+                            violation(format!(
+                                "decision {} is about task {task}, not {}",
+                                p.decision_id, p.task_id
+                            ));
+                        }
+                        if branch.as_deref() != Some(p.branch.as_str()) {
+                            violation(format!(
+                                "decision {} allows a revert from {branch:?}, not from {}",
+                                p.decision_id, p.branch
+                            ));
+                        }
+                        check_in_force(version, *dseq, &mut violation);
+                    }
+                    Some(Decided::Rollback { decision, .. }) => violation(format!(
+                        "decision {} is {}, not revert",
+                        p.decision_id,
+                        decision.as_str()
+                    )),
+                    _ => violation(format!(
+                        "no earlier rollback decision {} for the revert {}",
+                        p.decision_id, p.url
+                    )),
+                }
             }
             Fact::TaskQueued(t) => {
                 let Some(id) = &t.decision_id else { continue };
@@ -489,5 +551,84 @@ mod tests {
             v[0].problem.contains("not the pull request opened"),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_revert_needs_a_revert_decision_for_its_task_and_branch() {
+        use sentinel_events::facts::{RevertPullRequestOpened, RollbackDecided};
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("ts");
+        let decision = |d: RollbackDecision, id: &str| {
+            Event::origin(
+                RollbackDecided {
+                    rollback_event_id: "rb".into(),
+                    task_id: "task".into(),
+                    repository: "r".into(),
+                    url: "https://forge.example/r/pull/7".into(),
+                    base: "main".into(),
+                    revert_commit: Some("abc".into()),
+                    decision: d,
+                    revert_branch: (d == RollbackDecision::Revert)
+                        .then(|| "sentinel/revert-abc".to_owned()),
+                    auto_merge_pause_seconds: 3600,
+                    reason_code: "x".into(),
+                    reason: "x".into(),
+                    policy_version: "sha256:1".into(),
+                },
+                Some(id),
+                "t",
+                "r",
+                t0,
+                "policy@0",
+            )
+        };
+        let revert = |branch: &str, task: &str, decision: &Event| {
+            Event::origin(
+                RevertPullRequestOpened {
+                    task_id: task.into(),
+                    repository: "r".into(),
+                    forge: "local-git".into(),
+                    number: 8,
+                    url: "file:///records/8.json".into(),
+                    branch: branch.into(),
+                    base: "main".into(),
+                    reverted_commit: "abc".into(),
+                    commit: "def".into(),
+                    fix_url: "https://forge.example/r/pull/7".into(),
+                    decision_id: decision.event_id.to_string(),
+                },
+                Some(&format!("{branch}/{task}")),
+                "t",
+                "r",
+                t0,
+                "rollback@0",
+            )
+        };
+        let p = AutoRemediationPolicy::default();
+        let yes = decision(RollbackDecision::Revert, "yes");
+        let ok = revert("sentinel/revert-abc", "task", &yes);
+        assert!(audit(&[yes.clone(), ok.clone()], &p).is_empty());
+        let v = audit(&[ok.clone(), yes.clone()], &p);
+        assert!(
+            v[0].problem.contains("no earlier rollback decision"),
+            "{v:?}"
+        );
+        let v = audit(
+            &[yes.clone(), revert("sentinel/revert-zzz", "task", &yes)],
+            &p,
+        );
+        assert!(v[0].problem.contains("allows a revert from"), "{v:?}");
+        let v = audit(
+            &[yes.clone(), revert("sentinel/revert-abc", "other", &yes)],
+            &p,
+        );
+        assert!(v[0].problem.contains("not other"), "{v:?}");
+        let v = audit(&[yes.clone(), revert("main", "task", &yes)], &p);
+        assert!(v.iter().any(|v| v.problem.contains("protected")), "{v:?}");
+        let no = decision(RollbackDecision::NoRevert, "no");
+        let v = audit(
+            &[no.clone(), revert("sentinel/revert-abc", "task", &no)],
+            &p,
+        );
+        assert!(v[0].problem.contains("no_revert, not revert"), "{v:?}");
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
-use sentinel_events::{ActionDecision, DispatchDecision, Event, Fact, FailureType, TaskOutcome};
+use sentinel_events::{
+    ActionDecision, DispatchDecision, Event, Fact, FailureType, RollbackDecision, TaskOutcome,
+};
 
 use crate::AutoRemediationPolicy;
 use crate::model::{Compiled, RollbackAction, matches};
@@ -85,6 +87,10 @@ pub struct PolicyState {
     pauses: HashMap<(String, String), Pause>,
     /// Regressions per (tenant, repository, signature).
     regressions: HashMap<(String, String, String), u32>,
+    /// Auto-merge pauses per (tenant, repository), from rollback decisions: until, and why.
+    auto_merge_pauses: HashMap<(String, String), (DateTime<Utc>, String)>,
+    /// `RollbackRequested` facts already decided (a rollback is decided once).
+    rollbacks_decided: HashSet<String>,
 }
 
 fn key(tenant: &str, repository: &str) -> (String, String) {
@@ -176,8 +182,64 @@ impl PolicyState {
                         .insert(key(&info.tenant, &info.repository), at);
                 }
             }
+            Fact::RollbackDecided(r) => {
+                self.apply_rollback(
+                    &r.rollback_event_id,
+                    &event.tenant,
+                    &event.subject,
+                    r.auto_merge_pause_seconds,
+                    &r.url,
+                    at,
+                );
+            }
             _ => {}
         }
+    }
+
+    /// Records a rollback decision (recorded or simulated): the requested rollback is
+    /// decided, and auto-merge is paused for the repository for `pause_seconds` from `at`.
+    pub fn apply_rollback(
+        &mut self,
+        rollback_event_id: &str,
+        tenant: &str,
+        repository: &str,
+        pause_seconds: i64,
+        fix_url: &str,
+        at: DateTime<Utc>,
+    ) {
+        self.rollbacks_decided.insert(rollback_event_id.to_owned());
+        if pause_seconds <= 0 {
+            return;
+        }
+        let until = at + Duration::seconds(pause_seconds);
+        let pause = self
+            .auto_merge_pauses
+            .entry(key(tenant, repository))
+            .or_insert_with(|| (until, String::new()));
+        if pause.0 <= until {
+            *pause = (
+                until,
+                format!("the auto-merged fix {fix_url} was followed by the same failure"),
+            );
+        }
+    }
+
+    /// Whether the `RollbackRequested` fact `rollback_event_id` was already decided.
+    pub fn rollback_decided(&self, rollback_event_id: &str) -> bool {
+        self.rollbacks_decided.contains(rollback_event_id)
+    }
+
+    /// Until when auto-merge is paused for a repository at `at`, and why, if it is.
+    pub fn auto_merge_paused(
+        &self,
+        tenant: &str,
+        repository: &str,
+        at: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, &str)> {
+        self.auto_merge_pauses
+            .get(&key(tenant, repository))
+            .filter(|(until, _)| at < *until)
+            .map(|(until, why)| (*until, why.as_str()))
     }
 
     fn check_regression(
@@ -710,7 +772,7 @@ pub fn added_dependencies(diff: &str, manifests: &globset::GlobSet) -> Vec<Strin
 /// | `reject` | `validation_failed`, `below_pr_threshold` |
 /// | `require_review` | `protected_paths`, `security_sensitive`, `dependency_addition`, `production_config`, `rollback_review`, `low_confidence` |
 /// | `auto_merge` | `high_confidence` |
-/// | `open_pr` | `confident` |
+/// | `open_pr` | `confident`, `auto_merge_paused` |
 pub fn decide_action(
     state: &PolicyState,
     req: &ActionRequest<'_>,
@@ -828,6 +890,17 @@ pub fn decide_action(
         );
     }
     if confidence >= t.auto_merge_threshold {
+        if let Some((until, why)) = state.auto_merge_paused(req.tenant, req.repository, req.at) {
+            return d(
+                A::OpenPr,
+                "auto_merge_paused",
+                format!(
+                    "confidence {confidence:.2} would auto-merge, but auto-merge of {} is paused until {} because {why}",
+                    req.repository,
+                    until.format("%Y-%m-%d %H:%M UTC"),
+                ),
+            );
+        }
         return d(
             A::AutoMerge,
             "high_confidence",
@@ -845,6 +918,137 @@ pub fn decide_action(
             t.auto_create_pr_threshold
         ),
     )
+}
+
+/// A rollback the tracker requested (`RollbackRequested`), for the rollback decision.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Repository (the fix chain's subject).
+    pub repository: &'a str,
+    /// The task whose fix is concerned.
+    pub task_id: &'a str,
+    /// The merged fix pull request's URL.
+    pub url: &'a str,
+    /// The base branch that failed again.
+    pub base: &'a str,
+    /// The commit to revert, when known.
+    pub revert_commit: Option<&'a str>,
+    /// Seconds from the merge to the new failure (event time).
+    pub seconds_after_merge: f64,
+    /// The auto-merge pause the tracker requests, seconds.
+    pub requested_cooldown_seconds: i64,
+}
+
+/// The rollback decision with what it allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackVerdict {
+    /// Revert or not, with the reason.
+    pub decision: Decision<RollbackDecision>,
+    /// The only branch a revert pull request may be opened from (when reverting).
+    pub revert_branch: Option<String>,
+    /// How long auto-merge is paused for the repository, seconds (0: not at all).
+    pub auto_merge_pause_seconds: i64,
+}
+
+/// Prefix of the branches revert pull requests are opened from.
+pub const REVERT_BRANCH_PREFIX: &str = "sentinel/revert-";
+
+/// The revert branch of a task's fix: `sentinel/revert-` + the first 12 hex digits of the
+/// task id (as its fix branch `sentinel/fix-…`), or of the id's SHA-256 when it has fewer
+/// than 8.
+pub fn revert_branch(task_id: &str) -> String {
+    let mut short: String = task_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if short.len() < 8 {
+        use sha2::{Digest, Sha256};
+        short = hex::encode(Sha256::digest(task_id.as_bytes()))[..12].to_owned();
+    }
+    format!("{REVERT_BRANCH_PREFIX}{short}")
+}
+
+/// Decides what a requested rollback does. Pure: a function of (request, policy). Reason
+/// codes:
+///
+/// | decision | reason codes |
+/// |---|---|
+/// | `no_revert` | `outside_regression_window` (no pause), `revert_disabled`, `revert_commit_unknown` |
+/// | `revert` | `same_signature_after_auto_merge` |
+///
+/// Except outside the window, auto-merge is paused for the repository for
+/// `rollback_rules.auto_merge_pause_hours`, or the tracker's requested cooldown when unset.
+pub fn decide_rollback(
+    req: &RollbackRequest<'_>,
+    policy: &AutoRemediationPolicy,
+) -> RollbackVerdict {
+    use RollbackDecision as R;
+    let rules = &policy
+        .rules_for(req.tenant, req.repository)
+        .rules
+        .rollback_rules;
+    let minutes = (req.seconds_after_merge / 60.0).round();
+    let window_hours = rules.regression_window_hours;
+    if req.seconds_after_merge > f64::from(window_hours) * 3600.0 {
+        return RollbackVerdict {
+            decision: d(
+                R::NoRevert,
+                "outside_regression_window",
+                format!(
+                    "the failure came {minutes} minutes after the merge, beyond the regression window of {window_hours} hours"
+                ),
+            ),
+            revert_branch: None,
+            auto_merge_pause_seconds: 0,
+        };
+    }
+    let pause = rules
+        .auto_merge_pause_hours
+        .map_or(req.requested_cooldown_seconds, |h| i64::from(h) * 3600)
+        .max(0);
+    let pause_text = if pause > 0 {
+        format!(
+            "auto-merge of {} paused for {:.1} hours",
+            req.repository,
+            pause as f64 / 3600.0
+        )
+    } else {
+        "auto-merge not paused".to_owned()
+    };
+    let decision = if !rules.revert_auto_merged_fixes {
+        d(
+            R::NoRevert,
+            "revert_disabled",
+            format!("rollback_rules.revert_auto_merged_fixes is off; {pause_text}"),
+        )
+    } else if req.revert_commit.is_none_or(|c| c.trim().is_empty()) {
+        d(
+            R::NoRevert,
+            "revert_commit_unknown",
+            format!(
+                "the merge commit of {} is unknown, so it cannot be reverted; {pause_text}",
+                req.url
+            ),
+        )
+    } else {
+        d(
+            R::Revert,
+            "same_signature_after_auto_merge",
+            format!(
+                "CI on {} failed with the fix's signature {minutes} minutes after Sentinel auto-merged {}; reverting it, {pause_text}",
+                req.base, req.url
+            ),
+        )
+    };
+    RollbackVerdict {
+        revert_branch: (decision.decision == R::Revert).then(|| revert_branch(req.task_id)),
+        decision,
+        auto_merge_pause_seconds: pause,
+    }
 }
 
 #[cfg(test)]
@@ -1119,5 +1323,166 @@ mod tests {
             decide_action(&PolicyState::default(), &r, &p).reason_code,
             "below_pr_threshold"
         );
+    }
+
+    fn rollback(
+        seconds_after_merge: f64,
+        commit: Option<&'static str>,
+    ) -> RollbackRequest<'static> {
+        RollbackRequest {
+            tenant: "t",
+            repository: "r",
+            task_id: "3f2a9c41-77d0-4e1b-9d2f-0c5e8a6b1d22",
+            url: "https://forge.example/r/pull/7",
+            base: "main",
+            revert_commit: commit,
+            seconds_after_merge,
+            requested_cooldown_seconds: 7200,
+        }
+    }
+
+    #[test]
+    fn a_same_signature_regression_is_reverted_and_pauses_auto_merge() {
+        let p = AutoRemediationPolicy::default();
+        let v = decide_rollback(&rollback(600.0, Some("abc123")), &p);
+        assert_eq!(
+            (v.decision.decision, v.decision.reason_code),
+            (RollbackDecision::Revert, "same_signature_after_auto_merge")
+        );
+        assert_eq!(
+            v.revert_branch.as_deref(),
+            Some("sentinel/revert-3f2a9c4177d0")
+        );
+        // Unset in the policy: the tracker's requested cooldown.
+        assert_eq!(v.auto_merge_pause_seconds, 7200);
+        assert!(
+            v.decision.reason.contains("10 minutes"),
+            "{}",
+            v.decision.reason
+        );
+
+        // The policy's own pause wins; reverting can be switched off (the pause stays).
+        let p = policy(|r| {
+            r.rollback_rules.auto_merge_pause_hours = Some(48);
+            r.rollback_rules.revert_auto_merged_fixes = false;
+        });
+        let v = decide_rollback(&rollback(600.0, Some("abc123")), &p);
+        assert_eq!(
+            (v.decision.decision, v.decision.reason_code),
+            (RollbackDecision::NoRevert, "revert_disabled")
+        );
+        assert_eq!(
+            (v.revert_branch, v.auto_merge_pause_seconds),
+            (None, 48 * 3600)
+        );
+
+        // Without the merge commit there is nothing to revert.
+        let v = decide_rollback(&rollback(600.0, None), &AutoRemediationPolicy::default());
+        assert_eq!(v.decision.reason_code, "revert_commit_unknown");
+        assert_eq!(v.auto_merge_pause_seconds, 7200);
+
+        // Beyond the policy's regression window it is no regression at all.
+        let p = policy(|r| r.rollback_rules.regression_window_hours = 1);
+        let v = decide_rollback(&rollback(3601.0, Some("abc123")), &p);
+        assert_eq!(
+            (
+                v.decision.decision,
+                v.decision.reason_code,
+                v.auto_merge_pause_seconds
+            ),
+            (RollbackDecision::NoRevert, "outside_regression_window", 0)
+        );
+        let v = decide_rollback(&rollback(3600.0, Some("abc123")), &p);
+        assert_eq!(v.decision.decision, RollbackDecision::Revert);
+    }
+
+    #[test]
+    fn revert_branches_mirror_fix_branches_and_survive_odd_task_ids() {
+        assert_eq!(
+            revert_branch("3f2a9c41-77d0-4e1b-9d2f-0c5e8a6b1d22"),
+            "sentinel/revert-3f2a9c4177d0"
+        );
+        let odd = revert_branch("task-xyz");
+        assert!(
+            odd.starts_with(REVERT_BRANCH_PREFIX) && odd.len() == REVERT_BRANCH_PREFIX.len() + 12
+        );
+        assert_ne!(odd, revert_branch("task-xyw"));
+    }
+
+    #[test]
+    fn auto_merge_is_paused_per_repository_until_the_pause_ends() {
+        let p = AutoRemediationPolicy::default();
+        let mut state = PolicyState::default();
+        let decided = Event::origin(
+            sentinel_events::facts::RollbackDecided {
+                rollback_event_id: "rb".into(),
+                task_id: "task".into(),
+                repository: "r".into(),
+                url: "https://forge.example/r/pull/7".into(),
+                base: "main".into(),
+                revert_commit: Some("abc".into()),
+                decision: RollbackDecision::Revert,
+                revert_branch: Some("sentinel/revert-abc".into()),
+                auto_merge_pause_seconds: 3600,
+                reason_code: "same_signature_after_auto_merge".into(),
+                reason: "x".into(),
+                policy_version: p.version(),
+            },
+            Some("rb-decided"),
+            "t",
+            "r",
+            t0(),
+            "policy@0",
+        );
+        state.observe(&decided, &p);
+        assert!(state.rollback_decided("rb"));
+        let src = vec!["src/app.py".to_owned()];
+        let at = |secs: i64, repository: &'static str| ActionRequest {
+            tenant: "t",
+            repository,
+            passed: true,
+            confidence: 0.95,
+            files_changed: &src,
+            diff: None,
+            protected_paths_touched: &[],
+            at: t0() + Duration::seconds(secs),
+        };
+        let d = decide_action(&state, &at(60, "r"), &p);
+        assert_eq!(
+            (d.decision, d.reason_code),
+            (ActionDecision::OpenPr, "auto_merge_paused")
+        );
+        assert!(d.reason.contains("pull/7"), "{}", d.reason);
+        // Other repositories, and this one once the hour is over, auto-merge again.
+        assert_eq!(
+            decide_action(&state, &at(60, "other"), &p).decision,
+            ActionDecision::AutoMerge
+        );
+        assert_eq!(
+            decide_action(&state, &at(3600, "r"), &p).decision,
+            ActionDecision::AutoMerge
+        );
+        // Below the auto-merge bar nothing changes.
+        let low = ActionRequest {
+            confidence: 0.8,
+            ..at(60, "r")
+        };
+        assert_eq!(decide_action(&state, &low, &p).reason_code, "confident");
+    }
+
+    #[test]
+    fn new_rollback_keys_keep_the_version_of_policies_that_do_not_set_them() {
+        let before = AutoRemediationPolicy::default().version();
+        let spelled = AutoRemediationPolicy::from_toml(
+            "t",
+            "[rollback_rules]\nrevert_auto_merged_fixes = true\n",
+        )
+        .expect("parse");
+        assert_eq!(spelled.version(), before);
+        let changed =
+            AutoRemediationPolicy::from_toml("t", "[rollback_rules]\nauto_merge_pause_hours = 6\n")
+                .expect("parse");
+        assert_ne!(changed.version(), before);
+        assert_eq!(changed.rules.rollback_rules.auto_merge_pause_hours, Some(6));
     }
 }

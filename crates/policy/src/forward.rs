@@ -41,6 +41,7 @@ pub const POLICY_INPUTS: &[&str] = &[
     "pull_request_merged",
     "pull_request_closed",
     "review_completed",
+    "rollback_requested",
 ];
 
 /// The facts only the policy gate appends.
@@ -49,6 +50,7 @@ pub const POLICY_OUTPUTS: &[&str] = &[
     "action_decided",
     "review_requested",
     "review_escalated",
+    "rollback_decided",
 ];
 
 /// The stage copying the gate's inputs from `sentinel.events` to `sentinel.policy`, keyed by

@@ -13,7 +13,8 @@ pub mod stage;
 pub mod testing;
 
 pub use decide::{
-    ActionRequest, Decision, DispatchRequest, PolicyState, decide_action, decide_dispatch,
+    ActionRequest, Decision, DispatchRequest, PolicyState, REVERT_BRANCH_PREFIX, RollbackRequest,
+    RollbackVerdict, decide_action, decide_dispatch, decide_rollback, revert_branch,
 };
 pub use forward::PolicyForwardStage;
 pub use model::{AutoRemediationPolicy, Rules};

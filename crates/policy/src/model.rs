@@ -218,6 +218,20 @@ pub struct RollbackRules {
     /// After this many regressions of one failure signature, that signature is never fixed
     /// again (decision `not_eligible`); 0 disables.
     pub disable_signature_after_regressions: u32,
+    /// When the tracker requests a rollback (CI on the base failed with an auto-merged fix's
+    /// signature), open a pull request reverting the fix (rollback decision `revert`).
+    /// Left out of the canonical form at its default, so older policies keep their version.
+    #[serde(skip_serializing_if = "is_true")]
+    pub revert_auto_merged_fixes: bool,
+    /// How long auto-merge stays paused for the repository after a requested rollback
+    /// (`auto_merge` decisions become `open_pr`), hours; unset: the cooldown the tracker
+    /// requests (`SENTINEL_ROLLBACK_COOLDOWN_SECS`, 24 h by default); 0: no pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_merge_pause_hours: Option<u32>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for RollbackRules {
@@ -227,6 +241,8 @@ impl Default for RollbackRules {
             on_regression: RollbackAction::PauseRepository,
             pause_hours: 24,
             disable_signature_after_regressions: 2,
+            revert_auto_merged_fixes: true,
+            auto_merge_pause_hours: None,
         }
     }
 }

@@ -20,7 +20,10 @@ use sentinel_events::{DispatchDecision, Event, Fact, FailureType};
 use serde::Serialize;
 
 use crate::AutoRemediationPolicy;
-use crate::decide::{ActionRequest, DispatchRequest, PolicyState, decide_action, decide_dispatch};
+use crate::decide::{
+    ActionRequest, DispatchRequest, PolicyState, RollbackRequest, decide_action, decide_dispatch,
+    decide_rollback,
+};
 
 /// What to compare the candidate with.
 #[derive(Debug, Clone, Copy)]
@@ -225,7 +228,9 @@ pub fn simulate(
         }
         match &event.fact {
             // Recorded decisions are replaced by the simulation's own.
-            Fact::DispatchDecided(_) | Fact::ActionDecided(_) => continue,
+            Fact::DispatchDecided(_) | Fact::ActionDecided(_) | Fact::RollbackDecided(_) => {
+                continue;
+            }
             Fact::FixCandidateProposed(c) => {
                 candidates.0.insert(
                     c.candidate_id.clone(),
@@ -300,6 +305,33 @@ pub fn simulate(
                         reason_code: d.reason_code.to_owned(),
                         reason: d.reason,
                     },
+                );
+            }
+            // The candidate policy decides the rollback (its auto-merge pause shapes later
+            // action decisions); the rollback itself is not a per-failure outcome.
+            Fact::RollbackRequested(r) => {
+                let rollback_id = event.event_id.to_string();
+                if state.rollback_decided(&rollback_id) {
+                    continue;
+                }
+                let req = RollbackRequest {
+                    tenant: &event.tenant,
+                    repository: &event.subject,
+                    task_id: &r.task_id,
+                    url: &r.url,
+                    base: &r.base,
+                    revert_commit: r.merge_commit.as_deref(),
+                    seconds_after_merge: r.seconds_after_merge,
+                    requested_cooldown_seconds: r.cooldown_seconds,
+                };
+                let v = decide_rollback(&req, policy);
+                state.apply_rollback(
+                    &rollback_id,
+                    &event.tenant,
+                    &event.subject,
+                    v.auto_merge_pause_seconds,
+                    &r.url,
+                    event.occurred_at,
                 );
             }
             _ => {}

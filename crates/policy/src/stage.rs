@@ -1,5 +1,6 @@
 //! The policy stage: `FailureClassified` → `DispatchDecided`, `FixValidated` →
-//! `ActionDecided` (+ `ReviewRequested` when review is required), and `ReviewEscalated` once
+//! `ActionDecided` (+ `ReviewRequested` when review is required), `RollbackRequested` →
+//! `RollbackDecided` (revert or not, auto-merge pause), and `ReviewEscalated` once
 //! a review waited `escalation_timeout_hours` in event time (with an optional webhook
 //! notification).
 //!
@@ -18,14 +19,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use sentinel_events::facts::{ActionDecided, DispatchDecided, ReviewEscalated, ReviewRequested};
+use sentinel_events::facts::{
+    ActionDecided, DispatchDecided, ReviewEscalated, ReviewRequested, RollbackDecided,
+};
 use sentinel_events::{ActionDecision, Event, Fact};
 use sentinel_runtime::metrics::names;
 use sentinel_runtime::{EVENTS_TOPIC, HandlerError, Output, POLICY_TOPIC, Stage, producer};
 use tracing::warn;
 
 use crate::AutoRemediationPolicy;
-use crate::decide::{ActionRequest, DispatchRequest, PolicyState, decide_action, decide_dispatch};
+use crate::decide::{
+    ActionRequest, DispatchRequest, PolicyState, RollbackRequest, decide_action, decide_dispatch,
+    decide_rollback,
+};
 use crate::forward::{POLICY_INPUTS, POLICY_OUTPUTS};
 
 /// A pending review, until completed or escalated.
@@ -85,6 +91,12 @@ impl PolicyStage {
             sentinel_runtime::metrics::zero(
                 names::POLICY_DECISIONS,
                 &[("point", "action"), ("decision", d)],
+            );
+        }
+        for d in ["revert", "no_revert"] {
+            sentinel_runtime::metrics::zero(
+                names::POLICY_DECISIONS,
+                &[("point", "rollback"), ("decision", d)],
             );
         }
         metrics::gauge!(names::REVIEWS_PENDING).set(0.0);
@@ -313,6 +325,41 @@ impl Stage for PolicyStage {
                     out.push(decided);
                 }
             }
+            Fact::RollbackRequested(r) => {
+                // A rollback is decided once, however often its request is redelivered.
+                let rollback_id = event.event_id.to_string();
+                if self.state.rollback_decided(&rollback_id) {
+                    return Ok(out);
+                }
+                let req = RollbackRequest {
+                    tenant: &event.tenant,
+                    repository: &event.subject,
+                    task_id: &r.task_id,
+                    url: &r.url,
+                    base: &r.base,
+                    revert_commit: r.merge_commit.as_deref(),
+                    seconds_after_merge: r.seconds_after_merge,
+                    requested_cooldown_seconds: r.cooldown_seconds,
+                };
+                let v = decide_rollback(&req, &self.policy);
+                metrics::counter!(names::POLICY_DECISIONS, "point" => "rollback", "decision" => v.decision.decision.as_str())
+                    .increment(1);
+                let fact = RollbackDecided {
+                    rollback_event_id: rollback_id,
+                    task_id: r.task_id.clone(),
+                    repository: r.repository.clone(),
+                    url: r.url.clone(),
+                    base: r.base.clone(),
+                    revert_commit: r.merge_commit.clone(),
+                    decision: v.decision.decision,
+                    revert_branch: v.revert_branch,
+                    auto_merge_pause_seconds: v.auto_merge_pause_seconds,
+                    reason_code: v.decision.reason_code.to_owned(),
+                    reason: v.decision.reason,
+                    policy_version: self.version.clone(),
+                };
+                out.push(event.caused(fact, &self.producer, 0, None));
+            }
             _ => {}
         }
         // Escalate the tenant's reviews that waited too long by its clock (event time).
@@ -464,6 +511,63 @@ mod tests {
             feed(&mut stage, &classified(&failure(2, "main"), 2))
                 .await
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_requested_rollback_is_decided_once_under_the_policy_version() {
+        use sentinel_events::facts::RollbackRequested;
+        let mut stage = PolicyStage::new(AutoRemediationPolicy::default());
+        let request = Event::origin(
+            RollbackRequested {
+                task_id: "7e4f0c2a-1b3d-4c5e-8f90-a1b2c3d4e5f6".into(),
+                repository: "/repos/r1".into(),
+                url: "file:///forge/r1/7.json".into(),
+                base: "main".into(),
+                merge_commit: Some("c0ffee".into()),
+                signature: "formatting:1".into(),
+                failure_event_id: "f".into(),
+                seconds_after_merge: 300.0,
+                cooldown_seconds: 86_400,
+                reason_code: "same_signature_after_auto_merge".into(),
+            },
+            Some("rollback-1"),
+            "acme",
+            "/repos/r1",
+            now(),
+            "tracker@0",
+        );
+        async fn decide(stage: &mut PolicyStage, request: &Event) -> Vec<Event> {
+            stage.fold(request);
+            let out = stage.handle(request).await.expect("handle");
+            let decided: Vec<Event> = out.events().cloned().collect();
+            for e in &decided {
+                stage.fold(e);
+            }
+            decided
+        }
+        let first = decide(&mut stage, &request).await;
+        let [decided] = first.as_slice() else {
+            panic!("one decision: {first:?}")
+        };
+        match &decided.fact {
+            Fact::RollbackDecided(d) => {
+                assert_eq!(d.decision, sentinel_events::RollbackDecision::Revert);
+                assert_eq!(d.rollback_event_id, request.event_id.to_string());
+                assert_eq!(
+                    d.revert_branch.as_deref(),
+                    Some("sentinel/revert-7e4f0c2a1b3d")
+                );
+                assert_eq!(d.revert_commit.as_deref(), Some("c0ffee"));
+                assert_eq!(d.auto_merge_pause_seconds, 86_400);
+                assert_eq!(d.policy_version, stage.version);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(decided.causation_id, Some(request.event_id));
+        assert!(
+            decide(&mut stage, &request).await.is_empty(),
+            "no second decision"
         );
     }
 

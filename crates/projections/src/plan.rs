@@ -461,7 +461,9 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::EventDeadLettered(_)
         | Fact::ForgeEventReceived(_)
         | Fact::RollbackRequested(_)
-        | Fact::AutoMergeEnabled(_) => Vec::new(),
+        | Fact::AutoMergeEnabled(_)
+        | Fact::RollbackDecided(_)
+        | Fact::RevertPullRequestOpened(_) => Vec::new(),
     })
 }
 

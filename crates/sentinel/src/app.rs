@@ -272,7 +272,7 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         let stage = configure_patchbot(stage, settings, hosted.clone())?;
         spawn_stage(&mut tasks, stage, &log, &shutdown);
         // Review answers act on the forge PatchBot opened the pull requests on.
-        let forge: Arc<dyn sentinel_forge::Forge> = match hosted {
+        let forge: Arc<dyn sentinel_forge::Forge> = match hosted.clone() {
             Some(forge) => forge,
             None => Arc::new(sentinel_forge::LocalGitForge::new(
                 settings.data_dir.join("forge"),
@@ -280,6 +280,19 @@ pub async fn start(settings: &Settings, components: &[&str]) -> Result<Running> 
         };
         let reviews = sentinel_patchbot::review::ReviewEffectsStage::new(forge);
         spawn_stage(&mut tasks, reviews, &log, &shutdown);
+        // Rollbacks (consumer group sentinel-rollback) run with PatchBot, which holds the
+        // forge credentials: revert PRs go to the forge fixes were opened on.
+        let forge: Arc<dyn sentinel_forge::Forge> = match hosted {
+            Some(forge) => forge,
+            None => Arc::new(sentinel_forge::LocalGitForge::new(
+                settings.data_dir.join("forge"),
+            )),
+        };
+        let bot = &settings.ingest.bot;
+        let rollback = sentinel_tracker::RollbackStage::new(forge)
+            .with_author(bot.name.clone(), bot.email.clone())
+            .with_work_root(Some(settings.data_dir.join("work")));
+        spawn_stage(&mut tasks, rollback, &log, &shutdown);
     }
     // PR tracker and InfraMind correlator (issue 8): settings from the environment, see
     // `crate::tracking`.

@@ -10,8 +10,11 @@
 //!   redeliveries.
 //! * Rollback: CI failing on the base branch with the fix's signature within
 //!   [`TrackerConfig::rollback_window_seconds`] of an auto-merge appends `RollbackRequested`
-//!   (with the cooldown) and a superseding failed `FixOutcomeRecorded`. Opening the revert PR
-//!   and pausing auto-merge are the policy's decisions, made from that fact.
+//!   (with the requested cooldown) and a superseding failed `FixOutcomeRecorded`. The policy
+//!   decides from that fact (`RollbackDecided`: revert or not, the revert branch, the
+//!   auto-merge pause); [`rollback::RollbackStage`] carries out a `revert` decision — the
+//!   merge commit reverted on `sentinel/revert-…` and a pull request opened through the
+//!   forge (`RevertPullRequestOpened`).
 //! * [`poll::Poller`] asks the forge about open Sentinel PRs where webhooks are missing:
 //!   the local git forge by inspecting the repository, GitHub and GitLab over their REST
 //!   APIs. It appends what it sees as `ForgeEventReceived` (source `poll`), so webhooks and
@@ -24,11 +27,13 @@
 pub mod config;
 pub mod learning;
 pub mod poll;
+pub mod rollback;
 pub mod stage;
 pub mod state;
 pub mod testing;
 
 pub use config::TrackerConfig;
+pub use rollback::{ROLLBACK_STAGE, RollbackStage};
 pub use stage::{STAGE_NAME, TrackerStage};
 pub use state::{PrStatus, TrackedPr, TrackerState};
 

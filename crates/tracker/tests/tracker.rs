@@ -541,6 +541,723 @@ async fn gitlab_is_polled_for_pipeline_approvals_and_close() {
     h.stop().await;
 }
 
+// ---------------------------------------------------------------------------------------
+// Rollback: tracker → policy → rollback stage → revert pull request.
+// ---------------------------------------------------------------------------------------
+
+mod rollback {
+    use super::*;
+
+    use sentinel_events::envelope::now;
+    use sentinel_events::facts::{
+        BranchPushed, CiRunFailed, FailureClassified, FixCandidateProposed, FixValidated,
+        PullRequestOpened, RollbackDecided, TaskQueued,
+    };
+    use sentinel_events::types::FailureType;
+    use sentinel_events::{DEFAULT_TENANT, RollbackDecision};
+    use sentinel_forge::testing::git_as;
+    use sentinel_runtime::{HandlerError, Stage};
+    use sentinel_tracker::RollbackStage;
+
+    const SIGNATURE: &str = "formatting:black:app.py";
+    const BEFORE: &str = "def f( x ):\n    return x\n";
+    const FIXED: &str = "def f(x):\n    return x\n";
+
+    /// A repository whose `main` has `app.py` badly formatted.
+    fn repository(dir: &Path) -> String {
+        git(dir, &["init", "--quiet"]);
+        std::fs::write(dir.join("app.py"), BEFORE).unwrap();
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "--quiet", "-m", "first"]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    /// The fix commit (PatchBot's work dir): a clone of `repo` at `main` with `app.py`
+    /// formatted, committed as PatchBot.
+    fn fix_workdir(repo: &Path) -> TempDir {
+        let work = TempDir::new().unwrap();
+        git(
+            work.path(),
+            &["clone", "--quiet", repo.to_str().unwrap(), "."],
+        );
+        std::fs::write(work.path().join("app.py"), FIXED).unwrap();
+        git(work.path(), &["add", "."]);
+        git_as(
+            work.path(),
+            &["commit", "--quiet", "-m", "Fix: formatting"],
+            "Sentinel PatchBot",
+            "patchbot@sentinel.invalid",
+        );
+        work
+    }
+
+    fn failure(repo: &str, commit: &str, natural: &str) -> (Event, Event) {
+        let failure = Event::origin(
+            CiRunFailed {
+                source: "generic".into(),
+                delivery_id: None,
+                repository: repo.into(),
+                branch: "main".into(),
+                commit: commit.into(),
+                command: Some("black --check .".into()),
+                log: "would reformat app.py".into(),
+                log_size_bytes: 21,
+                run_url: None,
+                job_name: None,
+                author: Some("dev".into()),
+                sentinel_authored: false,
+            },
+            Some(natural),
+            DEFAULT_TENANT,
+            repo,
+            now(),
+            "fixture@0",
+        );
+        let classified = failure.caused(
+            FailureClassified {
+                failure_event_id: failure.event_id.to_string(),
+                failure_type: FailureType::Formatting,
+                confidence: 0.99,
+                method: "pattern".into(),
+                pattern_id: Some("black".into()),
+                tool: Some("black".into()),
+                signature: SIGNATURE.into(),
+                files: vec!["app.py".into()],
+                lines: vec![],
+                modules: vec![],
+                symbols: vec![],
+            },
+            "classifier@0",
+            0,
+            Some(now()),
+        );
+        (failure, classified)
+    }
+
+    fn spawn<S: Stage>(
+        stage: S,
+        log: &Arc<dyn EventLog>,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let config = RunnerConfig {
+            poll_wait: Duration::from_millis(50),
+            ..RunnerConfig::default()
+        };
+        let run = tokio::spawn(run_stage(stage, log.clone(), config, stop.clone()));
+        tokio::spawn(async move { run.await.unwrap().unwrap() })
+    }
+
+    fn find<'a>(facts: &'a [Event], ty: &str) -> &'a Event {
+        facts
+            .iter()
+            .find(|e| e.event_type() == ty)
+            .unwrap_or_else(|| panic!("no {ty}"))
+    }
+
+    /// End to end on the SQLite log with the real tracker, policy and rollback stages and
+    /// the real local git forge: the policy auto-merges a fix, a maintainer merges it
+    /// (`git merge --no-ff`, found by the poller), CI on `main` fails again with the same
+    /// signature, the tracker requests a rollback, the policy decides `revert`, and the
+    /// rollback stage opens a revert PR whose branch really undoes the merge. The log
+    /// passes the audit; running the rollback again opens nothing new.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_regression_after_an_auto_merge_opens_a_revert_pull_request() {
+        let h = Harness::start().await;
+        let stop = CancellationToken::new();
+        let repo_dir = TempDir::new().unwrap();
+        let repo = repo_dir.path().to_str().unwrap().to_owned();
+        let first = repository(repo_dir.path());
+        let records = TempDir::new().unwrap();
+        let forge = Arc::new(LocalGitForge::new(records.path()));
+        let policy = sentinel_policy::AutoRemediationPolicy::default();
+        let stages = [
+            spawn(
+                sentinel_policy::PolicyStage::new(policy.clone()),
+                &h.log,
+                &stop,
+            ),
+            spawn(RollbackStage::new(forge.clone()), &h.log, &stop),
+        ];
+
+        // CI fails; the policy dispatches.
+        let (f1, c1) = failure(&repo, &first, "failure-1");
+        h.append(&[f1.clone(), c1]).await;
+        let facts = h
+            .wait_until("dispatch", |f| count(f, "dispatch_decided") == 1)
+            .await;
+        let dispatch = find(&facts, "dispatch_decided").event_id.to_string();
+        // PatchBot's task: a validated candidate at 0.95 → the policy says auto_merge.
+        let task_id = uuid::Uuid::new_v5(&f1.event_id, b"task").to_string();
+        let queued = f1.caused(
+            TaskQueued {
+                task_id: task_id.clone(),
+                agent_id: "patchbot".into(),
+                task_type: "fix_failure".into(),
+                priority: 0,
+                decision_id: Some(dispatch.clone()),
+                failure_event_id: Some(f1.event_id.to_string()),
+                payload: "{}".into(),
+                timeout_seconds: 600,
+                max_attempts: 3,
+            },
+            "controller@0",
+            0,
+            Some(now()),
+        );
+        let proposed = queued.caused(
+            FixCandidateProposed {
+                task_id: task_id.clone(),
+                candidate_id: "c1".into(),
+                strategy: "black".into(),
+                diff: "--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-def f( x ):\n+def f(x):\n".into(),
+                files_changed: vec!["app.py".into()],
+                tool_versions: Default::default(),
+            },
+            "patchbot@0",
+            1,
+            Some(now()),
+        );
+        let validated = queued.caused(
+            FixValidated {
+                task_id: task_id.clone(),
+                candidate_id: "c1".into(),
+                decision_id: dispatch,
+                passed: true,
+                confidence: 0.95,
+                steps: vec![],
+                protected_paths_touched: vec![],
+            },
+            "patchbot@0",
+            2,
+            Some(now()),
+        );
+        h.append(&[queued, proposed, validated]).await;
+        let facts = h
+            .wait_until("action", |f| count(f, "action_decided") == 1)
+            .await;
+        let action = find(&facts, "action_decided");
+        assert!(
+            matches!(&action.fact, Fact::ActionDecided(a) if a.decision == ActionDecision::AutoMerge),
+            "{action:?}"
+        );
+        // PatchBot pushes the fix branch and opens the PR on the local forge.
+        let work = fix_workdir(repo_dir.path());
+        let fix_branch = format!("sentinel/fix-{}", &task_id[..8]);
+        let repo_ref = RepoRef::new(repo.as_str());
+        let pushed = forge
+            .push_branch(&repo_ref, work.path(), &fix_branch)
+            .await
+            .unwrap();
+        let pr = forge
+            .open_pull_request(&PullRequestRequest {
+                repository: repo.clone(),
+                branch: fix_branch.clone(),
+                base: "main".into(),
+                title: "Fix: formatting".into(),
+                body: String::new(),
+                draft: false,
+                labels: vec!["sentinel".into()],
+            })
+            .await
+            .unwrap();
+        let decision_id = action.event_id.to_string();
+        h.append(&[
+            action.caused(
+                BranchPushed {
+                    task_id: task_id.clone(),
+                    repository: repo.clone(),
+                    branch: fix_branch.clone(),
+                    commit: pushed.commit.clone(),
+                    decision_id: decision_id.clone(),
+                },
+                "patchbot@0",
+                10,
+                Some(now()),
+            ),
+            action.caused(
+                PullRequestOpened {
+                    task_id: task_id.clone(),
+                    repository: repo.clone(),
+                    forge: "local-git".into(),
+                    number: i64::try_from(pr.number).unwrap(),
+                    url: pr.url.clone(),
+                    branch: fix_branch.clone(),
+                    base: "main".into(),
+                    title: "Fix: formatting".into(),
+                    draft: false,
+                    decision_id,
+                },
+                "patchbot@0",
+                11,
+                Some(now()),
+            ),
+        ])
+        .await;
+
+        // The fix is merged by hand; the poller sees it.
+        git(
+            repo_dir.path(),
+            &[
+                "merge",
+                "--quiet",
+                "--no-ff",
+                "-m",
+                "Merge fix",
+                &fix_branch,
+            ],
+        );
+        let merge_commit = git(repo_dir.path(), &["rev-parse", "HEAD"]);
+        let mut poller = Poller::new(h.log.clone())
+            .with_source("local-git", Arc::new(LocalGitSource::new(records.path())));
+        h.wait_until("the fix PR tracked", |f| {
+            count(f, "pull_request_opened") == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(poller.poll_once().await.unwrap(), 1);
+        h.wait_until("merged", |f| count(f, "pull_request_merged") == 1)
+            .await;
+
+        // CI on main fails again with the same signature.
+        let (f2, c2) = failure(&repo, &merge_commit, "failure-2");
+        h.append(&[f2, c2]).await;
+        let facts = h
+            .wait_until("revert PR", |f| count(f, "revert_pull_request_opened") == 1)
+            .await;
+        let requested = find(&facts, "rollback_requested");
+        let decided = find(&facts, "rollback_decided");
+        let Fact::RollbackDecided(d) = &decided.fact else {
+            unreachable!()
+        };
+        assert_eq!(d.decision, RollbackDecision::Revert, "{d:?}");
+        assert_eq!(d.rollback_event_id, requested.event_id.to_string());
+        assert_eq!(d.revert_commit.as_deref(), Some(merge_commit.as_str()));
+        assert_eq!(
+            d.auto_merge_pause_seconds,
+            TrackerConfig::default().rollback_cooldown_seconds
+        );
+        let revert_branch = d.revert_branch.clone().unwrap();
+        assert_eq!(
+            revert_branch,
+            format!("sentinel/revert-{}", {
+                let hex: String = task_id
+                    .chars()
+                    .filter(char::is_ascii_hexdigit)
+                    .take(12)
+                    .collect();
+                hex
+            })
+        );
+        let opened = find(&facts, "revert_pull_request_opened");
+        let Fact::RevertPullRequestOpened(r) = &opened.fact else {
+            unreachable!()
+        };
+        assert_eq!(r.decision_id, decided.event_id.to_string());
+        assert_eq!(r.fix_url, pr.url);
+        assert_eq!(r.reverted_commit, merge_commit);
+        assert_eq!(r.branch, revert_branch);
+        assert_eq!(opened.correlation_id, f1.correlation_id, "the fix's chain");
+
+        // The revert branch really undoes the merge: main's tree from before the fix, one
+        // commit on top of the merge, authored by Sentinel, and app.py as it was.
+        let tip = git(repo_dir.path(), &["rev-parse", &revert_branch]);
+        assert_eq!(tip, r.commit);
+        assert_eq!(
+            git(repo_dir.path(), &["rev-parse", &format!("{tip}^{{tree}}")]),
+            git(
+                repo_dir.path(),
+                &["rev-parse", &format!("{first}^{{tree}}")]
+            )
+        );
+        assert_eq!(
+            git(repo_dir.path(), &["rev-parse", &format!("{tip}^")]),
+            merge_commit
+        );
+        assert_eq!(
+            git(repo_dir.path(), &["show", &format!("{tip}:app.py")]) + "\n",
+            BEFORE
+        );
+        assert_eq!(
+            git(repo_dir.path(), &["log", "-1", "--format=%an <%ae>", &tip]),
+            "Sentinel PatchBot <patchbot@sentinel.invalid>"
+        );
+        assert!(git(repo_dir.path(), &["log", "-1", "--format=%B", &tip]).contains(&merge_commit));
+        // main itself was not touched.
+        assert_eq!(git(repo_dir.path(), &["rev-parse", "main"]), merge_commit);
+        // The revert PR on the forge.
+        let record = forge
+            .find_pull_request(&repo_ref, &revert_branch)
+            .await
+            .unwrap()
+            .expect("revert PR record");
+        assert_eq!(record.url, r.url);
+        assert_eq!(record.base, "main");
+        assert_eq!(record.state, PullRequestState::Open);
+        assert!(!record.draft);
+        assert!(record.labels.contains(&"revert".to_owned()));
+        assert!(record.body.contains(&pr.url) && record.body.contains("revert"));
+
+        // Every effect in the log has its allowing decision.
+        let violations = sentinel_policy::audit::audit(&facts, &policy);
+        assert!(violations.is_empty(), "{violations:#?}");
+        assert!(
+            h.log.read(DLQ_TOPIC, 0, 0, 10).await.unwrap().is_empty(),
+            "nothing dead-lettered"
+        );
+
+        // Idempotent: a rollback stage that never saw its own fact (a crash after opening
+        // the PR) records the PR already open for the branch without pushing again.
+        let mut fresh = RollbackStage::new(forge.clone());
+        let again = fresh.handle(decided).await.unwrap();
+        let again: Vec<&Event> = again.events().collect();
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].event_id, opened.event_id,
+            "the same fact, deduplicated"
+        );
+        assert_eq!(git(repo_dir.path(), &["rev-parse", &revert_branch]), tip);
+        // One that did see it does nothing.
+        fresh.fold(opened);
+        assert!(fresh.handle(decided).await.unwrap().is_empty());
+
+        stop.cancel();
+        for s in stages {
+            s.await.unwrap();
+        }
+        h.stop().await;
+    }
+
+    /// A `revert` decision for `repo` (a `file://` URL ending in `acme/app`, so hosted forges
+    /// address it as `acme/app` while git clones it) reverting `commit`.
+    fn revert_decision(repo: &str, commit: &str) -> Event {
+        Event::origin(
+            RollbackDecided {
+                rollback_event_id: "rb".into(),
+                task_id: "5d1c0b7e-9a2f-4e3d-8c1b-2a3f4e5d6c7b".into(),
+                repository: repo.into(),
+                url: "https://forge.example/acme/app/pull/7".into(),
+                base: "main".into(),
+                revert_commit: Some(commit.into()),
+                decision: RollbackDecision::Revert,
+                revert_branch: Some("sentinel/revert-5d1c0b7e9a2f".into()),
+                auto_merge_pause_seconds: 3600,
+                reason_code: "same_signature_after_auto_merge".into(),
+                reason: "CI on main failed again".into(),
+                policy_version: "sha256:test".into(),
+            },
+            Some(commit),
+            DEFAULT_TENANT,
+            repo,
+            now(),
+            "policy@0",
+        )
+    }
+
+    /// `<tmp>/acme/app` with a fix merged into `main` (`--no-ff`); returns the tempdir,
+    /// the repository as a `file://` URL, the commit before the fix and the merge commit.
+    fn merged_fix_repo() -> (TempDir, String, String, String) {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("acme").join("app");
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = repository(&dir);
+        git(
+            &dir,
+            &["checkout", "--quiet", "-b", "sentinel/fix-5d1c0b7e"],
+        );
+        std::fs::write(dir.join("app.py"), FIXED).unwrap();
+        git(&dir, &["commit", "--quiet", "-am", "Fix: formatting"]);
+        git(&dir, &["checkout", "--quiet", "main"]);
+        git(
+            &dir,
+            &[
+                "merge",
+                "--quiet",
+                "--no-ff",
+                "-m",
+                "Merge fix",
+                "sentinel/fix-5d1c0b7e",
+            ],
+        );
+        let merge = git(&dir, &["rev-parse", "HEAD"]);
+        let url = format!("file://{}", dir.display());
+        (tmp, url, first, merge)
+    }
+
+    /// GitHub (octocrab) against a local server speaking the documented REST shapes of the
+    /// Git Data API and pulls: the revert commit's parent is `main`'s tip, its blob is the
+    /// pre-fix `app.py`, the branch is created, the PR opened with the revert label, and a
+    /// second run finds the PR instead of opening another.
+    #[tokio::test]
+    async fn github_revert_goes_through_the_git_data_api() {
+        use base64::Engine;
+        use sentinel_forge::{GitHubAuth, GitHubConfig, GitHubForge};
+        #[derive(Default)]
+        struct Gh {
+            blobs: Vec<Vec<u8>>,
+            trees: Vec<serde_json::Value>,
+            commits: Vec<serde_json::Value>,
+            refs: Vec<serde_json::Value>,
+            pulls: Vec<serde_json::Value>,
+            labels: Vec<serde_json::Value>,
+        }
+        type S = Arc<Mutex<Gh>>;
+        use axum::extract::Query;
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::post;
+        async fn blob(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b["content"].as_str().unwrap())
+                .unwrap();
+            let mut g = s.lock().unwrap();
+            g.blobs.push(bytes);
+            let sha = format!("blob{}", g.blobs.len());
+            (StatusCode::CREATED, Json(json!({"sha": sha, "url": "x"}))).into_response()
+        }
+        async fn tree(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            s.lock().unwrap().trees.push(b);
+            (
+                StatusCode::CREATED,
+                Json(json!({"sha": "tree1", "tree": []})),
+            )
+                .into_response()
+        }
+        async fn commit(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            s.lock().unwrap().commits.push(b);
+            (StatusCode::CREATED, Json(json!({"sha": "c".repeat(40)}))).into_response()
+        }
+        async fn no_ref() -> Response {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"})),
+            )
+                .into_response()
+        }
+        async fn create_ref(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            s.lock().unwrap().refs.push(b.clone());
+            (
+                StatusCode::CREATED,
+                Json(json!({"ref": b["ref"], "object": {"sha": b["sha"]}})),
+            )
+                .into_response()
+        }
+        async fn pulls(
+            State(s): State<S>,
+            Query(q): Query<std::collections::HashMap<String, String>>,
+        ) -> Json<serde_json::Value> {
+            let head = q.get("head").cloned().unwrap_or_default();
+            let g = s.lock().unwrap();
+            Json(serde_json::Value::Array(
+                g.pulls
+                    .iter()
+                    .filter(|p| format!("acme:{}", p["head"]["ref"].as_str().unwrap()) == head)
+                    .cloned()
+                    .collect(),
+            ))
+        }
+        async fn create_pull(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            let mut g = s.lock().unwrap();
+            let number = g.pulls.len() + 41;
+            let pr = json!({
+                "id": number, "node_id": format!("PR_{number}"), "number": number,
+                "html_url": format!("https://github.example/acme/app/pull/{number}"),
+                "title": b["title"], "body": b["body"], "draft": b["draft"], "state": "open",
+                "merged_at": null, "labels": [],
+                "head": {"ref": b["head"], "sha": "c".repeat(40)}, "base": {"ref": b["base"], "sha": "b"},
+            });
+            g.pulls.push(pr.clone());
+            (StatusCode::CREATED, Json(pr)).into_response()
+        }
+        async fn labels(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            s.lock().unwrap().labels.push(b.clone());
+            Json(json!([{"name": "sentinel"}, {"name": "revert"}])).into_response()
+        }
+        let state: S = Arc::default();
+        let app = Router::new()
+            .route("/repos/{o}/{r}/git/blobs", post(blob))
+            .route("/repos/{o}/{r}/git/trees", post(tree))
+            .route("/repos/{o}/{r}/git/commits", post(commit))
+            .route("/repos/{o}/{r}/git/ref/heads/{*branch}", get(no_ref))
+            .route("/repos/{o}/{r}/git/refs", post(create_ref))
+            .route("/repos/{o}/{r}/pulls", get(pulls).post(create_pull))
+            .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
+            .with_state(state.clone());
+        let api = serve(app).await;
+        let forge = Arc::new(
+            GitHubForge::new(GitHubConfig {
+                api_url: api,
+                auth: GitHubAuth::Token("ghs_test_token".into()),
+                reviewers: vec![],
+                team_reviewers: vec![],
+            })
+            .unwrap(),
+        );
+        let (_tmp, repo, _first, merge) = merged_fix_repo();
+        let mut stage = RollbackStage::new(forge);
+        let decision = revert_decision(&repo, &merge);
+        let out = stage.handle(&decision).await.unwrap();
+        let opened: Vec<&Event> = out.events().collect();
+        let Fact::RevertPullRequestOpened(r) = &opened[0].fact else {
+            panic!("{opened:?}")
+        };
+        assert_eq!(r.forge, "github");
+        assert_eq!(r.url, "https://github.example/acme/app/pull/41");
+        assert_eq!(r.commit, "c".repeat(40));
+        {
+            let g = state.lock().unwrap();
+            assert_eq!(
+                g.blobs,
+                vec![BEFORE.as_bytes().to_vec()],
+                "app.py as before the fix"
+            );
+            assert_eq!(g.trees[0]["tree"][0]["path"], "app.py");
+            assert_eq!(g.commits[0]["parents"], json!([merge]), "on top of main");
+            assert!(
+                g.commits[0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Revert Sentinel fix")
+            );
+            assert_eq!(g.commits[0]["author"]["email"], "patchbot@sentinel.invalid");
+            assert_eq!(g.refs[0]["ref"], "refs/heads/sentinel/revert-5d1c0b7e9a2f");
+            assert_eq!(g.pulls[0]["base"]["ref"], "main");
+            assert_eq!(g.labels[0]["labels"], json!(["sentinel", "revert"]));
+        }
+        // Again (a restart before the fact was recorded): found, not opened twice.
+        let out = stage.handle(&decision).await.unwrap();
+        assert_eq!(out.events().count(), 1);
+        let g = state.lock().unwrap();
+        assert_eq!((g.pulls.len(), g.commits.len()), (1, 1));
+    }
+
+    /// GitLab (REST v4) against a local server speaking the documented shapes: one Commits
+    /// API call creates the revert branch from `main`'s tip with `app.py` restored, then
+    /// the merge request.
+    #[tokio::test]
+    async fn gitlab_revert_goes_through_the_commits_api() {
+        use base64::Engine;
+        use sentinel_forge::{GitLabConfig, GitLabForge};
+        type S = Arc<Mutex<(Vec<serde_json::Value>, Vec<serde_json::Value>)>>;
+        use axum::extract::Query;
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::post;
+        async fn commit(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            s.lock().unwrap().0.push(b);
+            let id = "d".repeat(40);
+            (
+                StatusCode::CREATED,
+                Json(json!({"id": id, "short_id": &id[..8]})),
+            )
+                .into_response()
+        }
+        async fn list(
+            State(s): State<S>,
+            Query(q): Query<std::collections::HashMap<String, String>>,
+        ) -> Json<serde_json::Value> {
+            let branch = q.get("source_branch").cloned().unwrap_or_default();
+            let g = s.lock().unwrap();
+            Json(serde_json::Value::Array(
+                g.1.iter()
+                    .filter(|m| m["source_branch"] == branch.as_str())
+                    .cloned()
+                    .collect(),
+            ))
+        }
+        async fn create(State(s): State<S>, Json(b): Json<serde_json::Value>) -> Response {
+            let mut g = s.lock().unwrap();
+            let iid = g.1.len() + 3;
+            let mr = json!({
+                "id": 5000 + iid, "iid": iid,
+                "web_url": format!("https://gitlab.example/acme/app/-/merge_requests/{iid}"),
+                "title": b["title"], "description": b["description"], "draft": false,
+                "state": "opened", "source_branch": b["source_branch"], "target_branch": b["target_branch"],
+                "sha": "d".repeat(40), "labels": b["labels"].as_str().unwrap().split(',').collect::<Vec<_>>(),
+            });
+            g.1.push(mr.clone());
+            (StatusCode::CREATED, Json(mr)).into_response()
+        }
+        let state: S = Arc::default();
+        let app = Router::new()
+            .route("/api/v4/projects/{p}/repository/commits", post(commit))
+            .route(
+                "/api/v4/projects/{p}/merge_requests",
+                get(list).post(create),
+            )
+            .with_state(state.clone());
+        let api = format!("{}/api/v4", serve(app).await);
+        let forge = Arc::new(
+            GitLabForge::new(GitLabConfig {
+                api_url: api,
+                token: "glpat-test".into(),
+                reviewer_ids: vec![],
+            })
+            .unwrap(),
+        );
+        let (_tmp, repo, _first, merge) = merged_fix_repo();
+        let mut stage = RollbackStage::new(forge);
+        let out = stage.handle(&revert_decision(&repo, &merge)).await.unwrap();
+        let opened: Vec<&Event> = out.events().collect();
+        let Fact::RevertPullRequestOpened(r) = &opened[0].fact else {
+            panic!("{opened:?}")
+        };
+        assert_eq!(r.forge, "gitlab");
+        assert_eq!(r.number, 3);
+        let g = state.lock().unwrap();
+        let c = &g.0[0];
+        assert_eq!(c["branch"], "sentinel/revert-5d1c0b7e9a2f");
+        assert_eq!(c["start_sha"], merge.as_str());
+        assert_eq!(c["actions"][0]["file_path"], "app.py");
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(c["actions"][0]["content"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(content, BEFORE.as_bytes());
+        assert_eq!(g.1[0]["target_branch"], "main");
+    }
+
+    /// A revert that cannot be made is dead-lettered with the reason, never half-done: the
+    /// merged commit is no longer on `main` (history rewritten), or `main` changed the same
+    /// lines since (conflict).
+    #[tokio::test]
+    async fn reverts_that_cannot_be_made_are_refused_with_the_reason() {
+        let (tmp, repo, _first, merge) = merged_fix_repo();
+        let dir = tmp.path().join("acme").join("app");
+        let records = TempDir::new().unwrap();
+        let forge = Arc::new(LocalGitForge::new(records.path()));
+        let mut stage = RollbackStage::new(forge.clone());
+        // A later commit rewrites the same line: the revert conflicts.
+        std::fs::write(dir.join("app.py"), "def f(y):\n    return y\n").unwrap();
+        git(&dir, &["commit", "--quiet", "-am", "rename"]);
+        let err = stage
+            .handle(&revert_decision(&repo, &merge))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, HandlerError::Poison(why) if why.contains("does not apply cleanly")),
+            "{err:?}"
+        );
+        // History rewritten: the merge is gone from main (a tag still reaches it).
+        git(&dir, &["tag", "before-rewrite", &merge]);
+        git(&dir, &["reset", "--quiet", "--hard", &format!("{merge}^1")]);
+        let err = stage
+            .handle(&revert_decision(&repo, &merge))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, HandlerError::Poison(why) if why.contains("is not on main")),
+            "{err:?}"
+        );
+        // Nothing was pushed or opened.
+        assert!(
+            forge
+                .find_pull_request(&RepoRef::new(repo.as_str()), "sentinel/revert-5d1c0b7e9a2f")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
 /// Metric compliance: the tracker, run by the stage runtime on the embedded log and driven
 /// by webhooks (the merge delivered twice), then a regression after the auto-merge, emits
 /// the metrics the dashboards rely on (`sentinel_runtime::metrics::required::{RUNTIME,
