@@ -52,6 +52,7 @@ pub mod openapi;
 use std::sync::Arc;
 use std::time::Duration;
 pub mod reviews;
+pub mod telemetry;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -250,7 +251,8 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             consistency::read_your_writes,
         ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .route_layer(middleware::from_fn(telemetry::record));
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))

@@ -1097,3 +1097,51 @@ async fn review_routes_are_behind_token_auth() {
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{:?}", unknown.body);
 }
+
+/// The API's metric compliance: authenticated routes are counted by route template,
+/// method and status — successes and refusals alike — with their durations, and the
+/// route label is the template, never the id a client sent.
+#[test]
+fn the_api_emits_its_required_metrics() {
+    use sentinel_runtime::metrics::{names, required};
+
+    let ((), exposition) = sentinel_runtime::testing::metrics::capture(async {
+        let store = Store::connect("sqlite::memory:").await.expect("store");
+        store.migrate().await.expect("migrate");
+        let app = router(ApiState::new(store).with_config(tokens()));
+        let ok = send(&app, "GET", "/api/v1/fixes", Some(READER), None).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        let unauthorized = send(&app, "GET", "/api/v1/fixes", None, None).await;
+        assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+        for n in 1..=2_u128 {
+            let uri = format!("/api/v1/tasks/{}", Uuid::from_u128(n));
+            let missing = send(&app, "GET", &uri, Some(READER), None).await;
+            assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        }
+        let probe = send(&app, "GET", "/healthz", None, None).await;
+        assert_eq!(probe.status, StatusCode::OK);
+    });
+    exposition.assert_emitted(required::API, &[("route", "/api/v1/fixes")]);
+    let requests = |route, status| {
+        exposition
+            .value(
+                names::API_REQUESTS,
+                &[("route", route), ("method", "GET"), ("status", status)],
+            )
+            .unwrap_or(0.0)
+    };
+    assert_eq!(requests("/api/v1/fixes", "200"), 1.0);
+    assert_eq!(requests("/api/v1/fixes", "401"), 1.0);
+    assert_eq!(requests("/api/v1/tasks/{id}", "404"), 2.0);
+    assert!(
+        !exposition.text().contains(&Uuid::from_u128(1).to_string()),
+        "ids never become label values:\n{}",
+        exposition.text()
+    );
+    assert!(
+        exposition
+            .find(names::API_REQUESTS, &[("route", "/healthz")])
+            .is_empty(),
+        "probes are not counted"
+    );
+}

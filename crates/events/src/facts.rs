@@ -728,6 +728,29 @@ pub struct RevertPullRequestOpened {
     pub decision_id: String,
 }
 
+/// A `revert` rollback decision could not be carried out: the fix's merge commit is no
+/// longer on the base branch, the revert conflicts with later changes, or the decision is
+/// incomplete. A human has to revert by hand; nothing was pushed or opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevertFailed {
+    /// The task whose fix was to be reverted.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The merged fix pull request's URL.
+    pub fix_url: String,
+    /// The commit that was to be reverted (the fix's merge commit), when the decision named
+    /// one.
+    #[serde(default)]
+    pub reverted_commit: Option<String>,
+    /// The branch the revert was to be made on.
+    pub base: String,
+    /// Why the revert could not be made (a human sentence).
+    pub reason: String,
+    /// The decision: the `RollbackDecided` (revert) event id.
+    pub decision_id: String,
+}
+
 crate::fact_enum! {
     CiRunFailed => "ci_run_failed",
     FailureLogsCaptured => "failure_logs_captured",
@@ -766,4 +789,5 @@ crate::fact_enum! {
     AutoMergeEnabled => "auto_merge_enabled",
     RollbackDecided => "rollback_decided",
     RevertPullRequestOpened => "revert_pull_request_opened",
+    RevertFailed => "revert_failed",
 }

@@ -463,7 +463,8 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::RollbackRequested(_)
         | Fact::AutoMergeEnabled(_)
         | Fact::RollbackDecided(_)
-        | Fact::RevertPullRequestOpened(_) => Vec::new(),
+        | Fact::RevertPullRequestOpened(_)
+        | Fact::RevertFailed(_) => Vec::new(),
     })
 }
 

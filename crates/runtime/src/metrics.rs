@@ -54,7 +54,8 @@ pub mod names {
     /// Histogram (seconds). Failure received to pull request merged
     /// (`FixOutcomeRecorded.time_to_merge_seconds`), once per merged pull request.
     pub const TIME_TO_MERGE: &str = "sentinel_time_to_merge_seconds";
-    /// Counter. Fix pull requests by lifecycle event. Labels: `event` (opened, merged, closed).
+    /// Counter. Fix pull requests by lifecycle event. Labels: `event` (opened, merged, closed;
+    /// revert_opened, revert_failed for rollback reverts).
     pub const PULL_REQUESTS: &str = "sentinel_pull_requests_total";
     /// Gauge. Reviews requested and not yet answered.
     pub const REVIEWS_PENDING: &str = "sentinel_reviews_pending";
@@ -86,6 +87,12 @@ pub mod names {
     /// Counter. Webhook redeliveries the sweeper requested. Labels: `outcome` (requested,
     /// failed).
     pub const WEBHOOK_REDELIVERIES: &str = "sentinel_webhook_redeliveries_total";
+    /// Counter. REST API requests to authenticated routes. Labels: `route` (the path
+    /// template, e.g. `/api/v1/tasks/{id}`), `method`, `status` (numeric HTTP status).
+    pub const API_REQUESTS: &str = "sentinel_api_requests_total";
+    /// Histogram (seconds). REST API request durations, authentication and the
+    /// read-your-writes wait included. Labels: `route`, `method`.
+    pub const API_REQUEST_DURATION: &str = "sentinel_api_request_duration_seconds";
 }
 
 /// Registers a counter at zero for a label set, so the series exists before the first event.
@@ -137,6 +144,8 @@ pub mod required {
     ];
     /// The PR tracker, once a pull request was merged.
     pub const TRACKER: &[&str] = &[FIX_OUTCOMES, TIME_TO_MERGE, PULL_REQUESTS];
+    /// The REST API, once it answered a request on an authenticated route.
+    pub const API: &[&str] = &[API_REQUESTS, API_REQUEST_DURATION];
     /// The InfraMind correlator, once a prediction was linked and an outcome delivered.
     pub const CORRELATOR: &[&str] = &[
         PREDICTIONS_CORRELATED,

@@ -13,6 +13,10 @@
 //! stack (requests go through the workspace's reqwest, with the same rustls TLS as the
 //! forge and log clients), so there is nothing a cargo feature would save, and CI exercises
 //! the exporter like every other path.
+//!
+//! The two outputs are filtered apart: `SENTINEL_LOG_LEVEL` decides what is logged,
+//! `[telemetry] otlp_filter` / `SENTINEL_OTLP_FILTER` (default `info`) what is exported,
+//! so quiet logs (`SENTINEL_LOG_LEVEL=warn`) still export every stage's `handle` span.
 
 use std::time::Duration;
 
@@ -24,11 +28,20 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Environment variable naming the OTLP/HTTP endpoint (overrides the config file).
 pub const OTLP_ENDPOINT_ENV: &str = "SENTINEL_OTLP_ENDPOINT";
+
+/// Environment variable with the `EnvFilter` directive of exported spans (overrides the
+/// config file's `otlp_filter`).
+pub const OTLP_FILTER_ENV: &str = "SENTINEL_OTLP_FILTER";
+
+/// Which spans are exported when neither `otlp_filter` nor `SENTINEL_OTLP_FILTER` is set:
+/// the stages' `handle` and `agent_task` spans are at `info`.
+pub const DEFAULT_OTLP_FILTER: &str = "info";
 
 /// The `[telemetry]` table of the config file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -46,6 +59,10 @@ pub struct TelemetryConfig {
     /// Timeout of one export request in milliseconds. Default: 10000.
     #[serde(default)]
     pub otlp_timeout_ms: Option<u64>,
+    /// `EnvFilter` directive choosing the exported spans, independent of the log level
+    /// (`SENTINEL_LOG_LEVEL`). Default: `info`. `SENTINEL_OTLP_FILTER` overrides it.
+    #[serde(default)]
+    pub otlp_filter: Option<String>,
 }
 
 impl TelemetryConfig {
@@ -54,6 +71,11 @@ impl TelemetryConfig {
     pub fn with_env(mut self) -> Self {
         if let Ok(v) = std::env::var(OTLP_ENDPOINT_ENV) {
             self.otlp_endpoint = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Ok(v) = std::env::var(OTLP_FILTER_ENV)
+            && !v.trim().is_empty()
+        {
+            self.otlp_filter = Some(v);
         }
         self
     }
@@ -86,31 +108,44 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the process-wide subscriber: the log format (`json` or human-readable), the
-/// level filter (`SENTINEL_LOG_LEVEL`, else `default_filter`) and, when `config` names an
-/// endpoint, the OTLP span exporter. A second call in one process keeps the first subscriber
+/// level filter of the logs (`SENTINEL_LOG_LEVEL`, else `default_filter`) and, when
+/// `config` names an endpoint, the OTLP span exporter with its own filter
+/// ([`TelemetryConfig::otlp_filter`]). A second call in one process keeps the first subscriber
 /// (tests start several pipelines).
 ///
 /// # Errors
 ///
-/// An OTLP endpoint that is not a valid URL, or an exporter that cannot be built.
+/// An OTLP endpoint that is not a valid URL, an `otlp_filter` that is not a valid
+/// directive, or an exporter that cannot be built.
 pub fn init(json: bool, default_filter: &str, config: &TelemetryConfig) -> Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_env("SENTINEL_LOG_LEVEL")
-        .unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let log_filter = || {
+        EnvFilter::try_from_env("SENTINEL_LOG_LEVEL")
+            .unwrap_or_else(|_| EnvFilter::new(default_filter))
+    };
     let provider = config
         .traces_url()
         .map(|url| provider(&url, config))
         .transpose()?;
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME"))));
+    let otel = match provider.as_ref() {
+        Some(p) => Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
+                .with_filter(otlp_filter(config)?),
+        ),
+        None => None,
+    };
     let fmt_json = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_filter(log_filter())
     });
-    let fmt_text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let fmt_text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter())
+    });
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(fmt_json)
         .with(fmt_text)
         .with(otel)
@@ -122,6 +157,19 @@ pub fn init(json: bool, default_filter: &str, config: &TelemetryConfig) -> Resul
     Ok(TelemetryGuard {
         provider: provider.filter(|_| installed),
     })
+}
+
+/// The exported spans' filter: `otlp_filter`, else [`DEFAULT_OTLP_FILTER`].
+fn otlp_filter(config: &TelemetryConfig) -> Result<EnvFilter> {
+    let directive = config
+        .otlp_filter
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or(DEFAULT_OTLP_FILTER);
+    EnvFilter::builder()
+        .parse(directive)
+        .with_context(|| format!("invalid otlp_filter {directive:?} (an EnvFilter directive)"))
 }
 
 fn provider(url: &str, config: &TelemetryConfig) -> Result<SdkTracerProvider> {
@@ -219,6 +267,26 @@ mod tests {
         );
         assert_eq!(c("  ").traces_url(), None);
         assert_eq!(TelemetryConfig::default().traces_url(), None);
+    }
+
+    #[test]
+    fn the_export_filter_defaults_to_info_and_refuses_bad_directives() {
+        let c = |f: Option<&str>| TelemetryConfig {
+            otlp_filter: f.map(str::to_owned),
+            ..TelemetryConfig::default()
+        };
+        assert_eq!(
+            otlp_filter(&c(None)).expect("default").to_string(),
+            DEFAULT_OTLP_FILTER
+        );
+        assert_eq!(
+            otlp_filter(&c(Some("sentinel_runtime=debug")))
+                .expect("directive")
+                .to_string(),
+            "sentinel_runtime=debug"
+        );
+        let err = otlp_filter(&c(Some("=[broken"))).expect_err("bad directive");
+        assert!(err.to_string().contains("otlp_filter"), "{err}");
     }
 
     #[test]

@@ -692,7 +692,8 @@ fn otlp_attr<'a>(
 /// HTTP server speaking the documented OTLP/HTTP shape (`POST /v1/traces`,
 /// `application/x-protobuf`, an `ExportTraceServiceRequest`, answered 200 with an empty
 /// `ExportTraceServiceResponse`) receives the classifier's `handle` span carrying the
-/// correlation id the webhook answered with, under `service.name` `sentinel`.
+/// correlation id the webhook answered with, under `service.name` `sentinel` — with
+/// `SENTINEL_LOG_LEVEL=error`, because the log level does not filter what is exported.
 #[test]
 fn serve_exports_spans_with_the_correlation_id_over_otlp() {
     use std::sync::{Arc, Mutex};
@@ -749,6 +750,8 @@ fn serve_exports_spans_with_the_correlation_id_over_otlp() {
             "serve",
         ])
         .env("SENTINEL_OTLP_ENDPOINT", format!("http://{otlp}"))
+        // Quiet logs must not silence the export: spans have their own filter.
+        .env("SENTINEL_LOG_LEVEL", "error")
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("SENTINEL_TOOL_CACHE", tool_cache())
         .stdout(Stdio::null())

@@ -12,9 +12,11 @@
 //! Idempotent (rule 5): the branch comes from the decision, and a pull request already
 //! open for it (a crash after opening it, before the fact was appended) is recorded as is,
 //! without pushing again. A revert that cannot be made — the commit is not on the base any
-//! more, the revert conflicts with later changes, the change was already reverted — is
-//! dead-lettered with the reason (`sentinel.dlq`): a human has to look at it. Clone, push
-//! and forge failures are retried for minutes.
+//! more, the revert conflicts with later changes, the change was already reverted, the
+//! decision is incomplete — is recorded as a `RevertFailed` fact with the reason, on the
+//! log like every other outcome (the API, the projections and `sentinel audit` see it): a
+//! human has to revert by hand, and nothing was pushed or opened. Clone, push and forge
+//! failures are retried for minutes, then dead-lettered like any stage's.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,12 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sentinel_events::facts::{RevertPullRequestOpened, RollbackDecided};
+use sentinel_events::facts::{RevertFailed, RevertPullRequestOpened, RollbackDecided};
 use sentinel_events::{Event, Fact, RollbackDecision};
 use sentinel_forge::{Forge, PullRequestRequest, RepoRef, git};
 use sentinel_runtime::metrics::names;
 use sentinel_runtime::{HandlerError, Output, RunnerConfig, Stage};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Stage name (consumer group `sentinel-rollback`).
 pub const ROLLBACK_STAGE: &str = "rollback";
@@ -147,6 +149,28 @@ impl RollbackStage {
             None,
         ));
         Ok(out)
+    }
+
+    /// Records a revert that cannot be made (a permanent error: retrying cannot help).
+    fn failed(&self, event: &Event, d: &RollbackDecided, reason: String) -> Output {
+        warn!(fix = %d.url, %reason, "The revert cannot be made: revert by hand.");
+        metrics::counter!(names::PULL_REQUESTS, "event" => "revert_failed").increment(1);
+        let mut out = Output::none();
+        out.push(event.caused(
+            RevertFailed {
+                task_id: d.task_id.clone(),
+                repository: d.repository.clone(),
+                fix_url: d.url.clone(),
+                reverted_commit: d.revert_commit.clone(),
+                base: d.base.clone(),
+                reason,
+                decision_id: event.event_id.to_string(),
+            },
+            &self.producer,
+            0,
+            None,
+        ));
+        out
     }
 
     fn work_dir(&self) -> std::io::Result<tempfile::TempDir> {
@@ -306,8 +330,14 @@ impl Stage for RollbackStage {
     }
 
     fn fold(&mut self, event: &Event) {
-        if let Fact::RevertPullRequestOpened(r) = &event.fact {
-            self.done.insert(r.decision_id.clone());
+        match &event.fact {
+            Fact::RevertPullRequestOpened(r) => {
+                self.done.insert(r.decision_id.clone());
+            }
+            Fact::RevertFailed(r) => {
+                self.done.insert(r.decision_id.clone());
+            }
+            _ => {}
         }
     }
 
@@ -317,7 +347,10 @@ impl Stage for RollbackStage {
                 if d.decision == RollbackDecision::Revert
                     && !self.done.contains(&event.event_id.to_string()) =>
             {
-                self.revert(event, d).await
+                match self.revert(event, d).await {
+                    Err(HandlerError::Poison(reason)) => Ok(self.failed(event, d, reason)),
+                    other => other,
+                }
             }
             _ => Ok(Output::none()),
         }

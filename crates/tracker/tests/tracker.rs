@@ -551,12 +551,12 @@ mod rollback {
     use sentinel_events::envelope::now;
     use sentinel_events::facts::{
         BranchPushed, CiRunFailed, FailureClassified, FixCandidateProposed, FixValidated,
-        PullRequestOpened, RollbackDecided, TaskQueued,
+        PullRequestOpened, RevertFailed, RollbackDecided, TaskQueued,
     };
     use sentinel_events::types::FailureType;
     use sentinel_events::{DEFAULT_TENANT, RollbackDecision};
     use sentinel_forge::testing::git_as;
-    use sentinel_runtime::{HandlerError, Stage};
+    use sentinel_runtime::{Output, Stage};
     use sentinel_tracker::RollbackStage;
 
     const SIGNATURE: &str = "formatting:black:app.py";
@@ -1215,38 +1215,50 @@ mod rollback {
         assert_eq!(g.1[0]["target_branch"], "main");
     }
 
-    /// A revert that cannot be made is dead-lettered with the reason, never half-done: the
-    /// merged commit is no longer on `main` (history rewritten), or `main` changed the same
-    /// lines since (conflict).
+    /// A revert that cannot be made is recorded as `RevertFailed` with the reason, never
+    /// half-done: the merged commit is no longer on `main` (history rewritten), or `main`
+    /// changed the same lines since (conflict). Once recorded, the decision is done: a
+    /// replay folds the fact and does not try again.
     #[tokio::test]
-    async fn reverts_that_cannot_be_made_are_refused_with_the_reason() {
+    async fn reverts_that_cannot_be_made_are_recorded_with_the_reason() {
         let (tmp, repo, _first, merge) = merged_fix_repo();
         let dir = tmp.path().join("acme").join("app");
         let records = TempDir::new().unwrap();
         let forge = Arc::new(LocalGitForge::new(records.path()));
         let mut stage = RollbackStage::new(forge.clone());
+        let failed = |out: Output| -> RevertFailed {
+            let events: Vec<Event> = out.events().cloned().collect();
+            match events.as_slice() {
+                [e] => match &e.fact {
+                    Fact::RevertFailed(f) => f.clone(),
+                    other => panic!("expected RevertFailed, got {other:?}"),
+                },
+                other => panic!("expected one fact, got {other:?}"),
+            }
+        };
         // A later commit rewrites the same line: the revert conflicts.
         std::fs::write(dir.join("app.py"), "def f(y):\n    return y\n").unwrap();
         git(&dir, &["commit", "--quiet", "-am", "rename"]);
-        let err = stage
-            .handle(&revert_decision(&repo, &merge))
-            .await
-            .unwrap_err();
+        let decision = revert_decision(&repo, &merge);
+        let conflict = failed(stage.handle(&decision).await.unwrap());
         assert!(
-            matches!(&err, HandlerError::Poison(why) if why.contains("does not apply cleanly")),
-            "{err:?}"
+            conflict.reason.contains("does not apply cleanly"),
+            "{conflict:?}"
         );
+        assert_eq!(conflict.decision_id, decision.event_id.to_string());
+        assert_eq!(conflict.reverted_commit.as_deref(), Some(merge.as_str()));
+        assert_eq!(conflict.repository, repo);
+        assert_eq!(conflict.base, "main");
         // History rewritten: the merge is gone from main (a tag still reaches it).
         git(&dir, &["tag", "before-rewrite", &merge]);
         git(&dir, &["reset", "--quiet", "--hard", &format!("{merge}^1")]);
-        let err = stage
-            .handle(&revert_decision(&repo, &merge))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, HandlerError::Poison(why) if why.contains("is not on main")),
-            "{err:?}"
-        );
+        let mut fresh = RollbackStage::new(forge.clone());
+        let gone = failed(fresh.handle(&decision).await.unwrap());
+        assert!(gone.reason.contains("is not on main"), "{gone:?}");
+        // A stage that folded the failure does not try the same decision again.
+        let mut replayed = RollbackStage::new(forge.clone());
+        replayed.fold(&decision.caused(gone, "test", 0, None));
+        assert!(replayed.handle(&decision).await.unwrap().is_empty());
         // Nothing was pushed or opened.
         assert!(
             forge
