@@ -728,6 +728,23 @@ pub struct RevertPullRequestOpened {
     pub decision_id: String,
 }
 
+/// Auto-merge of an open fix pull request was switched off because a rollback decision
+/// paused auto-merge for its repository. A side effect, allowed only by a
+/// `RollbackDecided` with a pause (`sentinel audit` checks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoMergeDisabled {
+    /// The task whose pull request it is.
+    pub task_id: String,
+    /// The repository.
+    pub repository: String,
+    /// The PR's URL.
+    pub url: String,
+    /// The forge (github, gitlab).
+    pub forge: String,
+    /// The allowing decision: the `RollbackDecided` event id whose pause this enforces.
+    pub decision_id: String,
+}
+
 /// A `revert` rollback decision could not be carried out: the fix's merge commit is no
 /// longer on the base branch, the revert conflicts with later changes, or the decision is
 /// incomplete. A human has to revert by hand; nothing was pushed or opened.
@@ -790,4 +807,5 @@ crate::fact_enum! {
     RollbackDecided => "rollback_decided",
     RevertPullRequestOpened => "revert_pull_request_opened",
     RevertFailed => "revert_failed",
+    AutoMergeDisabled => "auto_merge_disabled",
 }

@@ -567,6 +567,20 @@ impl Forge for GitHubForge {
         .await?;
         Ok(true)
     }
+
+    /// GraphQL `disablePullRequestAutoMerge` by the pull request's node id.
+    async fn disable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
+        self.graphql(
+            &json!({
+                "query": "mutation($id: ID!) { disablePullRequestAutoMerge(input: \
+                          {pullRequestId: $id}) { pullRequest { number } } }",
+                "variables": {"id": pr.id},
+            }),
+            "disabling auto-merge",
+        )
+        .await?;
+        Ok(true)
+    }
 }
 
 pub(crate) fn remote_shape(what: &str, e: serde_json::Error) -> Error {

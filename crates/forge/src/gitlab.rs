@@ -399,6 +399,22 @@ impl Forge for GitLabForge {
         .await?;
         Ok(true)
     }
+
+    /// `POST /projects/:id/merge_requests/:iid/cancel_merge_when_pipeline_succeeds`.
+    async fn disable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
+        let project = project_id(&pr.repository)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!(
+                "/projects/{project}/merge_requests/{}/cancel_merge_when_pipeline_succeeds",
+                pr.number
+            ),
+            None,
+            "disabling auto-merge",
+        )
+        .await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

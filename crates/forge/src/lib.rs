@@ -209,4 +209,12 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
         let _ = pr;
         Ok(false)
     }
+
+    /// Switches auto-merge of `pr` off again — called only while a rollback decision pauses
+    /// auto-merge of its repository. `Ok(false)` when this forge has no auto-merge (the
+    /// default). Idempotent: switching off an auto-merge that is already off succeeds.
+    async fn disable_auto_merge(&self, pr: &PullRequest) -> Result<bool> {
+        let _ = pr;
+        Ok(false)
+    }
 }

@@ -583,7 +583,8 @@ mod fake_github {
         (StatusCode::CREATED, Json(pr)).into_response()
     }
 
-    /// GraphQL: `enablePullRequestAutoMerge` and `markPullRequestReadyForReview`, both by
+    /// GraphQL: `enablePullRequestAutoMerge`, `disablePullRequestAutoMerge` and
+    /// `markPullRequestReadyForReview`, all by
     /// the pull request's node id. An unknown id is answered as GitHub does: `200` with
     /// `data.<mutation> = null` and an `errors` array.
     async fn graphql(State(s): State<Shared>, h: HeaderMap, Json(b): Json<Value>) -> Response {
@@ -595,6 +596,8 @@ mod fake_github {
         let mut g = s.lock().unwrap();
         let mutation = if query.contains("enablePullRequestAutoMerge") {
             "enablePullRequestAutoMerge"
+        } else if query.contains("disablePullRequestAutoMerge") {
+            "disablePullRequestAutoMerge"
         } else if query.contains("markPullRequestReadyForReview") {
             "markPullRequestReadyForReview"
         } else {
@@ -615,6 +618,8 @@ mod fake_github {
         let draft = pr["draft"].clone();
         if mutation == "enablePullRequestAutoMerge" {
             g.auto_merge.push(id);
+        } else if mutation == "disablePullRequestAutoMerge" {
+            g.auto_merge.retain(|a| *a != id);
         } else {
             g.readied.push(id);
         }
@@ -759,6 +764,8 @@ async fn github_pushes_through_the_git_data_api_and_opens_one_draft_pr() {
     assert_eq!(gh.lock().unwrap().pulls.len(), 1);
     assert!(forge.enable_auto_merge(&pr).await.unwrap());
     assert_eq!(gh.lock().unwrap().auto_merge, ["PR_node1"]);
+    assert!(forge.disable_auto_merge(&pr).await.unwrap());
+    assert!(gh.lock().unwrap().auto_merge.is_empty());
 
     // A bad token is a non-transient API error.
     let bad = GitHubForge::new(GitHubConfig {
@@ -806,6 +813,7 @@ mod fake_gitlab {
         pub commits: Vec<Value>,
         pub mrs: Vec<Value>,
         pub merges: Vec<(u64, Value)>,
+        pub cancels: Vec<u64>,
         pub updates: Vec<(u64, Value)>,
         pub projects: Vec<String>,
     }
@@ -891,6 +899,29 @@ mod fake_gitlab {
         Json(mr).into_response()
     }
 
+    /// `POST /projects/:id/merge_requests/:iid/cancel_merge_when_pipeline_succeeds`: 201
+    /// with the merge request, `merge_when_pipeline_succeeds` now false.
+    async fn cancel_auto_merge(
+        State(s): State<Shared>,
+        h: HeaderMap,
+        Path((_, iid)): Path<(String, u64)>,
+    ) -> Response {
+        if !authorized(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let mut g = s.lock().unwrap();
+        g.cancels.push(iid);
+        let Some(mr) = g.mrs.iter_mut().find(|m| m["iid"] == iid) else {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"message": "404 Not found"})),
+            )
+                .into_response();
+        };
+        mr["merge_when_pipeline_succeeds"] = json!(false);
+        (StatusCode::CREATED, Json(mr.clone())).into_response()
+    }
+
     /// `PUT /projects/:id/merge_requests/:iid`: `title` (GitLab derives `draft` from the
     /// title's `Draft:` prefix) and `state_event` (`close` → `closed`, `reopen` → `opened`).
     async fn update(
@@ -939,6 +970,10 @@ mod fake_gitlab {
             .route(
                 "/api/v4/projects/{p}/merge_requests/{iid}/merge",
                 put(merge),
+            )
+            .route(
+                "/api/v4/projects/{p}/merge_requests/{iid}/cancel_merge_when_pipeline_succeeds",
+                post(cancel_auto_merge),
             )
             .route("/api/v4/projects/{p}/merge_requests/{iid}", put(update))
             .with_state(state.clone());
@@ -1023,6 +1058,8 @@ async fn gitlab_commits_through_the_api_and_opens_one_draft_mr() {
     assert!(forge.enable_auto_merge(&mr).await.unwrap());
     assert_eq!(gl.lock().unwrap().merges[0].0, 1);
     assert_eq!(gl.lock().unwrap().merges[0].1["auto_merge"], true);
+    assert!(forge.disable_auto_merge(&mr).await.unwrap());
+    assert_eq!(gl.lock().unwrap().cancels, [1]);
 
     let bad = GitLabForge::new(GitLabConfig {
         api_url: url,

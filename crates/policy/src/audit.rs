@@ -12,6 +12,7 @@
 //! | `AutoMergeEnabled` | an earlier `ActionDecided` = `auto_merge` for the same task, and an earlier `PullRequestOpened` of that task with the same URL |
 //! | `PullRequestMerged` by Sentinel (`merged_by` names Sentinel) | an `auto_merge` decision for the PR's task, or an approving `ReviewCompleted` of its review |
 //! | `RevertPullRequestOpened` | an earlier `RollbackDecided` = `revert` for the same task, naming the branch the revert was opened from; that branch must not be protected |
+//! | `AutoMergeDisabled` | an earlier `RollbackDecided` of the same repository that pauses auto-merge (`auto_merge_pause_seconds > 0`) |
 //!
 //! *Policy in force*: the policy version of the newest decision the tenant's policy stage
 //! recorded. An effect whose allowing decision was made under a version that has since been
@@ -68,8 +69,10 @@ enum Decided {
     },
     Rollback {
         task: String,
+        repository: String,
         decision: RollbackDecision,
         branch: Option<String>,
+        pauses: bool,
         version: String,
         seq: usize,
     },
@@ -140,8 +143,10 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
                     e.event_id.to_string(),
                     Decided::Rollback {
                         task: r.task_id.clone(),
+                        repository: r.repository.clone(),
                         decision: r.decision,
                         branch: r.revert_branch.clone(),
+                        pauses: r.auto_merge_pause_seconds > 0,
                         version: r.policy_version.clone(),
                         seq,
                     },
@@ -163,6 +168,7 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
                         branch,
                         version,
                         seq: dseq,
+                        ..
                     }) => {
                         if *task != p.task_id {
                             violation(format!(
@@ -189,6 +195,31 @@ pub fn audit(events: &[Event], policy: &AutoRemediationPolicy) -> Vec<Violation>
                     )),
                 }
             }
+            Fact::AutoMergeDisabled(a) => match decisions.get(&a.decision_id) {
+                Some(Decided::Rollback {
+                    repository,
+                    pauses: true,
+                    version,
+                    seq: dseq,
+                    ..
+                }) => {
+                    if *repository != a.repository {
+                        violation(format!(
+                            "decision {} pauses {repository}, not {}",
+                            a.decision_id, a.repository
+                        ));
+                    }
+                    check_in_force(version, *dseq, &mut violation);
+                }
+                Some(Decided::Rollback { .. }) => violation(format!(
+                    "decision {} does not pause auto-merge",
+                    a.decision_id
+                )),
+                _ => violation(format!(
+                    "no earlier rollback decision {} for switching off auto-merge of {}",
+                    a.decision_id, a.url
+                )),
+            },
             Fact::TaskQueued(t) => {
                 let Some(id) = &t.decision_id else { continue };
                 if let Some(f) = &t.failure_event_id {
@@ -551,6 +582,64 @@ mod tests {
             v[0].problem.contains("not the pull request opened"),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn switching_auto_merge_off_needs_a_pausing_rollback_decision_of_the_repository() {
+        use sentinel_events::facts::{AutoMergeDisabled, RollbackDecided};
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("ts");
+        let decision = |pause: i64, id: &str| {
+            Event::origin(
+                RollbackDecided {
+                    rollback_event_id: "rb".into(),
+                    task_id: "task".into(),
+                    repository: "r".into(),
+                    url: "https://forge.example/r/pull/7".into(),
+                    base: "main".into(),
+                    revert_commit: None,
+                    decision: RollbackDecision::NoRevert,
+                    revert_branch: None,
+                    auto_merge_pause_seconds: pause,
+                    reason_code: "x".into(),
+                    reason: "x".into(),
+                    policy_version: "sha256:1".into(),
+                },
+                Some(id),
+                "t",
+                "r",
+                t0,
+                "policy@0",
+            )
+        };
+        let disabled = |repository: &str, decision: &Event| {
+            Event::origin(
+                AutoMergeDisabled {
+                    task_id: "other".into(),
+                    repository: repository.into(),
+                    url: "https://forge.example/r/pull/9".into(),
+                    forge: "github".into(),
+                    decision_id: decision.event_id.to_string(),
+                },
+                Some(&format!("{repository}/{}", decision.event_id)),
+                "t",
+                repository,
+                t0,
+                "rollback@0",
+            )
+        };
+        let p = AutoRemediationPolicy::default();
+        let pauses = decision(3600, "pauses");
+        assert!(audit(&[pauses.clone(), disabled("r", &pauses)], &p).is_empty());
+        let v = audit(&[disabled("r", &pauses)], &p);
+        assert!(
+            v[0].problem.contains("no earlier rollback decision"),
+            "{v:?}"
+        );
+        let v = audit(&[pauses.clone(), disabled("elsewhere", &pauses)], &p);
+        assert!(v[0].problem.contains("pauses r, not elsewhere"), "{v:?}");
+        let still = decision(0, "no-pause");
+        let v = audit(&[still.clone(), disabled("r", &still)], &p);
+        assert!(v[0].problem.contains("does not pause"), "{v:?}");
     }
 
     #[test]

@@ -464,7 +464,8 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::AutoMergeEnabled(_)
         | Fact::RollbackDecided(_)
         | Fact::RevertPullRequestOpened(_)
-        | Fact::RevertFailed(_) => Vec::new(),
+        | Fact::RevertFailed(_)
+        | Fact::AutoMergeDisabled(_) => Vec::new(),
     })
 }
 

@@ -17,14 +17,22 @@
 //! log like every other outcome (the API, the projections and `sentinel audit` see it): a
 //! human has to revert by hand, and nothing was pushed or opened. Clone, push and forge
 //! failures are retried for minutes, then dead-lettered like any stage's.
+//!
+//! A decision that pauses auto-merge (`auto_merge_pause_seconds > 0`, whether it reverts or
+//! not) also holds back what is already queued: auto-merge is switched off on every open
+//! Sentinel pull request of the repository that had it enabled (`AutoMergeEnabled`, not
+//! yet merged or closed), each recorded as `AutoMergeDisabled` with the decision's id. The
+//! policy's pause keeps new `auto_merge` decisions from enabling it again meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sentinel_events::facts::{RevertFailed, RevertPullRequestOpened, RollbackDecided};
+use sentinel_events::facts::{
+    AutoMergeDisabled, RevertFailed, RevertPullRequestOpened, RollbackDecided,
+};
 use sentinel_events::{Event, Fact, RollbackDecision};
 use sentinel_forge::{Forge, PullRequestRequest, RepoRef, git};
 use sentinel_runtime::metrics::names;
@@ -45,21 +53,41 @@ pub struct RollbackStage {
     author_name: String,
     author_email: String,
     work_root: Option<PathBuf>,
-    /// Decisions already carried out (folded from `RevertPullRequestOpened`).
+    /// Decisions already carried out (folded from `RevertPullRequestOpened` and
+    /// `RevertFailed`).
     done: HashSet<String>,
+    /// Head branches of Sentinel's pull requests, by URL (from `PullRequestOpened`).
+    branches: HashMap<String, String>,
+    /// Open pull requests with auto-merge on, by URL (`AutoMergeEnabled` until merged,
+    /// closed or `AutoMergeDisabled`), ordered so that they are handled in a stable order.
+    auto_merging: BTreeMap<String, AutoMerging>,
+    /// (decision id, URL) pairs already switched off.
+    disabled: HashSet<(String, String)>,
     producer: String,
+}
+
+/// An open pull request the forge will merge on its own.
+#[derive(Debug, Clone)]
+struct AutoMerging {
+    task_id: String,
+    repository: String,
 }
 
 impl RollbackStage {
     /// A stage opening revert pull requests on `forge`.
     pub fn new(forge: Arc<dyn Forge>) -> Self {
-        sentinel_runtime::metrics::zero(names::PULL_REQUESTS, &[("event", "revert_opened")]);
+        for event in ["revert_opened", "revert_failed", "auto_merge_disabled"] {
+            sentinel_runtime::metrics::zero(names::PULL_REQUESTS, &[("event", event)]);
+        }
         Self {
             forge,
             author_name: DEFAULT_AUTHOR.0.to_owned(),
             author_email: DEFAULT_AUTHOR.1.to_owned(),
             work_root: None,
             done: HashSet::new(),
+            branches: HashMap::new(),
+            auto_merging: BTreeMap::new(),
+            disabled: HashSet::new(),
             producer: sentinel_runtime::producer(ROLLBACK_STAGE),
         }
     }
@@ -149,6 +177,67 @@ impl RollbackStage {
             None,
         ));
         Ok(out)
+    }
+
+    /// Switches auto-merge off on the repository's open auto-merging pull requests (other
+    /// than the fix being rolled back), as `d`'s pause requires. Outputs are numbered from
+    /// 1: index 0 is the revert's.
+    async fn pause_auto_merge(
+        &self,
+        event: &Event,
+        d: &RollbackDecided,
+        out: &mut Output,
+    ) -> Result<(), HandlerError> {
+        if d.auto_merge_pause_seconds <= 0 {
+            return Ok(());
+        }
+        let decision = event.event_id.to_string();
+        let repo = RepoRef::new(d.repository.as_str());
+        let mut index = 0_u32;
+        for (url, pr) in &self.auto_merging {
+            if pr.repository != d.repository
+                || *url == d.url
+                || self.disabled.contains(&(decision.clone(), url.clone()))
+            {
+                continue;
+            }
+            let Some(branch) = self.branches.get(url) else {
+                warn!(%url, "No branch is known for an auto-merging pull request; skipped.");
+                continue;
+            };
+            let Some(open) = self
+                .forge
+                .find_pull_request(&repo, branch)
+                .await
+                .map_err(forge_error("look up an auto-merging pull request"))?
+            else {
+                continue;
+            };
+            if !self
+                .forge
+                .disable_auto_merge(&open)
+                .await
+                .map_err(forge_error("disable auto-merge"))?
+            {
+                continue;
+            }
+            index += 1;
+            info!(%url, repository = %d.repository, "Auto-merge switched off while paused.");
+            metrics::counter!(names::PULL_REQUESTS, "event" => "auto_merge_disabled").increment(1);
+            out.push(event.caused(
+                AutoMergeDisabled {
+                    task_id: pr.task_id.clone(),
+                    repository: d.repository.clone(),
+                    url: url.clone(),
+                    forge: self.forge.name().to_owned(),
+                    decision_id: decision.clone(),
+                },
+                &self.producer,
+                index,
+                None,
+            ));
+        }
+        Ok(())
     }
 
     /// Records a revert that cannot be made (a permanent error: retrying cannot help).
@@ -337,20 +426,47 @@ impl Stage for RollbackStage {
             Fact::RevertFailed(r) => {
                 self.done.insert(r.decision_id.clone());
             }
+            Fact::PullRequestOpened(p) => {
+                self.branches.insert(p.url.clone(), p.branch.clone());
+            }
+            Fact::AutoMergeEnabled(a) => {
+                self.auto_merging.insert(
+                    a.url.clone(),
+                    AutoMerging {
+                        task_id: a.task_id.clone(),
+                        repository: a.repository.clone(),
+                    },
+                );
+            }
+            Fact::AutoMergeDisabled(a) => {
+                self.auto_merging.remove(&a.url);
+                self.disabled.insert((a.decision_id.clone(), a.url.clone()));
+            }
+            Fact::PullRequestMerged(m) => {
+                self.auto_merging.remove(&m.url);
+            }
+            Fact::PullRequestClosed(c) => {
+                self.auto_merging.remove(&c.url);
+            }
             _ => {}
         }
     }
 
     async fn handle(&mut self, event: &Event) -> Result<Output, HandlerError> {
         match &event.fact {
-            Fact::RollbackDecided(d)
-                if d.decision == RollbackDecision::Revert
-                    && !self.done.contains(&event.event_id.to_string()) =>
-            {
-                match self.revert(event, d).await {
-                    Err(HandlerError::Poison(reason)) => Ok(self.failed(event, d, reason)),
-                    other => other,
-                }
+            Fact::RollbackDecided(d) => {
+                let mut out = if d.decision == RollbackDecision::Revert
+                    && !self.done.contains(&event.event_id.to_string())
+                {
+                    match self.revert(event, d).await {
+                        Err(HandlerError::Poison(reason)) => self.failed(event, d, reason),
+                        other => other?,
+                    }
+                } else {
+                    Output::none()
+                };
+                self.pause_auto_merge(event, d, &mut out).await?;
+                Ok(out)
             }
             _ => Ok(Output::none()),
         }

@@ -1130,6 +1130,166 @@ mod rollback {
         assert_eq!((g.pulls.len(), g.commits.len()), (1, 1));
     }
 
+    /// A rollback decision that pauses auto-merge switches it off, through GitHub's GraphQL
+    /// `disablePullRequestAutoMerge` (a local server speaking the documented pulls and
+    /// GraphQL shapes), on every open Sentinel pull request of the repository that had it —
+    /// not on merged ones, not in other repositories — each recorded as `AutoMergeDisabled`
+    /// with the decision's id, once: a replay that folded the facts does nothing.
+    #[tokio::test]
+    async fn a_pausing_rollback_switches_auto_merge_off_on_open_pull_requests() {
+        use axum::extract::Query;
+        use axum::routing::post;
+        use sentinel_events::facts::{AutoMergeDisabled, AutoMergeEnabled, PullRequestMerged};
+        use sentinel_forge::{GitHubAuth, GitHubConfig, GitHubForge};
+        type S = Arc<Mutex<Vec<String>>>;
+        let pull = |number: u64, branch: &str| {
+            json!({
+                "id": number, "node_id": format!("PR_{number}"), "number": number,
+                "html_url": format!("https://github.example/acme/app/pull/{number}"),
+                "title": "Fix", "body": "", "draft": false, "state": "open",
+                "merged_at": null, "labels": [],
+                "head": {"ref": branch, "sha": "c".repeat(40)}, "base": {"ref": "main", "sha": "b"},
+            })
+        };
+        let open = vec![pull(50, "sentinel/fix-aaaa"), pull(51, "sentinel/fix-bbbb")];
+        let pulls = move |Query(q): Query<std::collections::HashMap<String, String>>| {
+            let open = open.clone();
+            async move {
+                let head = q.get("head").cloned().unwrap_or_default();
+                Json(serde_json::Value::Array(
+                    open.into_iter()
+                        .filter(|p| format!("acme:{}", p["head"]["ref"].as_str().unwrap()) == head)
+                        .collect(),
+                ))
+            }
+        };
+        async fn graphql(
+            State(s): State<S>,
+            Json(b): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
+            assert!(
+                b["query"]
+                    .as_str()
+                    .unwrap()
+                    .contains("disablePullRequestAutoMerge")
+            );
+            s.lock()
+                .unwrap()
+                .push(b["variables"]["id"].as_str().unwrap().to_owned());
+            Json(json!({"data": {"disablePullRequestAutoMerge": {"pullRequest": {"number": 1}}}}))
+        }
+        let disabled: S = Arc::default();
+        let app = Router::new()
+            .route("/repos/{o}/{r}/pulls", get(pulls))
+            .route("/graphql", post(graphql))
+            .with_state(disabled.clone());
+        let forge = Arc::new(
+            GitHubForge::new(GitHubConfig {
+                api_url: serve(app).await,
+                auth: GitHubAuth::Token("ghs_test_token".into()),
+                reviewers: vec![],
+                team_reviewers: vec![],
+            })
+            .unwrap(),
+        );
+        let repo = "acme/app";
+        let url = |n: u64| format!("https://github.example/acme/app/pull/{n}");
+        let history = |task: &str, repository: &str, n: u64, branch: &str| {
+            let opened = Event::origin(
+                PullRequestOpened {
+                    task_id: task.into(),
+                    repository: repository.into(),
+                    forge: "github".into(),
+                    number: i64::try_from(n).unwrap(),
+                    url: url(n),
+                    branch: branch.into(),
+                    base: "main".into(),
+                    title: "Fix".into(),
+                    draft: false,
+                    decision_id: "d".into(),
+                },
+                Some(&format!("opened-{n}-{repository}")),
+                DEFAULT_TENANT,
+                repository,
+                now(),
+                "patchbot@0",
+            );
+            let enabled = opened.caused(
+                AutoMergeEnabled {
+                    task_id: task.into(),
+                    repository: repository.into(),
+                    url: url(n),
+                    forge: "github".into(),
+                    decision_id: "d".into(),
+                },
+                "patchbot@0",
+                1,
+                None,
+            );
+            [opened, enabled]
+        };
+        let mut events = Vec::new();
+        events.extend(history("t-a", repo, 50, "sentinel/fix-aaaa"));
+        events.extend(history("t-b", repo, 51, "sentinel/fix-bbbb"));
+        // Merged since: nothing to switch off.
+        events.extend(history("t-c", repo, 52, "sentinel/fix-cccc"));
+        events.push(Event::origin(
+            PullRequestMerged {
+                url: url(52),
+                repository: repo.into(),
+                merged_by: None,
+                merge_commit: None,
+            },
+            Some("merged-52"),
+            DEFAULT_TENANT,
+            repo,
+            now(),
+            "tracker@0",
+        ));
+        // Another repository: not paused.
+        events.extend(history("t-d", "acme/other", 53, "sentinel/fix-dddd"));
+        let mut decision = revert_decision(repo, &"a".repeat(40));
+        let Fact::RollbackDecided(d) = &mut decision.fact else {
+            unreachable!()
+        };
+        d.decision = RollbackDecision::NoRevert;
+        d.revert_branch = None;
+
+        let mut stage = RollbackStage::new(forge.clone());
+        for e in &events {
+            stage.fold(e);
+        }
+        let out = stage.handle(&decision).await.unwrap();
+        let facts: Vec<AutoMergeDisabled> = out
+            .events()
+            .map(|e| match &e.fact {
+                Fact::AutoMergeDisabled(a) => a.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            facts.iter().map(|a| a.url.clone()).collect::<Vec<_>>(),
+            [url(50), url(51)]
+        );
+        assert!(
+            facts
+                .iter()
+                .all(|a| a.decision_id == decision.event_id.to_string() && a.forge == "github")
+        );
+        assert_eq!(facts[0].task_id, "t-a");
+        assert_eq!(*disabled.lock().unwrap(), ["PR_50", "PR_51"]);
+        let ids: std::collections::HashSet<_> = out.events().map(|e| e.event_id).collect();
+        assert_eq!(ids.len(), 2, "distinct output ids");
+
+        // A replay that folded the outputs does not switch anything off again.
+        let mut replayed = RollbackStage::new(forge);
+        for e in events.iter().chain(out.events()) {
+            replayed.fold(e);
+        }
+        assert!(replayed.handle(&decision).await.unwrap().is_empty());
+        assert_eq!(disabled.lock().unwrap().len(), 2);
+    }
+
     /// GitLab (REST v4) against a local server speaking the documented shapes: one Commits
     /// API call creates the revert branch from `main`'s tip with `app.py` restored, then
     /// the merge request.
