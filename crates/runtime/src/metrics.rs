@@ -86,6 +86,10 @@ pub mod names {
     /// Counter. Webhook redeliveries the sweeper requested. Labels: `outcome` (requested,
     /// failed).
     pub const WEBHOOK_REDELIVERIES: &str = "sentinel_webhook_redeliveries_total";
+    /// Counter. Seedings of a webhook receiver's deduplication window from the log's tail at
+    /// start. Labels: `outcome` (seeded, failed, timed_out: the first append stopped waiting
+    /// for it).
+    pub const DEDUPE_SEEDS: &str = "sentinel_ingest_dedupe_seeds_total";
 }
 
 /// Registers a counter at zero for a label set, so the series exists before the first event.
