@@ -345,6 +345,11 @@ const CHECKPOINT_PAGES: u64 = 1000;
 /// copy by then) and the WAL starts over.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 10 * 1000;
 
+/// Page cache of the writer's connection, in KiB (SQLite's default is 2 MiB): event ids are
+/// random, so every append touches a random leaf of the `(topic, event_id)` index, and a
+/// cache smaller than that index turns appends into page reads.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 /// Opens a connection of the writer or the checkpointer: WAL, and an fsync of the WAL at
 /// every commit.
 fn open_writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
@@ -367,6 +372,9 @@ fn open_writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection>
 fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let mut conn = open_writer_connection(path).map_err(|e| append_error(&e))?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+        .map_err(|e| append_error(&e))?;
+    // Negative: a size in KiB rather than pages.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
         .map_err(|e| append_error(&e))?;
     let checkpointer = spawn_checkpointer(path)?;
     let page_size: i64 = conn
