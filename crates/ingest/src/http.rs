@@ -8,7 +8,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ use sentinel_log::{EventLog, Record};
 use sentinel_runtime::metrics::names;
 use sentinel_runtime::{EVENTS_TOPIC, producer, to_record};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -67,8 +67,9 @@ struct AppendRequest {
 ///
 /// The writer also owns deduplication: it remembers the event ids of the last
 /// `dedupe_window` facts (seeded from the log's tail when it starts, so a restarted receiver
-/// still recognises recent redeliveries) and appends nothing for a delivery whose facts are
-/// all known, including one delivered twice within the same batch.
+/// still recognises recent redeliveries; its first append waits for that seeding, at most
+/// [`SEED_WAIT`]) and appends nothing for a delivery whose facts are all known, including
+/// one delivered twice within the same batch.
 #[derive(Clone)]
 struct Appender {
     tx: mpsc::Sender<AppendRequest>,
@@ -79,12 +80,28 @@ impl Appender {
     fn spawn(log: Arc<dyn EventLog>, dedupe_window: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<AppendRequest>(4 * GROUP_COMMIT_MAX);
         let recent = Arc::new(Mutex::new(RecentIds::new(dedupe_window)));
+        let (seeded_tx, mut seeded) = watch::channel(false);
+        // Seeding reads the log's tail (on Kafka, the records themselves), which can take
+        // long after a restart; it runs beside the writer, which waits for it for at most
+        // `SEED_WAIT` before its first append.
+        let deadline = tokio::time::Instant::now() + SEED_WAIT;
+        {
+            let (log, known) = (log.clone(), recent.clone());
+            tokio::spawn(async move {
+                seed(log.as_ref(), &known, dedupe_window).await;
+                let _ = seeded_tx.send(true);
+            });
+        }
         let known = recent.clone();
         tokio::spawn(async move {
-            seed(log.as_ref(), &known, dedupe_window).await;
             let mut batch: Vec<AppendRequest> = Vec::with_capacity(GROUP_COMMIT_MAX);
+            let mut waited = false;
             // Ends when every sender (the router and its clones) is gone.
             while rx.recv_many(&mut batch, GROUP_COMMIT_MAX).await > 0 {
+                if !waited {
+                    waited = true;
+                    wait_for_seed(&mut seeded, deadline).await;
+                }
                 write_batch(log.as_ref(), &known, &mut batch).await;
             }
         });
@@ -112,6 +129,29 @@ impl Appender {
     }
 }
 
+/// Longest a receiver's first append waits for the deduplication window to be seeded from
+/// the log (counted from the receiver's start). A redelivery arriving right after a restart
+/// is then recognised; a log too slow to answer delays appends by this much at most, after
+/// which deliveries are appended with what is known (the embedded log still refuses
+/// duplicate ids; on Kafka the consumers deduplicate).
+const SEED_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until seeding finished or `deadline` passed; the latter is logged and counted as
+/// `sentinel_ingest_dedupe_seeds_total{outcome="timed_out"}`.
+async fn wait_for_seed(seeded: &mut watch::Receiver<bool>, deadline: tokio::time::Instant) {
+    // An error means the seeding task ended without a word: nothing left to wait for.
+    if tokio::time::timeout_at(deadline, seeded.wait_for(|done| *done))
+        .await
+        .is_err()
+    {
+        warn!(
+            wait_ms = SEED_WAIT.as_millis(),
+            "Recent event ids still loading; appending without them (redeliveries of older deliveries may be appended again)."
+        );
+        metrics::counter!(names::DEDUPE_SEEDS, "outcome" => "timed_out").increment(1);
+    }
+}
+
 /// Loads the ids of the log's last `window` facts into the deduplication window. A log that
 /// cannot be read leaves it empty (the embedded log still refuses duplicate ids itself).
 async fn seed(log: &dyn EventLog, recent: &Mutex<RecentIds>, window: usize) {
@@ -124,9 +164,11 @@ async fn seed(log: &dyn EventLog, recent: &Mutex<RecentIds>, window: usize) {
             for id in ids.iter().filter_map(|s| Uuid::parse_str(s).ok()) {
                 recent.insert(id);
             }
+            metrics::counter!(names::DEDUPE_SEEDS, "outcome" => "seeded").increment(1);
         }
         Err(error) => {
             warn!(%error, "Could not read recent event ids; deduplicating from now on.");
+            metrics::counter!(names::DEDUPE_SEEDS, "outcome" => "failed").increment(1);
         }
     }
 }

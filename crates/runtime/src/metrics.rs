@@ -93,6 +93,10 @@ pub mod names {
     /// Histogram (seconds). REST API request durations, authentication and the
     /// read-your-writes wait included. Labels: `route`, `method`.
     pub const API_REQUEST_DURATION: &str = "sentinel_api_request_duration_seconds";
+    /// Counter. Seedings of a webhook receiver's deduplication window from the log's tail at
+    /// start. Labels: `outcome` (seeded, failed, timed_out: the first append stopped waiting
+    /// for it).
+    pub const DEDUPE_SEEDS: &str = "sentinel_ingest_dedupe_seeds_total";
 }
 
 /// Registers a counter at zero for a label set, so the series exists before the first event.

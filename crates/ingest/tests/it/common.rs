@@ -1,6 +1,7 @@
 //! Shared helpers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -8,8 +9,8 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use sentinel_events::{Event, Fact};
 use sentinel_ingest::{IngestConfig, Secret};
-use sentinel_log::EventLog;
 use sentinel_log::sqlite::SqliteLog;
+use sentinel_log::{EventLog, Position, Record, Stored, Subscription};
 use sentinel_runtime::EVENTS_TOPIC;
 use tower::ServiceExt;
 
@@ -109,5 +110,62 @@ pub fn forge(e: &Event) -> &sentinel_events::facts::ForgeEventReceived {
     match &e.fact {
         Fact::ForgeEventReceived(f) => f,
         other => panic!("expected ForgeEventReceived, got {}", other.event_type()),
+    }
+}
+
+/// A real log whose `recent_event_ids` answers only after `delay` (`None`: never), as a log
+/// with a long tail does after a restart (on Kafka the seeding reads the records). Every
+/// other call goes straight to the inner log.
+pub struct SlowSeed {
+    pub inner: Arc<dyn EventLog>,
+    pub delay: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl EventLog for SlowSeed {
+    async fn append(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> sentinel_log::Result<Vec<Position>> {
+        self.inner.append(topic, records).await
+    }
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> sentinel_log::Result<Vec<Stored>> {
+        self.inner.read(topic, partition, from, max).await
+    }
+    async fn partitions(&self, topic: &str) -> sentinel_log::Result<i32> {
+        self.inner.partitions(topic).await
+    }
+    async fn end_offsets(&self, topic: &str) -> sentinel_log::Result<Vec<i64>> {
+        self.inner.end_offsets(topic).await
+    }
+    async fn subscribe(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> sentinel_log::Result<Box<dyn Subscription>> {
+        self.inner.subscribe(group, topic).await
+    }
+    async fn committed(&self, group: &str, topic: &str) -> sentinel_log::Result<Vec<(i32, i64)>> {
+        self.inner.committed(group, topic).await
+    }
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> sentinel_log::Result<()> {
+        self.inner.ensure_topic(topic, partitions).await
+    }
+    async fn recent_event_ids(&self, topic: &str, max: usize) -> sentinel_log::Result<Vec<String>> {
+        match self.delay {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+        self.inner.recent_event_ids(topic, max).await
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
     }
 }

@@ -1,12 +1,17 @@
 //! `POST /webhooks/github`.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::Router;
 use axum::http::StatusCode;
 use sentinel_ingest::auth::sign_sha256;
 use sentinel_ingest::{DEFAULT_BODY_LIMIT, IngestConfig};
 use serde_json::json;
 
-use crate::common::{Env, GITHUB_SECRET, config, env, failure, fixture, fixture_json, forge, send};
+use crate::common::{
+    Env, GITHUB_SECRET, SlowSeed, config, env, failure, fixture, fixture_json, forge, send,
+};
 
 async fn deliver(
     app: &Router,
@@ -131,6 +136,68 @@ async fn dedupe_memory_is_bounded_and_the_log_stays_the_guarantee() {
     let (s, _) = deliver(&restarted, "workflow_run", "w-1", &body).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(env.events().await.len(), 3);
+}
+
+/// A redelivery arriving right after a restart, while the receiver is still loading the
+/// log's recent event ids, waits for them and is answered as a duplicate (on a log that
+/// does not deduplicate by itself, such as Kafka, it would otherwise be appended twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_right_after_a_restart_waits_for_the_seeding() {
+    let env = env(config()).await;
+    let body = fixture("github/workflow_run.completed.failure.json");
+    for i in 0..50 {
+        let (s, _) = deliver(&env.app, "workflow_run", &format!("before-{i}"), &body).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let slow = Arc::new(SlowSeed {
+        inner: env.log.clone(),
+        delay: Some(Duration::from_millis(600)),
+    });
+    let restarted = sentinel_ingest::router(slow, &config());
+    let started = Instant::now();
+    let (s, b) = deliver(&restarted, "workflow_run", "before-49", &body).await;
+    assert_eq!((s, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "answered before the seeding finished"
+    );
+    let (s, b) = deliver(&restarted, "workflow_run", "before-0", &body).await;
+    assert_eq!((s, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
+    assert_eq!(env.events().await.len(), 50);
+}
+
+/// A log that never answers the seeding query delays the first append by the bounded wait
+/// (2 s) only; deliveries are then appended (and the log's unique ids still keep one copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeding_that_never_ends_delays_appends_by_a_bounded_wait() {
+    let env = env(config()).await;
+    let body = fixture("github/workflow_run.completed.failure.json");
+    let stuck = Arc::new(SlowSeed {
+        inner: env.log.clone(),
+        delay: None,
+    });
+    let restarted = sentinel_ingest::router(stuck, &config());
+    let started = Instant::now();
+    let (s, b) = tokio::time::timeout(
+        Duration::from_secs(10),
+        deliver(&restarted, "workflow_run", "stuck-1", &body),
+    )
+    .await
+    .expect("the append waits for the seeding for a bounded time");
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_secs(5)).contains(&waited),
+        "waited {waited:?}"
+    );
+    // Later deliveries do not wait again; the receiver's own memory works as usual.
+    let started = Instant::now();
+    let (s, b) = deliver(&restarted, "workflow_run", "stuck-1", &body).await;
+    assert_eq!((s, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
+    let (s, _) = deliver(&restarted, "workflow_run", "stuck-2", &body).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(env.events().await.len(), 2);
 }
 
 #[tokio::test]
