@@ -32,11 +32,13 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+mod fold;
 mod migrate;
 mod plan;
 mod projector;
 mod read;
 mod rebuild;
+mod rows;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
