@@ -1308,6 +1308,27 @@ async fn execute(store: &Store, sql: &str) {
 }
 
 /// Schemas (PostgreSQL) or files (SQLite) a rebuild may have left behind.
+/// (table, index) of every index of the live tables.
+async fn indexes(store: &Store) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = match store {
+        Store::Postgres(pool) => sqlx::query_as(
+            "SELECT tablename::text, indexname::text FROM pg_indexes \
+             WHERE schemaname = current_schema()",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("indexes"),
+        Store::Sqlite(pool) => {
+            sqlx::query_as("SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'")
+                .fetch_all(pool)
+                .await
+                .expect("indexes")
+        }
+    };
+    out.sort();
+    out
+}
+
 async fn leftovers(env: &Env) -> Vec<String> {
     match env.store() {
         Store::Postgres(pool) => sqlx::query_scalar(
@@ -1362,6 +1383,7 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
         snapshot(reference(&env, backend).await.store()).await
     );
 
+    let indexes_before = indexes(env.store()).await;
     let seen = std::sync::Mutex::new(Vec::new());
     let report = sentinel_projections::rebuild(
         env.log.clone(),
@@ -1374,6 +1396,13 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
     )
     .await
     .expect("rebuild");
+    // The shadow's secondary indexes, built after the load, came along with the swap.
+    assert_eq!(indexes(env.store()).await, indexes_before);
+    assert!(
+        indexes_before
+            .iter()
+            .any(|(_, i)| i == "failures_failure_type")
+    );
     assert!(report.tables.iter().any(|t| t == "failure_fixes"));
     assert!(report.tables.iter().any(|t| t == "projection_checkpoints"));
     // 11 facts per chain, but PatchBot's registration is one fact: the log drops repeats.
