@@ -59,6 +59,7 @@ const TABLES: &[&str] = &[
     "failure_fixes",
     "pull_requests",
     "reviews",
+    "rollbacks",
 ];
 
 /// Runs the benchmark for `events` facts against the PostgreSQL server at `admin_url`
