@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sentinel_events::codec;
 use sentinel_log::EventLog;
+use sentinel_runtime::metrics::names::{
+    PROJECTION_BATCH_DURATION, PROJECTION_EVENTS, PROJECTION_LAG,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -157,6 +160,7 @@ impl Projector {
     ///
     /// Log or database errors; everything committed before stays committed.
     pub async fn run_once(&self) -> Result<usize> {
+        self.zero_metrics();
         self.catch_up(None).await
     }
 
@@ -169,6 +173,7 @@ impl Projector {
     /// Permanent errors (a schema the database refuses, an unknown topic).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         info!(projection = %self.config.name, topic = %self.config.topic, "Projector started.");
+        self.zero_metrics();
         let mut backoff = self.config.idle_sleep;
         while !shutdown.is_cancelled() {
             let pause = match self.catch_up(Some(&shutdown)).await {
@@ -224,7 +229,22 @@ impl Projector {
     }
 
     async fn catch_up(&self, shutdown: Option<&CancellationToken>) -> Result<usize> {
-        self.catch_up_bounded(shutdown, None, &|_, _| {}).await
+        let applied = self.catch_up_bounded(shutdown, None, &|_, _| {}).await?;
+        let lag: i64 = self.lag().await?.iter().map(|p| p.lag).sum();
+        metrics::gauge!(PROJECTION_LAG, "projection" => self.config.name.clone()).set(lag as f64);
+        Ok(applied)
+    }
+
+    /// Registers the projector's counters at zero.
+    fn zero_metrics(&self) {
+        for outcome in ["applied", "ignored", "invalid"] {
+            metrics::counter!(
+                PROJECTION_EVENTS,
+                "projection" => self.config.name.clone(),
+                "outcome" => outcome
+            )
+            .increment(0);
+        }
     }
 
     /// Catches up to `targets` (partition → offset to stop before; partitions not listed
@@ -345,6 +365,7 @@ impl Projector {
             ..
         } = fetched;
 
+        let started = Instant::now();
         let mut tx = self.store.begin().await?;
         // The checkpoint first: on PostgreSQL this locks its row, queueing a concurrent
         // projector of the same partition until we commit.
@@ -370,6 +391,21 @@ impl Projector {
         }
         tx.commit().await?;
 
+        let name = cfg.name.clone();
+        metrics::histogram!(PROJECTION_BATCH_DURATION, "projection" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        for (outcome, n) in [
+            ("applied", outcome.applied),
+            ("ignored", outcome.ignored),
+            ("invalid", skipped),
+        ] {
+            metrics::counter!(
+                PROJECTION_EVENTS,
+                "projection" => name.clone(),
+                "outcome" => outcome
+            )
+            .increment(n as u64);
+        }
         let c = &self.counters;
         c.applied
             .fetch_add(outcome.applied as u64, Ordering::Relaxed);

@@ -77,13 +77,19 @@ pub struct RebuildReport {
     pub applied: u64,
     /// Where the swapped-in tables stand, per partition (next offset).
     pub offsets: Vec<(i32, i64)>,
-    /// Time spent replaying (without the swap).
+    /// Time spent replaying (without building the deferred indexes and the swap).
     pub replay: Duration,
+    /// Time spent building the shadow's secondary indexes after the replay.
+    pub indexes: Duration,
     /// Time the swap transaction took.
     pub swap: Duration,
 }
 
 static SHADOW_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Connections of a PostgreSQL shadow's pool: the replay uses one (plus one for the
+/// checkpoint reads), index builds run this many at a time.
+const SHADOW_CONNECTIONS: u32 = 2;
 
 /// Default records per replay transaction of a rebuild.
 pub const DEFAULT_REBUILD_BATCH: usize = 20_000;
@@ -171,10 +177,12 @@ async fn rebuild_into(
     applied += projector
         .catch_up_to(live_targets.as_ref(), &on_batch)
         .await? as u64;
-    // Like pg_restore: the secondary indexes are built once over the loaded tables.
-    shadow.create_deferred_indexes().await?;
     let replay = started.elapsed();
     info!(applied, ?replay, "Rebuild replayed the log.");
+    // Like pg_restore: the secondary indexes are built once over the loaded tables.
+    let indexes_started = Instant::now();
+    shadow.create_deferred_indexes().await?;
+    let indexes = indexes_started.elapsed();
 
     let swap_started = Instant::now();
     let offsets = if options.projection.is_some() {
@@ -202,6 +210,7 @@ async fn rebuild_into(
         applied,
         offsets,
         replay,
+        indexes,
         swap: swap_started.elapsed(),
     })
 }
@@ -459,7 +468,7 @@ impl Shadow {
                     ("synchronous_commit", "off"),
                 ]);
                 let shadow_pool = PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(SHADOW_CONNECTIONS)
                     .connect_with(options)
                     .await?;
                 let mut shadow = Shadow {
@@ -522,10 +531,16 @@ impl Shadow {
     }
 
     /// Builds the secondary indexes dropped at creation.
+    /// Builds the secondary indexes dropped at creation, two at a time (the shadow pool's
+    /// connections).
     async fn create_deferred_indexes(&self) -> Result<()> {
         if let Store::Postgres(pool) = &self.store {
-            for sql in &self.deferred_indexes {
-                sqlx::query(sql).execute(pool).await?;
+            use futures::StreamExt;
+            let mut builds = futures::stream::iter(self.deferred_indexes.iter())
+                .map(|sql| async move { sqlx::query(sql).execute(pool).await })
+                .buffer_unordered(SHADOW_CONNECTIONS as usize);
+            while let Some(built) = builds.next().await {
+                built?;
             }
         }
         Ok(())

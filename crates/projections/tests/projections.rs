@@ -1858,3 +1858,61 @@ async fn assignments_predictions_readied_prs_and_rollbacks(backend: Backend) {
     // Nothing of these facts was ignored.
     assert_eq!(projector.stats().ignored, 0);
 }
+
+/// Compliance: the projector emits `sentinel_runtime::metrics::required::PROJECTOR`, with
+/// the counts of what it applied, ignored and skipped.
+#[test]
+fn projector_emits_its_required_metrics() {
+    use sentinel_runtime::metrics::names::{PROJECTION_EVENTS, PROJECTION_LAG};
+    use sentinel_runtime::metrics::required;
+
+    let (applied, exposition) = sentinel_runtime::testing::metrics::capture(async {
+        let env = Env::new(Backend::Sqlite).await;
+        let chain = FixChain::new("org/app", FailureType::Formatting, "d-metrics", t0());
+        let mut events = chain.events();
+        // Used by no projection: ignored.
+        events.push(chain.started.caused(
+            TaskProgressed {
+                task_id: chain.task_id.to_string(),
+                progress: 0.5,
+                message: "half way".into(),
+            },
+            "patchbot@test",
+            0,
+            None,
+        ));
+        env.append(&events).await;
+        env.log
+            .append(
+                EVENTS_TOPIC,
+                vec![Record {
+                    key: "acme/org/app".into(),
+                    value: b"\xc3\x01garbage".to_vec(),
+                    headers: vec![],
+                }],
+            )
+            .await
+            .expect("append garbage");
+        env.projector_with(4).run_once().await.expect("project")
+    });
+    assert_eq!(applied, 11);
+    let labels = [("projection", DEFAULT_PROJECTION)];
+    exposition.assert_emitted(required::PROJECTOR, &labels);
+    let count = |outcome: &str| {
+        exposition
+            .find(
+                PROJECTION_EVENTS,
+                &[("projection", DEFAULT_PROJECTION), ("outcome", outcome)],
+            )
+            .iter()
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    assert_eq!(count("applied"), 11.0);
+    assert_eq!(count("ignored"), 1.0);
+    assert_eq!(count("invalid"), 1.0);
+    // Caught up: nothing left.
+    let lag = exposition.find(PROJECTION_LAG, &labels);
+    assert_eq!(lag.len(), 1);
+    assert_eq!(lag[0].value, 0.0);
+}
