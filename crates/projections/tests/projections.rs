@@ -1197,6 +1197,28 @@ async fn documented_queries_run_against_postgres() {
         } else {
             chain.merged(true)
         });
+        if i == 0 {
+            // A merged fix rolled back: the rollbacks query has something to count.
+            events.push(chain.pr.caused(
+                RollbackDecided {
+                    rollback_event_id: Uuid::new_v5(&chain.task_id, b"rb").to_string(),
+                    task_id: chain.task_id.to_string(),
+                    repository: chain.repository.clone(),
+                    url: chain.pr_url(),
+                    base: "main".into(),
+                    revert_commit: Some("m3rge".into()),
+                    decision: sentinel_events::RollbackDecision::Revert,
+                    revert_branch: Some("sentinel/revert".into()),
+                    auto_merge_pause_seconds: 0,
+                    reason_code: "ci_failed_after_merge".into(),
+                    reason: "same signature after merge".into(),
+                    policy_version: "sha256:p".into(),
+                },
+                "policy@test",
+                0,
+                Some(t0() + secs(7200)),
+            ));
+        }
     }
     env.append(&events).await;
     env.projector().run_once().await.expect("project");
