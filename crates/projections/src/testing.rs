@@ -740,8 +740,10 @@ pub fn messy_log(chains: usize, seed: u64) -> Vec<Event> {
                 ev.extend([requested, finished, checks, readied, c.action()]);
             }
             7 => {
-                // Merged, then rolled back: the revert PR sometimes recorded first.
+                // Merged (a late close changes nothing), then rolled back: the revert PR
+                // sometimes recorded first.
                 ev.extend(c.merged(true));
+                ev.extend(c.closed());
                 let decided = c.pr.caused(
                     RollbackDecided {
                         rollback_event_id: Uuid::new_v5(&c.task_id, b"rollback").to_string(),
