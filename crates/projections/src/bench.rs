@@ -27,8 +27,12 @@ pub struct BenchRow {
     pub events: u64,
     /// Rows the projections hold afterwards.
     pub rows: u64,
-    /// Wall time of the rebuild (replay and swap).
+    /// Wall time of the rebuild (shadow set-up, replay, index builds and swap).
     pub rebuild: Duration,
+    /// Of which replaying the log into the shadow tables.
+    pub replay: Duration,
+    /// Of which building the shadow's secondary indexes.
+    pub indexes: Duration,
     /// Wall time of the binary COPY of the same rows.
     pub copy: Duration,
 }
@@ -59,6 +63,7 @@ const TABLES: &[&str] = &[
     "failure_fixes",
     "pull_requests",
     "reviews",
+    "rollbacks",
 ];
 
 /// Runs the benchmark for `events` facts against the PostgreSQL server at `admin_url`
@@ -112,7 +117,7 @@ async fn measure(
     let store = Store::connect(url).await?;
     store.migrate().await?;
     let started = Instant::now();
-    rebuild(
+    let report = rebuild(
         log,
         &store,
         &RebuildOptions {
@@ -175,6 +180,8 @@ async fn measure(
         rows,
         rebuild: rebuild_time,
         copy: copy_time,
+        replay: report.replay,
+        indexes: report.indexes,
     })
 }
 

@@ -32,11 +32,13 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+mod fold;
 mod migrate;
 mod plan;
 mod projector;
 mod read;
 mod rebuild;
+mod rows;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
@@ -48,7 +50,7 @@ pub use read::{
     Agent, Cursor, DEFAULT_PAGE, Decision, DecisionFilter, Failure, FailureFilter, Fix, FixCursor,
     FixFilter, MAX_PAGE, Task,
 };
-pub use rebuild::{RebuildOptions, RebuildProgress, RebuildReport, rebuild};
+pub use rebuild::{DEFAULT_REBUILD_BATCH, RebuildOptions, RebuildProgress, RebuildReport, rebuild};
 pub use store::{ApplyOutcome, Backend, Checkpoint, Store, StoreTx};
 
 /// The fact log topic the projections read. A permanent identifier: renaming it breaks

@@ -25,6 +25,10 @@ const SQLITE: &[File] = &[
         "0002_agent_health_index.sql",
         include_str!("../../../migrations/sqlite/0002_agent_health_index.sql"),
     ),
+    (
+        "0003_assignments_predictions_rollbacks.sql",
+        include_str!("../../../migrations/sqlite/0003_assignments_predictions_rollbacks.sql"),
+    ),
 ];
 
 const POSTGRES: &[File] = &[
@@ -35,6 +39,10 @@ const POSTGRES: &[File] = &[
     (
         "0002_agent_health_index.sql",
         include_str!("../../../migrations/postgres/0002_agent_health_index.sql"),
+    ),
+    (
+        "0003_assignments_predictions_rollbacks.sql",
+        include_str!("../../../migrations/postgres/0003_assignments_predictions_rollbacks.sql"),
     ),
 ];
 

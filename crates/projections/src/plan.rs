@@ -450,20 +450,77 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
             Stmt::ReviewEscalated,
             vec![text(&f.review_id), float(f.waited_hours), at(ts)],
         )],
+        Fact::TaskAssigned(f) => {
+            let task = parse_id("task_id", &f.task_id)?;
+            let agent = parse_id("agent_id", &f.agent_id)?;
+            vec![op(
+                Stmt::TaskAssigned,
+                vec![uuid(task), uuid(agent), at(ts)],
+            )]
+        }
+        Fact::PredictionCorrelated(f) => {
+            let task = parse_id("task_id", &f.task_id)?;
+            vec![op(
+                Stmt::TaskPrediction,
+                vec![uuid(task), text(&f.prediction_id), at(ts)],
+            )]
+        }
+        Fact::PullRequestReadied(f) => vec![op(Stmt::PrReadied, vec![text(&f.url), at(ts)])],
+        Fact::RollbackDecided(f) => {
+            let request = parse_id("rollback_event_id", &f.rollback_event_id)?;
+            let task = parse_id("task_id", &f.task_id)?;
+            let paused_until = (f.auto_merge_pause_seconds > 0)
+                .then(|| ts + chrono::Duration::seconds(f.auto_merge_pause_seconds));
+            vec![op(
+                Stmt::RollbackDecided,
+                vec![
+                    uuid(e.event_id),
+                    uuid(request),
+                    text(&e.tenant),
+                    text(&f.repository),
+                    uuid(task),
+                    text(&f.url),
+                    text(&f.base),
+                    opt_text(f.revert_commit.as_deref()),
+                    text(f.decision.as_str()),
+                    text(&f.reason_code),
+                    text(&f.reason),
+                    text(&f.policy_version),
+                    opt_text(f.revert_branch.as_deref()),
+                    Param::Text(paused_until.map(time)),
+                    at(ts),
+                ],
+            )]
+        }
+        Fact::RevertPullRequestOpened(f) => {
+            let decision = parse_id("decision_id", &f.decision_id)?;
+            let task = parse_id("task_id", &f.task_id)?;
+            vec![op(
+                Stmt::RevertOpened,
+                vec![
+                    uuid(decision),
+                    text(&e.tenant),
+                    text(&f.repository),
+                    uuid(task),
+                    text(&f.fix_url),
+                    text(&f.base),
+                    text(&f.reverted_commit),
+                    text(&f.url),
+                    int(f.number),
+                    text(&f.branch),
+                    at(ts),
+                ],
+            )]
+        }
         Fact::FailureLogsCaptured(_)
         | Fact::TaskProgressed(_)
-        | Fact::TaskAssigned(_)
         | Fact::PullRequestReviewed(_)
-        | Fact::PullRequestReadied(_)
         | Fact::PredictionReceived(_)
-        | Fact::PredictionCorrelated(_)
         | Fact::OutcomeReported(_)
         | Fact::EventDeadLettered(_)
         | Fact::ForgeEventReceived(_)
         | Fact::RollbackRequested(_)
         | Fact::AutoMergeEnabled(_)
-        | Fact::RollbackDecided(_)
-        | Fact::RevertPullRequestOpened(_)
         | Fact::RevertFailed(_)
         | Fact::AutoMergeDisabled(_) => Vec::new(),
     })

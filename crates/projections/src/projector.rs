@@ -4,15 +4,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sentinel_events::codec;
 use sentinel_log::EventLog;
+use sentinel_runtime::metrics::names::{
+    PROJECTION_BATCH_DURATION, PROJECTION_EVENTS, PROJECTION_LAG,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::store::Store;
-use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Result};
+use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
 /// How a [`Projector`] runs. The defaults suit both deployments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +160,7 @@ impl Projector {
     ///
     /// Log or database errors; everything committed before stays committed.
     pub async fn run_once(&self) -> Result<usize> {
+        self.zero_metrics();
         self.catch_up(None).await
     }
 
@@ -169,6 +173,7 @@ impl Projector {
     /// Permanent errors (a schema the database refuses, an unknown topic).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         info!(projection = %self.config.name, topic = %self.config.topic, "Projector started.");
+        self.zero_metrics();
         let mut backoff = self.config.idle_sleep;
         while !shutdown.is_cancelled() {
             let pause = match self.catch_up(Some(&shutdown)).await {
@@ -224,7 +229,22 @@ impl Projector {
     }
 
     async fn catch_up(&self, shutdown: Option<&CancellationToken>) -> Result<usize> {
-        self.catch_up_bounded(shutdown, None, &|_, _| {}).await
+        let applied = self.catch_up_bounded(shutdown, None, &|_, _| {}).await?;
+        let lag: i64 = self.lag().await?.iter().map(|p| p.lag).sum();
+        metrics::gauge!(PROJECTION_LAG, "projection" => self.config.name.clone()).set(lag as f64);
+        Ok(applied)
+    }
+
+    /// Registers the projector's counters at zero.
+    fn zero_metrics(&self) {
+        for outcome in ["applied", "ignored", "invalid"] {
+            metrics::counter!(
+                PROJECTION_EVENTS,
+                "projection" => self.config.name.clone(),
+                "outcome" => outcome
+            )
+            .increment(0);
+        }
     }
 
     /// Catches up to `targets` (partition → offset to stop before; partitions not listed
@@ -254,6 +274,8 @@ impl Projector {
             .filter(|p| targets.is_none_or(|t| t.contains_key(p)))
             .collect();
         let mut applied = 0;
+        // Per partition, the next batch being read and decoded while this one is written.
+        let mut ahead: HashMap<i32, Prefetch> = HashMap::new();
         // One batch per partition in turn, so a busy partition does not starve the others.
         while !pending.is_empty() {
             let mut still = Vec::with_capacity(pending.len());
@@ -262,7 +284,7 @@ impl Projector {
                     return Ok(applied);
                 }
                 let until = targets.and_then(|t| t.get(&partition).copied());
-                match self.step(partition, until).await? {
+                match self.step(partition, until, &mut ahead).await? {
                     Step::Applied(n, next) => {
                         applied += n;
                         on_batch(partition, next);
@@ -278,8 +300,15 @@ impl Projector {
     }
 
     /// Reads one batch of a partition from its checkpoint (stopping before `until`, when
-    /// given) and applies it.
-    async fn step(&self, partition: i32, until: Option<i64>) -> Result<Step> {
+    /// given) and applies it. The batch after it is read and decoded on another task
+    /// meanwhile (kept in `ahead`), and used by the next step if the checkpoint is then
+    /// where that batch starts — it is dropped otherwise (another projector moved it).
+    async fn step(
+        &self,
+        partition: i32,
+        until: Option<i64>,
+        ahead: &mut HashMap<i32, Prefetch>,
+    ) -> Result<Step> {
         let cfg = &self.config;
         // Read the checkpoint afresh each time: another projector may have moved it.
         let from = self
@@ -289,42 +318,54 @@ impl Projector {
             .into_iter()
             .find(|c| c.partition == partition)
             .map_or(0, |c| c.next_offset);
-        let mut max = cfg.batch_size.max(1);
-        if let Some(until) = until {
-            let left = usize::try_from(until - from).unwrap_or(0);
-            if left == 0 {
-                return Ok(Step::AtEnd);
+        let max = match until {
+            Some(until) => {
+                let left = usize::try_from(until - from).unwrap_or(0);
+                if left == 0 {
+                    return Ok(Step::AtEnd);
+                }
+                cfg.batch_size.max(1).min(left)
             }
-            max = max.min(left);
-        }
-        let mut records = self.log.read(&cfg.topic, partition, from, max).await?;
-        if let Some(until) = until {
-            records.retain(|r| r.position.offset < until);
-        }
-        let Some(last) = records.last() else {
+            None => cfg.batch_size.max(1),
+        };
+        let fetched = match ahead.remove(&partition) {
+            Some(mut p) if p.from == from && p.max == max => (&mut p.handle)
+                .await
+                .map_err(|e| Error::CorruptRow(format!("prefetch task: {e}")))??,
+            // A stale prefetch is aborted when dropped.
+            _ => self.fetcher().fetch(partition, from, max, until).await?,
+        };
+        let Some(next) = fetched.next else {
             return Ok(Step::AtEnd);
         };
-        let next = last.position.offset + 1;
-
-        let mut events = Vec::with_capacity(records.len());
-        let mut undecodable = 0_usize;
-        for stored in &records {
-            match codec::decode(&stored.record.value, cfg.confluent_envelope_id) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    warn!(
-                        %error,
-                        topic = %cfg.topic,
-                        partition,
-                        offset = stored.position.offset,
-                        event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
-                        "Skipping an undecodable record."
-                    );
-                    undecodable += 1;
-                }
-            }
+        // Read ahead while this batch is written.
+        let next_max = match until {
+            Some(until) => cfg
+                .batch_size
+                .max(1)
+                .min(usize::try_from(until - next).unwrap_or(0)),
+            None => cfg.batch_size.max(1),
+        };
+        if next_max > 0 {
+            let fetcher = self.fetcher();
+            ahead.insert(
+                partition,
+                Prefetch {
+                    from: next,
+                    max: next_max,
+                    handle: tokio::spawn(async move {
+                        fetcher.fetch(partition, next, next_max, until).await
+                    }),
+                },
+            );
         }
+        let Fetched {
+            events,
+            undecodable,
+            ..
+        } = fetched;
 
+        let started = Instant::now();
         let mut tx = self.store.begin().await?;
         // The checkpoint first: on PostgreSQL this locks its row, queueing a concurrent
         // projector of the same partition until we commit.
@@ -350,6 +391,21 @@ impl Projector {
         }
         tx.commit().await?;
 
+        let name = cfg.name.clone();
+        metrics::histogram!(PROJECTION_BATCH_DURATION, "projection" => name.clone())
+            .record(started.elapsed().as_secs_f64());
+        for (outcome, n) in [
+            ("applied", outcome.applied),
+            ("ignored", outcome.ignored),
+            ("invalid", skipped),
+        ] {
+            metrics::counter!(
+                PROJECTION_EVENTS,
+                "projection" => name.clone(),
+                "outcome" => outcome
+            )
+            .increment(n as u64);
+        }
         let c = &self.counters;
         c.applied
             .fetch_add(outcome.applied as u64, Ordering::Relaxed);
@@ -374,4 +430,83 @@ enum Step {
     Applied(usize, i64),
     Conflict,
     AtEnd,
+}
+
+impl Projector {
+    fn fetcher(&self) -> Fetcher {
+        Fetcher {
+            log: self.log.clone(),
+            topic: self.config.topic.clone(),
+            confluent_envelope_id: self.config.confluent_envelope_id,
+        }
+    }
+}
+
+/// A batch being read ahead; the read is abandoned when this is dropped unused.
+struct Prefetch {
+    from: i64,
+    max: usize,
+    handle: tokio::task::JoinHandle<Result<Fetched>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// One batch of a partition, read and decoded.
+struct Fetched {
+    /// The offset after the last record read; `None` when there was none.
+    next: Option<i64>,
+    events: Vec<sentinel_events::Event>,
+    /// Records that did not decode (skipped with a warning).
+    undecodable: usize,
+}
+
+/// Reads and decodes batches; owns what it needs, so it can run on its own task.
+#[derive(Clone)]
+struct Fetcher {
+    log: Arc<dyn EventLog>,
+    topic: String,
+    confluent_envelope_id: Option<u32>,
+}
+
+impl Fetcher {
+    async fn fetch(
+        &self,
+        partition: i32,
+        from: i64,
+        max: usize,
+        until: Option<i64>,
+    ) -> Result<Fetched> {
+        let mut records = self.log.read(&self.topic, partition, from, max).await?;
+        if let Some(until) = until {
+            records.retain(|r| r.position.offset < until);
+        }
+        let next = records.last().map(|last| last.position.offset + 1);
+        let mut events = Vec::with_capacity(records.len());
+        let mut undecodable = 0_usize;
+        for stored in &records {
+            match codec::decode(&stored.record.value, self.confluent_envelope_id) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    warn!(
+                        %error,
+                        topic = %self.topic,
+                        partition,
+                        offset = stored.position.offset,
+                        event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
+                        "Skipping an undecodable record."
+                    );
+                    undecodable += 1;
+                }
+            }
+        }
+        Ok(Fetched {
+            next,
+            events,
+            undecodable,
+        })
+    }
 }

@@ -44,7 +44,8 @@ pub struct RebuildOptions {
     pub projector: String,
     /// Only this projection (a table: `failures`, `agents`, …); every one when `None`.
     pub projection: Option<String>,
-    /// Records per replay transaction (default 5000).
+    /// Records per replay transaction (default 20000). Memory grows with it: one batch's
+    /// facts and the rows they touch, plus the next batch read ahead.
     pub batch_size: usize,
 }
 
@@ -53,7 +54,7 @@ impl Default for RebuildOptions {
         RebuildOptions {
             projector: DEFAULT_PROJECTION.to_owned(),
             projection: None,
-            batch_size: 5000,
+            batch_size: DEFAULT_REBUILD_BATCH,
         }
     }
 }
@@ -76,13 +77,30 @@ pub struct RebuildReport {
     pub applied: u64,
     /// Where the swapped-in tables stand, per partition (next offset).
     pub offsets: Vec<(i32, i64)>,
-    /// Time spent replaying (without the swap).
+    /// Time spent replaying (without building the deferred indexes and the swap).
     pub replay: Duration,
+    /// Time spent building the shadow's secondary indexes after the replay.
+    pub indexes: Duration,
     /// Time the swap transaction took.
     pub swap: Duration,
 }
 
 static SHADOW_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Connections of a PostgreSQL shadow's pool: the replay uses one (plus one for the
+/// checkpoint reads), index builds run this many at a time.
+const SHADOW_CONNECTIONS: u32 = 2;
+
+/// Default records per replay transaction of a rebuild.
+pub const DEFAULT_REBUILD_BATCH: usize = 20_000;
+
+/// Secondary indexes the batched writes look rows up by: a shadow keeps them while it is
+/// filled (the others are built after the load, before the swap).
+const LOOKUP_INDEXES: &[&str] = &[
+    "failure_fixes_failure",
+    "failure_fixes_pr_url",
+    "agent_tasks_agent_finished",
+];
 
 /// Rebuilds the projections of `store` from `log`; see the module documentation.
 ///
@@ -161,6 +179,10 @@ async fn rebuild_into(
         .await? as u64;
     let replay = started.elapsed();
     info!(applied, ?replay, "Rebuild replayed the log.");
+    // Like pg_restore: the secondary indexes are built once over the loaded tables.
+    let indexes_started = Instant::now();
+    shadow.create_deferred_indexes().await?;
+    let indexes = indexes_started.elapsed();
 
     let swap_started = Instant::now();
     let offsets = if options.projection.is_some() {
@@ -188,6 +210,7 @@ async fn rebuild_into(
         applied,
         offsets,
         replay,
+        indexes,
         swap: swap_started.elapsed(),
     })
 }
@@ -380,6 +403,34 @@ async fn copy_sqlite(conn: &mut sqlx::SqliteConnection, tables: &[String]) -> Re
     Ok(())
 }
 
+/// Drops the secondary indexes of `schema` (not those of primary keys or unique
+/// constraints, which the upserts need, nor [`LOOKUP_INDEXES`]) and returns the
+/// statements that create them again.
+async fn drop_secondary_indexes(pool: &sqlx::PgPool, schema: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.indexname::text, i.indexdef FROM pg_indexes AS i \
+         JOIN pg_class AS c ON c.relname = i.indexname \
+         JOIN pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = i.schemaname \
+         WHERE i.schemaname = $1 \
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint AS k WHERE k.conindid = c.oid) \
+         ORDER BY i.indexname",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await?;
+    let mut deferred = Vec::new();
+    for (name, definition) in rows {
+        if LOOKUP_INDEXES.contains(&name.as_str()) {
+            continue;
+        }
+        sqlx::query(&format!("DROP INDEX {}.{}", ident(schema), ident(&name)))
+            .execute(pool)
+            .await?;
+        deferred.push(definition);
+    }
+    Ok(deferred)
+}
+
 /// A quoted SQL identifier (names here come from the catalogue or are generated).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -395,6 +446,9 @@ struct Shadow {
     store: Store,
     /// The live store (to drop the shadow schema with).
     live: Store,
+    /// `CREATE INDEX` statements of the secondary indexes dropped while the shadow is
+    /// filled (PostgreSQL).
+    deferred_indexes: Vec<String>,
 }
 
 impl Shadow {
@@ -406,24 +460,36 @@ impl Shadow {
                 sqlx::query(&format!("CREATE SCHEMA {}", ident(&name)))
                     .execute(pool)
                     .await?;
-                let options = (*pool.connect_options())
-                    .clone()
-                    .options([("search_path", name.as_str())]);
+                // The shadow is thrown away if anything fails before the swap, and the swap
+                // commits on the live pool (durably, after everything written here): its
+                // own commits need not wait for the disk.
+                let options = (*pool.connect_options()).clone().options([
+                    ("search_path", name.as_str()),
+                    ("synchronous_commit", "off"),
+                ]);
                 let shadow_pool = PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(SHADOW_CONNECTIONS)
                     .connect_with(options)
                     .await?;
-                let shadow = Shadow {
+                let mut shadow = Shadow {
                     name,
                     path: None,
                     store: Store::Postgres(shadow_pool.clone()),
                     live: live.clone(),
+                    deferred_indexes: Vec::new(),
                 };
-                for (_, sql) in migrations(Backend::Postgres) {
-                    if let Err(e) = sqlx::raw_sql(sql).execute(&shadow_pool).await {
-                        shadow.remove().await;
-                        return Err(e.into());
+                let prepared = async {
+                    for (_, sql) in migrations(Backend::Postgres) {
+                        sqlx::raw_sql(sql).execute(&shadow_pool).await?;
                     }
+                    shadow.deferred_indexes =
+                        drop_secondary_indexes(&shadow_pool, &shadow.name).await?;
+                    Ok::<_, Error>(())
+                }
+                .await;
+                if let Err(e) = prepared {
+                    shadow.remove().await;
+                    return Err(e);
                 }
                 Ok(shadow)
             }
@@ -458,9 +524,26 @@ impl Shadow {
                     path: Some(path),
                     store: Store::Sqlite(shadow_pool),
                     live: live.clone(),
+                    deferred_indexes: Vec::new(),
                 })
             }
         }
+    }
+
+    /// Builds the secondary indexes dropped at creation.
+    /// Builds the secondary indexes dropped at creation, two at a time (the shadow pool's
+    /// connections).
+    async fn create_deferred_indexes(&self) -> Result<()> {
+        if let Store::Postgres(pool) = &self.store {
+            use futures::StreamExt;
+            let mut builds = futures::stream::iter(self.deferred_indexes.iter())
+                .map(|sql| async move { sqlx::query(sql).execute(pool).await })
+                .buffer_unordered(SHADOW_CONNECTIONS as usize);
+            while let Some(built) = builds.next().await {
+                built?;
+            }
+        }
+        Ok(())
     }
 
     /// The shadow's tables (those the migrations create), sorted.

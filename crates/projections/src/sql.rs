@@ -13,10 +13,12 @@ use crate::{Error, Result};
 
 const SQLITE_FILES: &[&str] = &[
     include_str!("sql/sqlite/apply.sql"),
+    include_str!("sql/sqlite/fold.sql"),
     include_str!("sql/sqlite/read.sql"),
 ];
 const POSTGRES_FILES: &[&str] = &[
     include_str!("sql/postgres/apply.sql"),
+    include_str!("sql/postgres/fold.sql"),
     include_str!("sql/postgres/read.sql"),
 ];
 
@@ -75,6 +77,28 @@ statements! {
     InsertReview => "insert_review",
     ReviewCompleted => "review_completed",
     ReviewEscalated => "review_escalated",
+    TaskAssigned => "task_assigned",
+    TaskPrediction => "task_prediction",
+    PrReadied => "pr_readied",
+    RollbackDecided => "rollback_decided",
+    RevertOpened => "revert_opened",
+    LoadFailures => "load_failures",
+    UpsertFailures => "upsert_failures",
+    LoadAgents => "load_agents",
+    UpsertAgents => "upsert_agents",
+    LoadTasks => "load_tasks",
+    UpsertTasks => "upsert_tasks",
+    LoadFixes => "load_fixes",
+    LoadFixesByFailure => "load_fixes_by_failure",
+    LoadFixesByPr => "load_fixes_by_pr",
+    UpsertFixes => "upsert_fixes",
+    LoadPullRequests => "load_pull_requests",
+    UpsertPullRequests => "upsert_pull_requests",
+    LoadReviews => "load_reviews",
+    UpsertReviews => "upsert_reviews",
+    LoadRollbacks => "load_rollbacks",
+    UpsertRollbacks => "upsert_rollbacks",
+    LoadAgentFinished => "load_agent_finished",
     AdvanceCheckpoint => "advance_checkpoint",
     LoadCheckpoints => "load_checkpoints",
     ResetCheckpoints => "reset_checkpoints",
@@ -198,6 +222,10 @@ mod tests {
                         max = max.max(n);
                     }
                 }
+            }
+            if max == 0 {
+                // The SQLite upserts' VALUES tuple uses anonymous `?` (it is repeated).
+                max = sql.matches('?').count();
             }
             max
         }

@@ -15,7 +15,11 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Row, Sqlite, Transaction};
 use tracing::warn;
 
+use std::collections::BTreeSet;
+
+use crate::fold::{HEALTH_WINDOW, Keys, State, Writes};
 use crate::plan::{Op, Param, plan};
+use crate::rows::{AgentRow, FailureRow, FixRow, PullRequestRow, ReviewRow, RollbackRow, TaskRow};
 use crate::sql::{Stmt, batch_sql, has_batch_form, sql};
 use crate::{Error, Result, migrate};
 
@@ -323,32 +327,263 @@ impl StoreTx {
     /// Applies events in order. Facts the projections do not use are counted as ignored;
     /// facts whose ids are malformed are logged, counted as invalid and skipped.
     ///
+    /// The batch is folded in memory (see the `fold` module): the rows it touches are
+    /// loaded once (and locked on PostgreSQL), every fact is applied to them in order, and
+    /// each table's changed rows are written with one statement per table (PostgreSQL
+    /// `UNNEST`, SQLite multi-row upserts) — the same rows as applying every fact with its
+    /// own statements, as [`StoreTx::apply_row_by_row`] does.
+    ///
     /// # Errors
     ///
     /// Database errors; the transaction should then be dropped.
     pub async fn apply(&mut self, events: &[Event]) -> Result<ApplyOutcome> {
-        let mut outcome = ApplyOutcome::default();
-        let mut ops = Vec::new();
-        for event in events {
-            match plan(event) {
-                Ok(planned) if planned.is_empty() => outcome.ignored += 1,
-                Ok(planned) => {
-                    outcome.applied += 1;
-                    ops.extend(planned);
-                }
-                Err(error) => {
-                    warn!(
-                        %error,
-                        event_id = %event.event_id,
-                        event_type = event.event_type(),
-                        "Skipping a fact the projections cannot key."
-                    );
-                    outcome.invalid += 1;
+        let (ops, outcome) = plan_all(events);
+        let keys = Keys::of(&ops);
+        let mut state = self.load(&keys).await?;
+        for op in &ops {
+            state.apply(op);
+        }
+        self.write(state.into_writes()).await?;
+        Ok(outcome)
+    }
+
+    /// Applies events in order with one statement per write, as the projections did
+    /// before writes were batched. Kept as the reference the batched path is tested
+    /// against; same results, much slower.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; the transaction should then be dropped.
+    #[cfg(feature = "testing")]
+    pub async fn apply_row_by_row(&mut self, events: &[Event]) -> Result<ApplyOutcome> {
+        let (ops, outcome) = plan_all(events);
+        self.execute(&ops).await?;
+        Ok(outcome)
+    }
+
+    /// Loads every row `keys` names (locking them on PostgreSQL).
+    async fn load(&mut self, keys: &Keys) -> Result<State> {
+        let mut state = State::default();
+        for row in self
+            .load_rows(Stmt::LoadFailures, &keys.failures, FailureRow::from_row)
+            .await?
+        {
+            state.load_failure(row);
+        }
+        for row in self
+            .load_rows(Stmt::LoadAgents, &keys.agents, AgentRow::from_row)
+            .await?
+        {
+            state.load_agent(row);
+        }
+        for row in self
+            .load_rows(Stmt::LoadTasks, &keys.tasks, TaskRow::from_row)
+            .await?
+        {
+            state.load_task(row);
+        }
+        for (stmt, set) in [
+            (Stmt::LoadFixes, &keys.fixes),
+            (Stmt::LoadFixesByFailure, &keys.fixes_by_failure),
+            (Stmt::LoadFixesByPr, &keys.fixes_by_pr),
+        ] {
+            for row in self.load_rows(stmt, set, FixRow::from_row).await? {
+                state.load_fix(row);
+            }
+        }
+        for row in self
+            .load_rows(
+                Stmt::LoadPullRequests,
+                &keys.pull_requests,
+                PullRequestRow::from_row,
+            )
+            .await?
+        {
+            state.load_pull_request(row);
+        }
+        for row in self
+            .load_rows(Stmt::LoadReviews, &keys.reviews, ReviewRow::from_row)
+            .await?
+        {
+            state.load_review(row);
+        }
+        for row in self
+            .load_rows(Stmt::LoadRollbacks, &keys.rollbacks, RollbackRow::from_row)
+            .await?
+        {
+            state.load_rollback(row);
+        }
+        // Enough of each agent's latest finished tasks that, without the tasks loaded
+        // above, the health window is still full.
+        let limit = i64::try_from(HEALTH_WINDOW + keys.tasks.len()).unwrap_or(i64::MAX);
+        for agent in &keys.health {
+            let params = vec![text(agent), Param::Int(Some(limit))];
+            let rows = self
+                .fetch(Stmt::LoadAgentFinished, &params, |r| {
+                    Ok((
+                        r.text("id")?,
+                        r.text("status")?,
+                        r.time_text("completed_at")?,
+                    ))
+                })
+                .await?;
+            for (id, status, at) in rows {
+                if let Some(at) = at {
+                    state.load_finished(agent, id, &status, at);
                 }
             }
         }
-        self.execute(&ops).await?;
-        Ok(outcome)
+        Ok(state)
+    }
+
+    /// Runs a `load_<table>` statement for `keys` (nothing when there are none).
+    async fn load_rows<T>(
+        &mut self,
+        stmt: Stmt,
+        keys: &BTreeSet<String>,
+        map: impl Fn(&dyn RowExt) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&String> = keys.iter().collect();
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => {
+                let json = serde_json::to_string(&keys)
+                    .map_err(|e| Error::CorruptRow(format!("keys: {e}")))?;
+                let rows = sqlx::query(sql(Backend::Sqlite, stmt)?)
+                    .bind(json)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+            TxInner::Postgres(tx) => {
+                let rows = sqlx::query(sql(Backend::Postgres, stmt)?)
+                    .bind(keys)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+        }
+    }
+
+    /// Runs a read statement in the transaction and maps every row.
+    async fn fetch<T>(
+        &mut self,
+        stmt: Stmt,
+        params: &[Param],
+        map: impl Fn(&dyn RowExt) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => {
+                let rows = bind_sqlite(sqlx::query(sql(Backend::Sqlite, stmt)?), params)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+            TxInner::Postgres(tx) => {
+                let rows = bind_pg(sqlx::query(sql(Backend::Postgres, stmt)?), params)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                rows.iter().map(|r| map(r)).collect()
+            }
+        }
+    }
+
+    /// Writes each table's final rows: one statement per table on PostgreSQL, chunks of
+    /// multi-row upserts on SQLite.
+    async fn write(&mut self, w: Writes) -> Result<()> {
+        fn params<T>(rows: &[T], f: impl Fn(&T) -> Vec<Param>) -> Vec<Vec<Param>> {
+            rows.iter().map(f).collect()
+        }
+        self.upsert(
+            Stmt::UpsertFailures,
+            params(&w.failures, FailureRow::params),
+        )
+        .await?;
+        if !w.decisions.is_empty() {
+            match &self.inner {
+                TxInner::Postgres(_) => {
+                    self.upsert_pg(batch_sql(Stmt::InsertDecision)?, &w.decisions)
+                        .await?;
+                }
+                TxInner::Sqlite(_) => {
+                    for p in &w.decisions {
+                        self.run(Stmt::InsertDecision, p).await?;
+                    }
+                }
+            }
+        }
+        self.upsert(Stmt::UpsertAgents, params(&w.agents, AgentRow::params))
+            .await?;
+        self.upsert(Stmt::UpsertTasks, params(&w.tasks, TaskRow::params))
+            .await?;
+        self.upsert(Stmt::UpsertFixes, params(&w.fixes, FixRow::params))
+            .await?;
+        self.upsert(
+            Stmt::UpsertPullRequests,
+            params(&w.pull_requests, PullRequestRow::params),
+        )
+        .await?;
+        self.upsert(Stmt::UpsertReviews, params(&w.reviews, ReviewRow::params))
+            .await?;
+        self.upsert(
+            Stmt::UpsertRollbacks,
+            params(&w.rollbacks, RollbackRow::params),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs an `upsert_<table>` statement for `rows` (each one parameter per column).
+    async fn upsert(&mut self, stmt: Stmt, rows: Vec<Vec<Param>>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match &mut self.inner {
+            TxInner::Postgres(_) => self.upsert_pg(sql(Backend::Postgres, stmt)?, &rows).await,
+            TxInner::Sqlite(tx) => {
+                let template = sql(Backend::Sqlite, stmt)?;
+                let width = rows[0].len().max(1);
+                let per_chunk = (SQLITE_MAX_PARAMS / width).clamp(1, SQLITE_MAX_ROWS);
+                for chunk in rows.chunks(per_chunk) {
+                    let text =
+                        repeat_values(template, chunk.len()).ok_or(Error::MissingStatement {
+                            name: stmt.name(),
+                            backend: "sqlite (VALUES tuple)",
+                        })?;
+                    let mut query = sqlx::query(&text);
+                    for p in chunk.iter().flatten() {
+                        query = match p {
+                            Param::Text(v) => query.bind(v.as_deref()),
+                            Param::Int(v) => query.bind(*v),
+                            Param::Float(v) => query.bind(*v),
+                            Param::Bool(v) => query.bind(*v),
+                        };
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs an `UNNEST` statement with one array per column of `rows`.
+    async fn upsert_pg(&mut self, statement: &str, rows: &[Vec<Param>]) -> Result<()> {
+        let TxInner::Postgres(tx) = &mut self.inner else {
+            return Err(Error::CorruptRow("UNNEST on SQLite".into()));
+        };
+        let mut query = sqlx::query(statement);
+        for column in columns(rows)? {
+            query = match column {
+                Column::Text(v) => query.bind(v),
+                Column::Int(v) => query.bind(v),
+                Column::Float(v) => query.bind(v),
+                Column::Bool(v) => query.bind(v),
+            };
+        }
+        query.execute(&mut **tx).await?;
+        Ok(())
     }
 
     /// Moves `projection`'s checkpoint on `topic`/`partition` from `expected` (0 when none
@@ -433,9 +668,12 @@ impl StoreTx {
             let run_len = ops[i..].iter().take_while(|o| o.stmt == stmt).count();
             match &mut self.inner {
                 TxInner::Postgres(tx) if run_len > 1 && has_batch_form(stmt) => {
-                    let batch = &ops[i..i + run_len];
+                    let batch: Vec<Vec<Param>> = ops[i..i + run_len]
+                        .iter()
+                        .map(|o| o.params.clone())
+                        .collect();
                     let mut query = sqlx::query(batch_sql(stmt)?);
-                    for column in columns(batch)? {
+                    for column in columns(&batch)? {
                         query = match column {
                             Column::Text(v) => query.bind(v),
                             Column::Int(v) => query.bind(v),
@@ -464,44 +702,86 @@ enum Column {
     Bool(Vec<Option<bool>>),
 }
 
-/// Transposes the parameter lists of same-statement ops into one array per parameter.
-fn columns(ops: &[Op]) -> Result<Vec<Column>> {
-    let Some(first) = ops.first() else {
+/// Transposes rows of parameters into one array per parameter.
+fn columns(rows: &[Vec<Param>]) -> Result<Vec<Column>> {
+    let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
     let mut out: Vec<Column> = first
-        .params
         .iter()
         .map(|p| match p {
-            Param::Text(_) => Column::Text(Vec::with_capacity(ops.len())),
-            Param::Int(_) => Column::Int(Vec::with_capacity(ops.len())),
-            Param::Float(_) => Column::Float(Vec::with_capacity(ops.len())),
-            Param::Bool(_) => Column::Bool(Vec::with_capacity(ops.len())),
+            Param::Text(_) => Column::Text(Vec::with_capacity(rows.len())),
+            Param::Int(_) => Column::Int(Vec::with_capacity(rows.len())),
+            Param::Float(_) => Column::Float(Vec::with_capacity(rows.len())),
+            Param::Bool(_) => Column::Bool(Vec::with_capacity(rows.len())),
         })
         .collect();
-    for op in ops {
-        if op.params.len() != out.len() {
-            return Err(Error::CorruptRow(format!(
-                "{}: ragged batch",
-                op.stmt.name()
-            )));
+    for row in rows {
+        if row.len() != out.len() {
+            return Err(Error::CorruptRow("ragged batch".into()));
         }
-        for (column, param) in out.iter_mut().zip(&op.params) {
+        for (column, param) in out.iter_mut().zip(row) {
             match (column, param) {
                 (Column::Text(c), Param::Text(v)) => c.push(v.clone()),
                 (Column::Int(c), Param::Int(v)) => c.push(*v),
                 (Column::Float(c), Param::Float(v)) => c.push(*v),
                 (Column::Bool(c), Param::Bool(v)) => c.push(*v),
                 _ => {
-                    return Err(Error::CorruptRow(format!(
-                        "{}: parameter types differ within a batch",
-                        op.stmt.name()
-                    )));
+                    return Err(Error::CorruptRow(
+                        "parameter types differ within a batch".into(),
+                    ));
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// SQLite's default limit of bound parameters per statement (since 3.32).
+const SQLITE_MAX_PARAMS: usize = 32_766;
+/// Rows per SQLite upsert statement, at most.
+const SQLITE_MAX_ROWS: usize = 500;
+
+/// `template` (an `INSERT … VALUES (?, …) …`) with its VALUES tuple repeated `n` times.
+fn repeat_values(template: &str, n: usize) -> Option<String> {
+    let start = template.find("VALUES (")? + "VALUES ".len();
+    let len = template[start..].find(')')? + 1;
+    let tuple = &template[start..start + len];
+    let mut out = String::with_capacity(template.len() + (tuple.len() + 2) * n);
+    out.push_str(&template[..start]);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(tuple);
+    }
+    out.push_str(&template[start + len..]);
+    Some(out)
+}
+
+/// Plans every event: the ops to run, and what was applied, ignored or invalid.
+fn plan_all(events: &[Event]) -> (Vec<Op>, ApplyOutcome) {
+    let mut outcome = ApplyOutcome::default();
+    let mut ops = Vec::new();
+    for event in events {
+        match plan(event) {
+            Ok(planned) if planned.is_empty() => outcome.ignored += 1,
+            Ok(planned) => {
+                outcome.applied += 1;
+                ops.extend(planned);
+            }
+            Err(error) => {
+                warn!(
+                    %error,
+                    event_id = %event.event_id,
+                    event_type = event.event_type(),
+                    "Skipping a fact the projections cannot key."
+                );
+                outcome.invalid += 1;
+            }
+        }
+    }
+    (ops, outcome)
 }
 
 fn bind_sqlite<'q>(
@@ -556,6 +836,8 @@ pub(crate) trait RowExt {
     fn time(&self, col: &str) -> Result<DateTime<Utc>>;
     /// A nullable time column.
     fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
+    /// A nullable time column as the projections write it (RFC 3339, UTC, microseconds).
+    fn time_text(&self, col: &str) -> Result<Option<String>>;
 }
 
 macro_rules! row_ext {
@@ -591,9 +873,50 @@ macro_rules! row_ext {
             fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
                 Ok(self.try_get(col)?)
             }
+            fn time_text(&self, col: &str) -> Result<Option<String>> {
+                time_text(self, col)
+            }
         }
     };
 }
 
 row_ext!(SqliteRow);
 row_ext!(PgRow);
+
+// SQLite stores the text the projections wrote; PostgreSQL a timestamptz.
+fn time_text(row: &dyn RowRaw, col: &str) -> Result<Option<String>> {
+    row.time_text_raw(col)
+}
+
+/// How each backend's rows hold times.
+trait RowRaw {
+    fn time_text_raw(&self, col: &str) -> Result<Option<String>>;
+}
+
+impl RowRaw for SqliteRow {
+    fn time_text_raw(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl RowRaw for PgRow {
+    fn time_text_raw(&self, col: &str) -> Result<Option<String>> {
+        let t: Option<DateTime<Utc>> = self.try_get(col)?;
+        Ok(t.map(crate::plan::time))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_tuples_repeat_for_multi_row_upserts() {
+        let t = "INSERT INTO t (a, b)\nVALUES (?, ?)\nON CONFLICT (a) DO UPDATE SET b = excluded.b";
+        assert_eq!(
+            repeat_values(t, 3).expect("tuple"),
+            "INSERT INTO t (a, b)\nVALUES (?, ?), (?, ?), (?, ?)\nON CONFLICT (a) DO UPDATE SET b = excluded.b"
+        );
+        assert!(repeat_values("SELECT 1", 2).is_none());
+    }
+}

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use sentinel_events::facts::*;
-use sentinel_events::{ActionDecision, DispatchDecision, TaskOutcome};
+use sentinel_events::{
+    ActionDecision, AgentStatus, DispatchDecision, FixStatus, RollbackDecision, TaskOutcome,
+};
 use sentinel_events::{Event, FailureType, ValidationStep, codec};
 use sentinel_log::sqlite::SqliteLog;
 use sentinel_log::{EventLog, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_TENANT, Record};
@@ -557,6 +559,311 @@ impl FixChain {
     }
 }
 
+/// A deterministic, messy log of `chains` fix chains for comparing write paths: chains
+/// interleaved, retries and late copies of failed attempts, cancellations, facts that
+/// arrive out of order or twice, reviews, checks, merges and closes, agent status
+/// changes and re-registrations, assignments, prediction links and rollbacks (the revert
+/// pull request sometimes recorded before its decision). `seed` varies the mix.
+pub fn messy_log(chains: usize, seed: u64) -> Vec<Event> {
+    let mut rng = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut next = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 33) % n.max(1)
+    };
+    let t0 = DateTime::from_timestamp(1_714_560_000, 0).unwrap_or_default();
+    let types = [
+        FailureType::Formatting,
+        FailureType::Linting,
+        FailureType::DependencyIssue,
+        FailureType::TestFailure,
+    ];
+    let mut streams: Vec<Vec<Event>> = Vec::new();
+    for i in 0..chains {
+        let at = t0 + Duration::seconds(i64::try_from(i).unwrap_or(0) * 7);
+        let c = FixChain::new(
+            &format!("org/repo-{}", i % 5),
+            types[i % types.len()],
+            &format!("messy-{seed}-{i}"),
+            at,
+        );
+        let tid = c.task_id.to_string();
+        let s = |secs: i64| Some(at + Duration::seconds(secs));
+        let mut ev = c.events();
+        match next(9) {
+            0 => ev.extend(c.merged(true)),
+            1 => ev.extend(c.closed()),
+            2 => {
+                // A failed first attempt, a retry, and a late copy of the failure.
+                let failed = |attempt: i32, index: u32, secs: i64| {
+                    c.started.caused(
+                        TaskFailed {
+                            task_id: tid.clone(),
+                            agent_id: PATCHBOT.to_string(),
+                            attempt,
+                            error: format!("timeout #{attempt}"),
+                            retryable: true,
+                            duration_ms: 1000,
+                        },
+                        "patchbot@test",
+                        index,
+                        s(secs),
+                    )
+                };
+                let retry = c.queued.caused(
+                    TaskStarted {
+                        task_id: tid.clone(),
+                        agent_id: PATCHBOT.to_string(),
+                        attempt: 2,
+                        worker: "w2".into(),
+                    },
+                    "patchbot@test",
+                    1,
+                    s(40),
+                );
+                let mut late = failed(1, 7, 41);
+                late.event_id = Uuid::new_v5(&late.event_id, b"late");
+                ev.splice(6..6, [failed(1, 0, 30), retry, late]);
+                ev.extend(c.merged(next(2) == 0));
+            }
+            3 => {
+                // Cancelled while queued; later facts of the chain must not revive it.
+                let cancel = c.queued.caused(
+                    TaskCancelled {
+                        task_id: tid.clone(),
+                        reason: "operator".into(),
+                        requested_by: Some("ops".into()),
+                    },
+                    "controller@test",
+                    0,
+                    s(15),
+                );
+                ev.insert(5, cancel);
+            }
+            4 => {
+                // No fix found, then a partial completion.
+                ev.truncate(6);
+                ev.push(c.started.caused(
+                    FixNotFound {
+                        task_id: tid.clone(),
+                        status: FixStatus::NoFix,
+                        reason: "no strategy".into(),
+                    },
+                    "patchbot@test",
+                    0,
+                    s(50),
+                ));
+                ev.push(c.started.caused(
+                    TaskCompleted {
+                        task_id: tid.clone(),
+                        agent_id: PATCHBOT.to_string(),
+                        outcome: TaskOutcome::Partial,
+                        duration_ms: 5,
+                        artifacts: vec![],
+                        metrics: Default::default(),
+                    },
+                    "patchbot@test",
+                    0,
+                    s(55),
+                ));
+            }
+            5 => {
+                // The classification arrives after the task (fixes copy it then).
+                let classified = ev.remove(1);
+                ev.insert(5, classified);
+            }
+            6 => {
+                // A review, checks, readied draft, escalation or completion.
+                let review_id = format!("review-{seed}-{i}");
+                let requested = c.validated.caused(
+                    ReviewRequested {
+                        review_id: review_id.clone(),
+                        task_id: tid.clone(),
+                        decision_event_id: c.dispatch.event_id.to_string(),
+                        reason: "security sensitive".into(),
+                        triggered_by: None,
+                        repository: Some(c.repository.clone()),
+                        reason_code: None,
+                        policy_version: None,
+                    },
+                    "policy@test",
+                    0,
+                    s(95),
+                );
+                let finished: Event = if next(2) == 0 {
+                    requested.caused(
+                        ReviewCompleted {
+                            review_id: review_id.clone(),
+                            approved: next(2) == 0,
+                            reviewer: "alice".into(),
+                            comment: Some("ok".into()),
+                        },
+                        "api@test",
+                        0,
+                        s(200),
+                    )
+                } else {
+                    requested.caused(
+                        ReviewEscalated {
+                            review_id: review_id.clone(),
+                            waited_hours: 24.5,
+                        },
+                        "policy@test",
+                        0,
+                        s(300),
+                    )
+                };
+                let checks = c.pr.caused(
+                    PullRequestChecksCompleted {
+                        url: c.pr_url(),
+                        repository: c.repository.clone(),
+                        head_sha: "abc".into(),
+                        conclusion: "success".into(),
+                    },
+                    "tracker@test",
+                    0,
+                    s(400),
+                );
+                let readied = c.pr.caused(
+                    PullRequestReadied {
+                        task_id: tid.clone(),
+                        repository: c.repository.clone(),
+                        url: c.pr_url(),
+                        review_id: review_id.clone(),
+                        decision_id: finished.event_id.to_string(),
+                    },
+                    "forge@test",
+                    0,
+                    s(410),
+                );
+                ev.extend([requested, finished, checks, readied, c.action()]);
+            }
+            7 => {
+                // Merged (a late close changes nothing), then rolled back: the revert PR
+                // sometimes recorded first.
+                ev.extend(c.merged(true));
+                ev.extend(c.closed());
+                let decided = c.pr.caused(
+                    RollbackDecided {
+                        rollback_event_id: Uuid::new_v5(&c.task_id, b"rollback").to_string(),
+                        task_id: tid.clone(),
+                        repository: c.repository.clone(),
+                        url: c.pr_url(),
+                        base: "main".into(),
+                        revert_commit: Some("m3rge".into()),
+                        decision: RollbackDecision::Revert,
+                        revert_branch: Some(format!("sentinel/revert-{}", &tid[..8])),
+                        auto_merge_pause_seconds: 3600,
+                        reason_code: "ci_failed_after_merge".into(),
+                        reason: "same signature within 30 minutes".into(),
+                        policy_version: "sha256:policy1".into(),
+                    },
+                    "policy@test",
+                    0,
+                    s(4000),
+                );
+                let revert = decided.caused(
+                    RevertPullRequestOpened {
+                        task_id: tid.clone(),
+                        repository: c.repository.clone(),
+                        forge: "local-git".into(),
+                        number: 900 + i64::try_from(i).unwrap_or(0),
+                        url: format!("{}-revert", c.pr_url()),
+                        branch: format!("sentinel/revert-{}", &tid[..8]),
+                        base: "main".into(),
+                        reverted_commit: "m3rge".into(),
+                        commit: "r3vert".into(),
+                        fix_url: c.pr_url(),
+                        decision_id: decided.event_id.to_string(),
+                    },
+                    "forge@test",
+                    0,
+                    s(4100),
+                );
+                if next(2) == 0 {
+                    ev.extend([revert, decided]);
+                } else {
+                    ev.extend([decided, revert]);
+                }
+            }
+            _ => {
+                // Delivered twice (the log may hold duplicates), assigned, correlated.
+                let assigned = c.queued.caused(
+                    TaskAssigned {
+                        task_id: tid.clone(),
+                        agent_id: PATCHBOT.to_string(),
+                        attempt: 1,
+                        task_type: "fix_failure".into(),
+                        payload: "{}".into(),
+                        timeout_seconds: 600,
+                        delay_ms: 0,
+                        priority: 5,
+                    },
+                    "controller@test",
+                    0,
+                    s(12),
+                );
+                let correlated = c.queued.caused(
+                    PredictionCorrelated {
+                        prediction_id: format!("pred-{i}"),
+                        task_id: tid.clone(),
+                        method: "correlation_id".into(),
+                    },
+                    "correlator@test",
+                    0,
+                    s(13),
+                );
+                ev.insert(5, assigned);
+                ev.push(correlated);
+                let again = ev.clone();
+                ev.extend(again);
+            }
+        }
+        if next(6) == 0 {
+            ev.push(Event::origin(
+                AgentStatusChanged {
+                    agent_id: PATCHBOT.to_string(),
+                    status: if next(2) == 0 {
+                        AgentStatus::Paused
+                    } else {
+                        AgentStatus::Active
+                    },
+                    reason: Some(format!("change {i}")),
+                },
+                Some(&format!("status-{seed}-{i}")),
+                TENANT,
+                "agent/patchbot",
+                at + Duration::seconds(500),
+                "controller@test",
+            ));
+        }
+        if next(10) == 0 {
+            let mut again = patchbot_registered(at + Duration::seconds(600));
+            if let sentinel_events::Fact::AgentRegistered(r) = &mut again.fact {
+                r.version = format!("1.{i}.0");
+            }
+            again.event_id = Uuid::new_v5(&again.event_id, format!("re-{i}").as_bytes());
+            ev.push(again);
+        }
+        streams.push(ev);
+    }
+    // Interleave the chains: each step takes the next fact of a random unfinished one.
+    let mut out = Vec::new();
+    let mut cursors = vec![0_usize; streams.len()];
+    let mut left: Vec<usize> = (0..streams.len()).collect();
+    while !left.is_empty() {
+        let pick = usize::try_from(next(left.len() as u64)).unwrap_or(0);
+        let i = left[pick];
+        out.push(streams[i][cursors[i]].clone());
+        cursors[i] += 1;
+        if cursors[i] == streams[i].len() {
+            left.swap_remove(pick);
+        }
+    }
+    out
+}
+
 /// Every row of `table` ordered by `order_by`, each as column → value text (`NULL` for
 /// null; booleans `true`/`false`, times RFC 3339 with microseconds on both backends).
 ///
@@ -657,6 +964,7 @@ pub async fn snapshot(store: &Store) -> BTreeMap<&'static str, Vec<BTreeMap<Stri
         ("failure_fixes", "id"),
         ("pull_requests", "url"),
         ("reviews", "id"),
+        ("rollbacks", "id"),
         ("projection_checkpoints", "projection, topic, \"partition\""),
     ] {
         let mut rows = rows(store, table, order).await;

@@ -43,6 +43,8 @@ sentinel_projections::on_both_backends!(
     readers_never_see_a_half_built_table,
     rebuild_while_the_live_projector_runs_loses_nothing,
     kafka_projector_resumes_each_partition_from_its_stored_offset,
+    batched_writes_match_row_by_row_statements,
+    assignments_predictions_readied_prs_and_rollbacks,
 );
 
 struct Env {
@@ -1195,6 +1197,28 @@ async fn documented_queries_run_against_postgres() {
         } else {
             chain.merged(true)
         });
+        if i == 0 {
+            // A merged fix rolled back: the rollbacks query has something to count.
+            events.push(chain.pr.caused(
+                RollbackDecided {
+                    rollback_event_id: Uuid::new_v5(&chain.task_id, b"rb").to_string(),
+                    task_id: chain.task_id.to_string(),
+                    repository: chain.repository.clone(),
+                    url: chain.pr_url(),
+                    base: "main".into(),
+                    revert_commit: Some("m3rge".into()),
+                    decision: sentinel_events::RollbackDecision::Revert,
+                    revert_branch: Some("sentinel/revert".into()),
+                    auto_merge_pause_seconds: 0,
+                    reason_code: "ci_failed_after_merge".into(),
+                    reason: "same signature after merge".into(),
+                    policy_version: "sha256:p".into(),
+                },
+                "policy@test",
+                0,
+                Some(t0() + secs(7200)),
+            ));
+        }
     }
     env.append(&events).await;
     env.projector().run_once().await.expect("project");
@@ -1306,6 +1330,27 @@ async fn execute(store: &Store, sql: &str) {
 }
 
 /// Schemas (PostgreSQL) or files (SQLite) a rebuild may have left behind.
+/// (table, index) of every index of the live tables.
+async fn indexes(store: &Store) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = match store {
+        Store::Postgres(pool) => sqlx::query_as(
+            "SELECT tablename::text, indexname::text FROM pg_indexes \
+             WHERE schemaname = current_schema()",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("indexes"),
+        Store::Sqlite(pool) => {
+            sqlx::query_as("SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'")
+                .fetch_all(pool)
+                .await
+                .expect("indexes")
+        }
+    };
+    out.sort();
+    out
+}
+
 async fn leftovers(env: &Env) -> Vec<String> {
     match env.store() {
         Store::Postgres(pool) => sqlx::query_scalar(
@@ -1360,6 +1405,7 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
         snapshot(reference(&env, backend).await.store()).await
     );
 
+    let indexes_before = indexes(env.store()).await;
     let seen = std::sync::Mutex::new(Vec::new());
     let report = sentinel_projections::rebuild(
         env.log.clone(),
@@ -1372,6 +1418,13 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
     )
     .await
     .expect("rebuild");
+    // The shadow's secondary indexes, built after the load, came along with the swap.
+    assert_eq!(indexes(env.store()).await, indexes_before);
+    assert!(
+        indexes_before
+            .iter()
+            .any(|(_, i)| i == "failures_failure_type")
+    );
     assert!(report.tables.iter().any(|t| t == "failure_fixes"));
     assert!(report.tables.iter().any(|t| t == "projection_checkpoints"));
     // 11 facts per chain, but PatchBot's registration is one fact: the log drops repeats.
@@ -1654,4 +1707,234 @@ async fn kafka_projector_resumes_each_partition_from_its_stored_offset(backend: 
         assert!(diff.is_empty(), "{table} differs: {diff:?}");
     }
     assert_eq!(count(db.store(), "failures").await, 18);
+}
+
+/// The batched write path (fold in memory, one upsert per table) leaves exactly the rows
+/// the row-by-row statements leave, whatever the batch size: rows set in one batch and
+/// patched in later ones, lookups by failure and by pull request across batches, health
+/// scores over tasks of several batches, duplicates and out-of-order facts.
+async fn batched_writes_match_row_by_row_statements(backend: Backend) {
+    for seed in [1_u64, 2] {
+        let events = testing::messy_log(36, seed);
+        let reference = TestDb::new(backend).await;
+        for chunk in events.chunks(10) {
+            let mut tx = reference.store().begin().await.expect("begin");
+            tx.apply_row_by_row(chunk).await.expect("apply row by row");
+            tx.commit().await.expect("commit");
+        }
+        let expected = tables(reference.store()).await;
+        for (table, rows) in &expected {
+            assert!(
+                !rows.is_empty(),
+                "seed {seed}: the log leaves {table} empty"
+            );
+        }
+        for batch in [1, 7, 64, events.len()] {
+            let db = TestDb::new(backend).await;
+            for chunk in events.chunks(batch) {
+                let mut tx = db.store().begin().await.expect("begin");
+                tx.apply(chunk).await.expect("apply");
+                tx.commit().await.expect("commit");
+            }
+            let got = tables(db.store()).await;
+            for ((table, want), (_, have)) in expected.iter().zip(&got) {
+                assert_eq!(
+                    want.len(),
+                    have.len(),
+                    "seed {seed}, batch {batch}: {table}"
+                );
+                for (w, h) in want.iter().zip(have) {
+                    assert_eq!(w, h, "seed {seed}, batch {batch}: a {table} row differs");
+                }
+            }
+        }
+    }
+}
+
+async fn assignments_predictions_readied_prs_and_rollbacks(backend: Backend) {
+    let env = Env::new(backend).await;
+    let projector = env.projector();
+    let chain = FixChain::new("org/app", FailureType::Linting, "d-new-facts", t0());
+    let tid = chain.task_id.to_string();
+    let assigned = chain.queued.caused(
+        TaskAssigned {
+            task_id: tid.clone(),
+            agent_id: PATCHBOT.to_string(),
+            attempt: 1,
+            task_type: "fix_failure".into(),
+            payload: "{}".into(),
+            timeout_seconds: 600,
+            delay_ms: 0,
+            priority: 5,
+        },
+        "controller@test",
+        0,
+        Some(t0() + secs(11)),
+    );
+    let correlated = chain.queued.caused(
+        PredictionCorrelated {
+            prediction_id: "pred-42".into(),
+            task_id: tid.clone(),
+            method: "correlation_id".into(),
+        },
+        "correlator@test",
+        0,
+        Some(t0() + secs(12)),
+    );
+    let readied = chain.pr.caused(
+        PullRequestReadied {
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            url: chain.pr_url(),
+            review_id: "r-1".into(),
+            decision_id: Uuid::new_v4().to_string(),
+        },
+        "forge@test",
+        0,
+        Some(t0() + secs(500)),
+    );
+    let mut events = chain.events();
+    events.insert(5, assigned);
+    events.push(correlated);
+    events.push(readied);
+    events.extend(chain.merged(true));
+    // One batch sets the rows, the later ones patch them.
+    env.append(&events).await;
+    projector.run_once().await.expect("project");
+
+    let decided = chain.pr.caused(
+        RollbackDecided {
+            rollback_event_id: Uuid::new_v4().to_string(),
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            url: chain.pr_url(),
+            base: "main".into(),
+            revert_commit: None,
+            decision: sentinel_events::RollbackDecision::Revert,
+            revert_branch: Some("sentinel/revert-1".into()),
+            auto_merge_pause_seconds: 3600,
+            reason_code: "ci_failed_after_merge".into(),
+            reason: "same signature within 30 minutes".into(),
+            policy_version: "sha256:p".into(),
+        },
+        "policy@test",
+        0,
+        Some(t0() + secs(7200)),
+    );
+    let revert = decided.caused(
+        RevertPullRequestOpened {
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            forge: "local-git".into(),
+            number: 77,
+            url: "https://forge.example/org/app/pull/77".into(),
+            branch: "sentinel/revert-1".into(),
+            base: "main".into(),
+            reverted_commit: "m3rge".into(),
+            commit: "r3v".into(),
+            fix_url: chain.pr_url(),
+            decision_id: decided.event_id.to_string(),
+        },
+        "forge@test",
+        0,
+        Some(t0() + secs(7300)),
+    );
+    // The revert PR is applied in a batch before its decision (other partition on Kafka).
+    env.append(&[revert]).await;
+    projector.run_once().await.expect("project");
+    let partial = rows(env.store(), "rollbacks", "id").await;
+    assert_eq!(partial.len(), 1);
+    assert_eq!(partial[0]["decision"], "NULL");
+    assert_eq!(partial[0]["revert_pr_number"], "77");
+    env.append(std::slice::from_ref(&decided)).await;
+    projector.run_once().await.expect("project");
+
+    let task = &rows(env.store(), "agent_tasks", "id").await[0];
+    assert_eq!(task["assigned_agent_id"], PATCHBOT.to_string());
+    assert_eq!(task["assigned_at"], "2024-05-01T12:00:11.000000Z");
+    assert_eq!(task["prediction_id"], "pred-42");
+    // The chain's correlation id stays the failure's (what predictions quote).
+    assert_eq!(task["correlation_id"], chain.failure_id().to_string());
+    let pr = &rows(env.store(), "pull_requests", "url").await[0];
+    assert_eq!(pr["draft"], "false");
+    assert_eq!(pr["readied_at"], "2024-05-01T12:08:20.000000Z");
+    assert_eq!(pr["state"], "merged");
+    let rollback = &rows(env.store(), "rollbacks", "id").await[0];
+    assert_eq!(rollback["id"], decided.event_id.to_string());
+    assert_eq!(rollback["decision"], "revert");
+    assert_eq!(rollback["reason_code"], "ci_failed_after_merge");
+    assert_eq!(rollback["fix_pr_url"], chain.pr_url());
+    // Kept from the revert PR: the decision named no commit.
+    assert_eq!(rollback["revert_commit"], "m3rge");
+    assert_eq!(
+        rollback["revert_pr_url"],
+        "https://forge.example/org/app/pull/77"
+    );
+    assert_eq!(rollback["revert_opened_at"], "2024-05-01T14:01:40.000000Z");
+    assert_eq!(rollback["decided_at"], "2024-05-01T14:00:00.000000Z");
+    assert_eq!(
+        rollback["auto_merge_paused_until"],
+        "2024-05-01T15:00:00.000000Z"
+    );
+    assert_eq!(rollback["updated_at"], "2024-05-01T14:01:40.000000Z");
+    // Nothing of these facts was ignored.
+    assert_eq!(projector.stats().ignored, 0);
+}
+
+/// Compliance: the projector emits `sentinel_runtime::metrics::required::PROJECTOR`, with
+/// the counts of what it applied, ignored and skipped.
+#[test]
+fn projector_emits_its_required_metrics() {
+    use sentinel_runtime::metrics::names::{PROJECTION_EVENTS, PROJECTION_LAG};
+    use sentinel_runtime::metrics::required;
+
+    let (applied, exposition) = sentinel_runtime::testing::metrics::capture(async {
+        let env = Env::new(Backend::Sqlite).await;
+        let chain = FixChain::new("org/app", FailureType::Formatting, "d-metrics", t0());
+        let mut events = chain.events();
+        // Used by no projection: ignored.
+        events.push(chain.started.caused(
+            TaskProgressed {
+                task_id: chain.task_id.to_string(),
+                progress: 0.5,
+                message: "half way".into(),
+            },
+            "patchbot@test",
+            0,
+            None,
+        ));
+        env.append(&events).await;
+        env.log
+            .append(
+                EVENTS_TOPIC,
+                vec![Record {
+                    key: "acme/org/app".into(),
+                    value: b"\xc3\x01garbage".to_vec(),
+                    headers: vec![],
+                }],
+            )
+            .await
+            .expect("append garbage");
+        env.projector_with(4).run_once().await.expect("project")
+    });
+    assert_eq!(applied, 11);
+    let labels = [("projection", DEFAULT_PROJECTION)];
+    exposition.assert_emitted(required::PROJECTOR, &labels);
+    let count = |outcome: &str| {
+        exposition
+            .find(
+                PROJECTION_EVENTS,
+                &[("projection", DEFAULT_PROJECTION), ("outcome", outcome)],
+            )
+            .iter()
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    assert_eq!(count("applied"), 11.0);
+    assert_eq!(count("ignored"), 1.0);
+    assert_eq!(count("invalid"), 1.0);
+    // Caught up: nothing left.
+    let lag = exposition.find(PROJECTION_LAG, &labels);
+    assert_eq!(lag.len(), 1);
+    assert_eq!(lag[0].value, 0.0);
 }

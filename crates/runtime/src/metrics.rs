@@ -97,6 +97,18 @@ pub mod names {
     /// start. Labels: `outcome` (seeded, failed, timed_out: the first append stopped waiting
     /// for it).
     pub const DEDUPE_SEEDS: &str = "sentinel_ingest_dedupe_seeds_total";
+    /// Counter. Records the projector read, by what it did with them. Labels: `projection`
+    /// (the projector's configured name), `outcome` (applied; ignored: facts the
+    /// projections do not use; invalid: undecodable records and facts with malformed ids,
+    /// skipped).
+    pub const PROJECTION_EVENTS: &str = "sentinel_projection_events_total";
+    /// Histogram (seconds). Time to apply one batch of facts and commit it with its
+    /// checkpoint. Labels: `projection`.
+    pub const PROJECTION_BATCH_DURATION: &str = "sentinel_projection_batch_seconds";
+    /// Gauge. Records the projection is behind the log, summed over partitions, after each
+    /// catch-up (on the embedded log an upper bound: offsets are shared by all topics).
+    /// Labels: `projection`.
+    pub const PROJECTION_LAG: &str = "sentinel_projection_lag";
 }
 
 /// Registers a counter at zero for a label set, so the series exists before the first event.
@@ -150,6 +162,8 @@ pub mod required {
     pub const TRACKER: &[&str] = &[FIX_OUTCOMES, TIME_TO_MERGE, PULL_REQUESTS];
     /// The REST API, once it answered a request on an authenticated route.
     pub const API: &[&str] = &[API_REQUESTS, API_REQUEST_DURATION];
+    /// The projector, labelled `projection`, once it applied a batch.
+    pub const PROJECTOR: &[&str] = &[PROJECTION_EVENTS, PROJECTION_BATCH_DURATION, PROJECTION_LAG];
     /// The InfraMind correlator, once a prediction was linked and an outcome delivered.
     pub const CORRELATOR: &[&str] = &[
         PREDICTIONS_CORRELATED,

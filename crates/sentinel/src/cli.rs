@@ -205,7 +205,7 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         sizes: Vec<u64>,
         /// Records per replay transaction.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
     },
 }
@@ -233,7 +233,7 @@ enum ProjectionsCommand {
         #[arg(long)]
         projection: Option<String>,
         /// Records per replay transaction.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
     },
     /// Show each projection's offset and lag per partition.

@@ -135,8 +135,16 @@ pub async fn status_cmd(settings: &Settings, json: bool) -> Result<ExitCode> {
 pub async fn bench_cmd(postgres: &str, sizes: &[u64], batch_size: usize) -> Result<ExitCode> {
     println!("P3: rebuild into PostgreSQL vs binary COPY of the same rows (batch {batch_size})");
     println!(
-        "{:>9} {:>9} {:>11} {:>13} {:>11} {:>13} {:>7}",
-        "events", "rows", "rebuild s", "rebuild ev/s", "copy s", "copy ev/s", "ratio"
+        "{:>9} {:>9} {:>11} {:>13} {:>11} {:>13} {:>7} {:>9} {:>9}",
+        "events",
+        "rows",
+        "rebuild s",
+        "rebuild ev/s",
+        "copy s",
+        "copy ev/s",
+        "ratio",
+        "replay s",
+        "index s"
     );
     let mut rows = Vec::new();
     for &n in sizes {
@@ -145,14 +153,16 @@ pub async fn bench_cmd(postgres: &str, sizes: &[u64], batch_size: usize) -> Resu
         bar.finish_and_clear();
         let row = row.with_context(|| format!("benchmark of {n} events"))?;
         println!(
-            "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3}",
+            "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3} {:>9.2} {:>9.2}",
             row.events,
             row.rows,
             row.rebuild.as_secs_f64(),
             row.rebuild_rate(),
             row.copy.as_secs_f64(),
             row.copy_rate(),
-            row.ratio()
+            row.ratio(),
+            row.replay.as_secs_f64(),
+            row.indexes.as_secs_f64()
         );
         rows.push(row);
     }

@@ -324,6 +324,68 @@ SET status = 'escalated', waited_hours = $2, escalated_at = $3::timestamptz,
     updated_at = GREATEST(updated_at, $3::timestamptz)
 WHERE id = $1 AND status = 'pending'
 
+-- name: task_assigned
+-- TaskAssigned: the agent running the task's latest attempt. $1 id, $2 agent id, $3 at
+UPDATE agent_tasks
+SET assigned_agent_id = $2::uuid, assigned_at = $3::timestamptz,
+    updated_at = GREATEST(updated_at, $3::timestamptz)
+WHERE id = $1::uuid
+
+-- name: task_prediction
+-- PredictionCorrelated: the InfraMind prediction linked to the task.
+-- $1 task id, $2 prediction id, $3 at
+UPDATE agent_tasks
+SET prediction_id = $2, updated_at = GREATEST(updated_at, $3::timestamptz)
+WHERE id = $1::uuid
+
+-- name: pr_readied
+-- PullRequestReadied: a draft marked ready for review. $1 url, $2 at
+UPDATE pull_requests
+SET draft = FALSE, readied_at = COALESCE(readied_at, $2::timestamptz),
+    updated_at = GREATEST(updated_at, $2::timestamptz)
+WHERE url = $1
+
+-- name: rollback_decided
+-- RollbackDecided (the revert pull request may have been recorded first).
+-- $1 id (the decision's event id), $2 rollback_request_id, $3 tenant, $4 repository,
+-- $5 task_id, $6 fix_pr_url, $7 base, $8 revert_commit, $9 decision, $10 reason_code,
+-- $11 reason, $12 policy_version, $13 revert_branch, $14 auto_merge_paused_until,
+-- $15 decided_at
+INSERT INTO rollbacks AS r (id, rollback_request_id, tenant, repository, task_id, fix_pr_url,
+                            base, revert_commit, decision, reason_code, reason,
+                            policy_version, revert_branch, auto_merge_paused_until,
+                            decided_at, updated_at)
+VALUES ($1::uuid, $2::uuid, $3, $4, $5::uuid, $6, $7, $8, $9, $10, $11, $12, $13,
+        $14::timestamptz, $15::timestamptz, $15::timestamptz)
+ON CONFLICT (id) DO UPDATE
+SET rollback_request_id = excluded.rollback_request_id, tenant = excluded.tenant,
+    repository = excluded.repository, task_id = excluded.task_id,
+    fix_pr_url = excluded.fix_pr_url, base = excluded.base,
+    revert_commit = COALESCE(excluded.revert_commit, r.revert_commit),
+    decision = excluded.decision, reason_code = excluded.reason_code,
+    reason = excluded.reason, policy_version = excluded.policy_version,
+    revert_branch = COALESCE(excluded.revert_branch, r.revert_branch),
+    auto_merge_paused_until = excluded.auto_merge_paused_until,
+    decided_at = excluded.decided_at, updated_at = GREATEST(r.updated_at, excluded.updated_at)
+
+-- name: revert_opened
+-- RevertPullRequestOpened (possibly before its RollbackDecided is applied).
+-- $1 id (the allowing RollbackDecided's event id), $2 tenant, $3 repository, $4 task_id,
+-- $5 fix_pr_url, $6 base, $7 revert_commit, $8 revert_pr_url, $9 revert_pr_number,
+-- $10 revert_branch, $11 at
+INSERT INTO rollbacks AS r (id, tenant, repository, task_id, fix_pr_url, base, revert_commit,
+                            revert_pr_url, revert_pr_number, revert_branch, revert_opened_at,
+                            updated_at)
+VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $10, $11::timestamptz,
+        $11::timestamptz)
+ON CONFLICT (id) DO UPDATE
+SET base = COALESCE(r.base, excluded.base),
+    revert_commit = COALESCE(r.revert_commit, excluded.revert_commit),
+    revert_pr_url = excluded.revert_pr_url, revert_pr_number = excluded.revert_pr_number,
+    revert_branch = COALESCE(r.revert_branch, excluded.revert_branch),
+    revert_opened_at = COALESCE(r.revert_opened_at, excluded.revert_opened_at),
+    updated_at = GREATEST(r.updated_at, excluded.updated_at)
+
 -- name: advance_checkpoint
 -- Moves a partition's checkpoint from $4 to $5 — only if it still is at $4, so of two
 -- projectors racing on one partition exactly one applies the batch. The row lock taken here
@@ -353,4 +415,4 @@ DELETE FROM projection_checkpoints WHERE projection = $1
 -- name: reset_rows
 -- Empties every projection table (before a replay from offset 0).
 TRUNCATE failures, policy_decisions, agents, agent_tasks, failure_fixes, pull_requests,
-         reviews
+         reviews, rollbacks

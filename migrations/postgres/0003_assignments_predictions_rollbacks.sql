@@ -1,0 +1,41 @@
+-- Facts projected since 0003: TaskAssigned, PredictionCorrelated, PullRequestReadied,
+-- RollbackDecided and RevertPullRequestOpened. Additive: new nullable columns, one table.
+
+-- TaskAssigned: the agent the controller handed the task's latest attempt to, and when.
+ALTER TABLE agent_tasks ADD COLUMN IF NOT EXISTS assigned_agent_id UUID;
+ALTER TABLE agent_tasks ADD COLUMN IF NOT EXISTS assigned_at TIMESTAMPTZ;
+-- PredictionCorrelated: the InfraMind prediction the task was linked to. The task's
+-- correlation_id keeps naming its failure → task → fix chain (the id a prediction quotes
+-- when it correlates explicitly); the prediction's own id is kept here.
+ALTER TABLE agent_tasks ADD COLUMN IF NOT EXISTS prediction_id TEXT;
+CREATE INDEX IF NOT EXISTS agent_tasks_prediction ON agent_tasks (prediction_id);
+-- PullRequestReadied: when a draft fix pull request was marked ready (draft = false).
+ALTER TABLE pull_requests ADD COLUMN IF NOT EXISTS readied_at TIMESTAMPTZ;
+
+-- Rollbacks of merged fixes: the policy's RollbackDecided and the revert pull request
+-- opened for it (RevertPullRequestOpened). Keyed by the decision's event id; either fact
+-- may be applied first (they can sit in different partitions), so the columns one of them
+-- fills are nullable.
+CREATE TABLE IF NOT EXISTS rollbacks (
+    id                      UUID PRIMARY KEY,              -- the RollbackDecided event id
+    rollback_request_id     UUID,                          -- the RollbackRequested decided on
+    tenant                  TEXT NOT NULL,
+    repository              TEXT NOT NULL,
+    task_id                 UUID NOT NULL,                 -- the fix reverted (or kept)
+    fix_pr_url              TEXT NOT NULL,                 -- the merged fix pull request
+    base                    TEXT,
+    revert_commit           TEXT,                          -- the fix's merge commit
+    decision                TEXT,                          -- revert, no_revert
+    reason_code             TEXT,
+    reason                  TEXT,
+    policy_version          TEXT,
+    revert_branch           TEXT,
+    auto_merge_paused_until TIMESTAMPTZ,                   -- NULL: no pause
+    revert_pr_url           TEXT,
+    revert_pr_number        BIGINT,
+    decided_at              TIMESTAMPTZ,
+    revert_opened_at        TIMESTAMPTZ,
+    updated_at              TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollbacks_repository_decided ON rollbacks (repository, decided_at);
+CREATE INDEX IF NOT EXISTS rollbacks_task ON rollbacks (task_id);
