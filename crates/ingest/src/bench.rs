@@ -3,9 +3,11 @@
 //! measured in the same run by the same in-tree load generator over loopback HTTP/1.1
 //! keep-alive connections.
 //!
-//! 1. **Peak**: a closed loop of `concurrency` workers sends `requests` requests to each
-//!    server; throughput and latency percentiles are reported and the ratio
-//!    Sentinel / bare is printed.
+//! 1. **Peak**: for each concurrency level, a closed loop of that many workers sends
+//!    `requests` requests to each server; throughput and latency percentiles are reported.
+//!    Each server's peak is its best level (a bare handler saturates the CPU with few
+//!    connections; a durable receiver needs enough deliveries in flight to fill its group
+//!    commits), and the ratio Sentinel / bare compares the two peaks.
 //! 2. **Half of peak**: an open loop sends at half of Sentinel's measured peak rate for
 //!    the same number of requests; latency is measured from each request's *scheduled*
 //!    send time (no coordinated omission), and the p99 is compared with the 10 ms goal.
@@ -43,15 +45,19 @@ use crate::{Error, Result};
 pub struct BenchConfig {
     /// Requests per phase and server.
     pub requests: usize,
-    /// Concurrent connections of the closed loop (and the open loop's cap).
-    pub concurrency: usize,
+    /// Concurrency levels of the closed loop (connections); each server's peak is its best
+    /// level. The largest is also the open loop's cap.
+    pub concurrency: Vec<usize>,
 }
+
+/// The default concurrency levels of the peak sweep.
+pub const DEFAULT_CONCURRENCY: &[usize] = &[32, 128, 512];
 
 impl Default for BenchConfig {
     fn default() -> Self {
         Self {
             requests: 5_000,
-            concurrency: 32,
+            concurrency: DEFAULT_CONCURRENCY.to_vec(),
         }
     }
 }
@@ -93,9 +99,11 @@ impl std::fmt::Display for Measurement {
 /// The benchmark's result.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
-    /// Bare axum 200-OK handler, closed loop.
+    /// Every closed-loop phase of the sweep, bare and Sentinel per level.
+    pub sweep: Vec<Measurement>,
+    /// Bare axum 200-OK handler, closed loop, at its best level.
     pub bare: Measurement,
-    /// Sentinel's GitHub receiver with durable append, closed loop.
+    /// Sentinel's GitHub receiver with durable append, closed loop, at its best level.
     pub sentinel: Measurement,
     /// The bare handler at the same open-loop rate as `sentinel_half`.
     pub bare_half: Measurement,
@@ -132,8 +140,11 @@ impl std::fmt::Display for BenchReport {
             self.disk_fsync.0.as_secs_f64() * 1e3,
             self.disk_fsync.1.as_secs_f64() * 1e3
         )?;
-        writeln!(f, "{}", self.bare)?;
-        writeln!(f, "{}", self.sentinel)?;
+        for m in &self.sweep {
+            writeln!(f, "{m}")?;
+        }
+        writeln!(f, "peak: {}", self.bare)?;
+        writeln!(f, "peak: {}", self.sentinel)?;
         writeln!(f, "{}", self.bare_half)?;
         writeln!(f, "{}", self.sentinel_half)?;
         writeln!(
@@ -366,33 +377,55 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
 
     let bare_url = format!("http://{bare_addr}/webhooks/github");
     let url = format!("http://{ingest_addr}/webhooks/github");
+    let levels: Vec<usize> = if config.concurrency.is_empty() {
+        DEFAULT_CONCURRENCY.to_vec()
+    } else {
+        config.concurrency.iter().map(|c| (*c).max(1)).collect()
+    };
+    let cap = levels.iter().copied().max().unwrap_or(1);
     // Warm-up: connections, SQLite caches.
-    let warm = Arc::new(prepare(config.concurrency * 4, "warm"));
-    let expected = i64::try_from(warm.len() + 2 * config.requests).unwrap_or(i64::MAX);
-    closed_loop("warm-up", &bare_url, warm.clone(), config.concurrency).await;
-    closed_loop("warm-up", &url, warm, config.concurrency).await;
+    let warm = Arc::new(prepare(cap * 2, "warm"));
+    let sent = warm.len() + (levels.len() + 1) * config.requests;
+    let expected = i64::try_from(sent).unwrap_or(i64::MAX);
+    closed_loop("warm-up", &bare_url, warm.clone(), cap).await;
+    closed_loop("warm-up", &url, warm, cap).await;
 
-    let bare = closed_loop(
-        "bare axum 200 OK (peak)",
-        &bare_url,
-        Arc::new(prepare(config.requests, "bare")),
-        config.concurrency,
-    )
-    .await;
-    let sentinel = closed_loop(
-        "sentinel github -> append (peak)",
-        &url,
-        Arc::new(prepare(config.requests, "peak")),
-        config.concurrency,
-    )
-    .await;
+    let mut sweep = Vec::new();
+    let (mut bare, mut sentinel): (Option<Measurement>, Option<Measurement>) = (None, None);
+    for &c in &levels {
+        let b = closed_loop(
+            &format!("bare axum 200 OK, {c} conns"),
+            &bare_url,
+            Arc::new(prepare(config.requests, &format!("bare-{c}"))),
+            c,
+        )
+        .await;
+        let s = closed_loop(
+            &format!("sentinel github -> append, {c} conns"),
+            &url,
+            Arc::new(prepare(config.requests, &format!("peak-{c}"))),
+            c,
+        )
+        .await;
+        if bare.as_ref().is_none_or(|m| b.rps > m.rps) {
+            bare = Some(b.clone());
+        }
+        if sentinel.as_ref().is_none_or(|m| s.rps > m.rps) {
+            sentinel = Some(s.clone());
+        }
+        sweep.push(b);
+        sweep.push(s);
+    }
+    let (Some(bare), Some(sentinel)) = (bare, sentinel) else {
+        return Err(Error::Bench("no concurrency level was measured".into()));
+    };
     let half_rate = sentinel.rps / 2.0;
     let bare_half = open_loop(
         &format!("bare @ same rate ({half_rate:.0}/s)"),
         &bare_url,
         Arc::new(prepare(config.requests, "bare-half")),
         half_rate,
-        config.concurrency,
+        cap,
     )
     .await;
     let sentinel_half = open_loop(
@@ -400,7 +433,7 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
         &url,
         Arc::new(prepare(config.requests, "half")),
         half_rate,
-        config.concurrency,
+        cap,
     )
     .await;
     shutdown.cancel();
@@ -414,6 +447,7 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     .await
     .map_err(|e| Error::Bench(format!("counting the log: {e}")))?;
     Ok(BenchReport {
+        sweep,
         bare,
         sentinel,
         bare_half,

@@ -172,9 +172,10 @@ enum BenchCommand {
         /// Requests per phase.
         #[arg(long, default_value_t = 5000)]
         requests: usize,
-        /// Concurrent connections.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
+        /// Concurrency levels of the peak sweep (connections, comma-separated); each
+        /// server's peak is its best level, the largest level caps the half-peak run.
+        #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+        concurrency: Vec<usize>,
     },
     /// P2: MB/s of CI logs classified vs ripgrep searching the same pattern set over the
     /// same logs (build with --release).
@@ -508,12 +509,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             init_tracing(false, "error");
             let dir = tempfile::tempdir().context("temporary directory")?;
+            let levels = concurrency
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             let config = sentinel_ingest::bench::BenchConfig {
                 requests,
                 concurrency,
             };
             println!(
-                "bench ingest: {requests} requests per phase, {concurrency} connections, \
+                "bench ingest: {requests} requests per phase, concurrency levels {levels}, \
                  embedded log in {}",
                 dir.path().display()
             );

@@ -3,6 +3,7 @@
 //! documentation (GitHub, GitLab and Jenkins themselves are unreachable from here), and
 //! the Kafka-direct stage on the embedded log and on a real Kafka-protocol broker.
 
+mod bench;
 mod common;
 mod direct;
 mod generic;
