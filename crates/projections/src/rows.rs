@@ -116,7 +116,8 @@ row! {
         base: Text, title: Text, draft: Bool, state: Text, checks_conclusion: Text,
         decision_id: Text, merged_by: Text, merge_commit: Text, closed_by: Text,
         opened_at: Time, merged_at: Time, closed_at: Time, updated_at: Time,
-        readied_at: Time,
+        readied_at: Time, auto_merge: Bool, auto_merge_enabled_at: Time,
+        auto_merge_disabled_at: Time,
     }
 }
 
@@ -136,7 +137,8 @@ row! {
         fix_pr_url: Text, base: Text, revert_commit: Text, decision: Text, reason_code: Text,
         reason: Text, policy_version: Text, revert_branch: Text,
         auto_merge_paused_until: Time, revert_pr_url: Text, revert_pr_number: Int,
-        decided_at: Time, revert_opened_at: Time, updated_at: Time,
+        decided_at: Time, revert_opened_at: Time, updated_at: Time, revert_failure: Text,
+        revert_failed_at: Time,
     }
 }
 
