@@ -14,7 +14,8 @@ use sentinel_runtime::metrics::names::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::store::Store;
+use crate::phases::{self, Phase};
+use crate::store::{Store, Written};
 use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
 /// How a [`Projector`] runs. The defaults suit both deployments.
@@ -103,6 +104,9 @@ pub struct Projector {
     store: Store,
     config: ProjectorConfig,
     counters: Arc<Counters>,
+    /// Set when the store's tables were empty at creation and only this projector writes
+    /// them (a rebuild's shadow): the rows written so far, so only those are loaded.
+    fresh: Option<Arc<tokio::sync::Mutex<Written>>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -128,7 +132,16 @@ impl Projector {
             store,
             config,
             counters: Arc::new(Counters::default()),
+            fresh: None,
         }
+    }
+
+    /// A projector for tables that are empty now and that nothing else writes (a
+    /// rebuild's shadow): it remembers the keys of the rows it writes and loads only
+    /// those, instead of looking up every row a batch touches.
+    pub(crate) fn for_fresh_tables(mut self) -> Self {
+        self.fresh = Some(Arc::default());
+        self
     }
 
     /// The configuration.
@@ -328,10 +341,15 @@ impl Projector {
             }
             None => cfg.batch_size.max(1),
         };
+        let waited = Instant::now();
         let fetched = match ahead.remove(&partition) {
-            Some(mut p) if p.from == from && p.max == max => (&mut p.handle)
-                .await
-                .map_err(|e| Error::CorruptRow(format!("prefetch task: {e}")))??,
+            Some(mut p) if p.from == from && p.max == max => {
+                let f = (&mut p.handle)
+                    .await
+                    .map_err(|e| Error::CorruptRow(format!("prefetch task: {e}")))??;
+                phases::lap(Phase::Wait, waited);
+                f
+            }
             // A stale prefetch is aborted when dropped.
             _ => self.fetcher().fetch(partition, from, max, until).await?,
         };
@@ -381,7 +399,14 @@ impl Projector {
             );
             return Ok(Step::Conflict);
         }
-        let outcome = tx.apply(&events).await?;
+        phases::lap(Phase::Begin, started);
+        let outcome = match &self.fresh {
+            Some(written) => {
+                let mut written = written.lock().await;
+                tx.apply_fresh(&events, &mut written).await?
+            }
+            None => tx.apply(&events).await?,
+        };
         let skipped = undecodable + outcome.invalid;
         if skipped > 0 {
             // Count what was skipped with the checkpoint, in the same transaction.
@@ -389,7 +414,9 @@ impl Projector {
             tx.advance_checkpoint(&cfg.name, &cfg.topic, partition, next, next, skipped)
                 .await?;
         }
+        let committing = Instant::now();
         tx.commit().await?;
+        phases::lap(Phase::Commit, committing);
 
         let name = cfg.name.clone();
         metrics::histogram!(PROJECTION_BATCH_DURATION, "projection" => name.clone())
@@ -480,7 +507,9 @@ impl Fetcher {
         max: usize,
         until: Option<i64>,
     ) -> Result<Fetched> {
+        let started = Instant::now();
         let mut records = self.log.read(&self.topic, partition, from, max).await?;
+        let started = phases::lap(Phase::Read, started);
         if let Some(until) = until {
             records.retain(|r| r.position.offset < until);
         }
@@ -503,6 +532,7 @@ impl Fetcher {
                 }
             }
         }
+        phases::lap(Phase::Decode, started);
         Ok(Fetched {
             next,
             events,

@@ -207,6 +207,9 @@ enum BenchCommand {
         /// Records per replay transaction.
         #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
+        /// Also print where each rebuild's time went (per batch phase, set-up, swap).
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -541,10 +544,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     postgres,
                     sizes,
                     batch_size,
+                    verbose,
                 },
         } => {
             init_tracing(false, "warn");
-            crate::projections::bench_cmd(&postgres, &sizes, batch_size).await
+            crate::projections::bench_cmd(&postgres, &sizes, batch_size, verbose).await
         }
         Command::Log {
             command:
