@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::phases::{self, Phase};
-use crate::store::{Store, Written};
+use crate::store::{Planned, Store, Written};
 use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
 /// How a [`Projector`] runs. The defaults suit both deployments.
@@ -378,7 +378,7 @@ impl Projector {
             );
         }
         let Fetched {
-            events,
+            planned,
             undecodable,
             ..
         } = fetched;
@@ -403,9 +403,9 @@ impl Projector {
         let outcome = match &self.fresh {
             Some(written) => {
                 let mut written = written.lock().await;
-                tx.apply_fresh(&events, &mut written).await?
+                tx.apply_planned(planned, Some(&mut written)).await?
             }
-            None => tx.apply(&events).await?,
+            None => tx.apply_planned(planned, None).await?,
         };
         let skipped = undecodable + outcome.invalid;
         if skipped > 0 {
@@ -486,7 +486,8 @@ impl Drop for Prefetch {
 struct Fetched {
     /// The offset after the last record read; `None` when there was none.
     next: Option<i64>,
-    events: Vec<sentinel_events::Event>,
+    /// The decoded events' writes, planned (pure) while the previous batch is written.
+    planned: Planned,
     /// Records that did not decode (skipped with a warning).
     undecodable: usize,
 }
@@ -499,7 +500,39 @@ struct Fetcher {
     confluent_envelope_id: Option<u32>,
 }
 
+/// Batches at least this large are decoded on several threads.
+const PARALLEL_DECODE_MIN: usize = 2_048;
+/// At most this many decoding threads per batch.
+const MAX_DECODE_THREADS: usize = 4;
+
 impl Fetcher {
+    /// Decodes `records` in order; `None` for one that does not decode (logged).
+    fn decode(
+        &self,
+        partition: i32,
+        records: &[sentinel_log::Stored],
+    ) -> Vec<Option<sentinel_events::Event>> {
+        records
+            .iter()
+            .map(
+                |stored| match codec::decode(&stored.record.value, self.confluent_envelope_id) {
+                    Ok(event) => Some(event),
+                    Err(error) => {
+                        warn!(
+                            %error,
+                            topic = %self.topic,
+                            partition,
+                            offset = stored.position.offset,
+                            event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
+                            "Skipping an undecodable record."
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    }
+
     async fn fetch(
         &self,
         partition: i32,
@@ -514,28 +547,46 @@ impl Fetcher {
             records.retain(|r| r.position.offset < until);
         }
         let next = records.last().map(|last| last.position.offset + 1);
-        let mut events = Vec::with_capacity(records.len());
-        let mut undecodable = 0_usize;
-        for stored in &records {
-            match codec::decode(&stored.record.value, self.confluent_envelope_id) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    warn!(
-                        %error,
-                        topic = %self.topic,
-                        partition,
-                        offset = stored.position.offset,
-                        event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
-                        "Skipping an undecodable record."
-                    );
-                    undecodable += 1;
+        // Decoding costs about as much as reading: large batches are decoded in chunks on
+        // blocking threads, one per core (the writer of the previous batch runs meanwhile).
+        let chunks = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(MAX_DECODE_THREADS);
+        let decoded: Vec<Option<sentinel_events::Event>> =
+            if chunks > 1 && records.len() >= PARALLEL_DECODE_MIN {
+                let size = records.len().div_ceil(chunks);
+                let mut rest = records;
+                let mut parts = Vec::with_capacity(chunks);
+                while rest.len() > size {
+                    let tail = rest.split_off(size);
+                    parts.push(std::mem::replace(&mut rest, tail));
                 }
-            }
-        }
+                parts.push(rest);
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| {
+                        let this = self.clone();
+                        tokio::task::spawn_blocking(move || this.decode(partition, &part))
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for h in handles {
+                    out.extend(
+                        h.await
+                            .map_err(|e| Error::CorruptRow(format!("decode task: {e}")))?,
+                    );
+                }
+                out
+            } else {
+                self.decode(partition, &records)
+            };
+        let undecodable = decoded.iter().filter(|e| e.is_none()).count();
+        let events: Vec<_> = decoded.into_iter().flatten().collect();
         phases::lap(Phase::Decode, started);
+        let planned = Planned::of(&events);
         Ok(Fetched {
             next,
-            events,
+            planned,
             undecodable,
         })
     }

@@ -35,9 +35,9 @@ macro_rules! row {
                 self.$key.as_deref()
             }
 
-            /// The row as statement parameters, one per column.
-            pub(crate) fn params(&self) -> Vec<Param> {
-                vec![$(row!(@param $kind, &self.$col),)*]
+            /// The row as statement parameters, one per column, moving its values.
+            pub(crate) fn into_params(self) -> Vec<Param> {
+                vec![$(row!(@into $kind, self.$col),)*]
             }
 
             /// Reads a row loaded by the `load_<table>` statement.
@@ -53,11 +53,11 @@ macro_rules! row {
     (@ty Float) => { Option<f64> };
     (@ty Bool) => { Option<bool> };
     (@ty Time) => { Option<String> };
-    (@param Text, $v:expr) => { Param::Text($v.clone()) };
-    (@param Time, $v:expr) => { Param::Text($v.clone()) };
-    (@param Int, $v:expr) => { Param::Int(*$v) };
-    (@param Float, $v:expr) => { Param::Float(*$v) };
-    (@param Bool, $v:expr) => { Param::Bool(*$v) };
+    (@into Text, $v:expr) => { Param::Text($v) };
+    (@into Time, $v:expr) => { Param::Text($v) };
+    (@into Int, $v:expr) => { Param::Int($v) };
+    (@into Float, $v:expr) => { Param::Float($v) };
+    (@into Bool, $v:expr) => { Param::Bool($v) };
     (@read Text, $r:expr, $c:expr) => { $r.opt_text($c)? };
     (@read Time, $r:expr, $c:expr) => { $r.time_text($c)? };
     (@read Int, $r:expr, $c:expr) => { $r.opt_int($c)? };

@@ -302,7 +302,7 @@ fn text(s: &str) -> Param {
 }
 
 /// The keys of the rows a rebuild has written to its fresh shadow so far, per table and
-/// per lookup the fold makes (see [`StoreTx::apply_fresh`]). It grows with the number of
+/// per lookup the fold makes (see [`StoreTx::apply_planned`]). It grows with the number of
 /// rows (tens of bytes per row: 1M facts, about 40 MB).
 #[derive(Debug, Default)]
 pub(crate) struct Written {
@@ -373,6 +373,27 @@ impl Written {
     }
 }
 
+/// A batch of events turned into writes ([`Planned::of`]): pure, so the read-ahead does
+/// it while the previous batch is written.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    ops: Vec<Op>,
+    outcome: ApplyOutcome,
+    keys: Keys,
+}
+
+impl Planned {
+    /// Plans `events` and lists the rows their writes touch.
+    pub(crate) fn of(events: &[Event]) -> Planned {
+        let t = Instant::now();
+        let (ops, outcome) = plan_all(events);
+        let t = phases::lap(Phase::Plan, t);
+        let keys = Keys::of(&ops);
+        phases::lap(Phase::Keys, t);
+        Planned { ops, outcome, keys }
+    }
+}
+
 enum TxInner {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
@@ -410,31 +431,26 @@ impl StoreTx {
     ///
     /// Database errors; the transaction should then be dropped.
     pub async fn apply(&mut self, events: &[Event]) -> Result<ApplyOutcome> {
-        self.apply_batched(events, None).await
+        self.apply_planned(Planned::of(events), None).await
     }
 
-    /// [`StoreTx::apply`] into tables that held nothing before the batches of `written`
-    /// (a rebuild's fresh shadow, written by nothing else): a row whose key no earlier
-    /// batch wrote cannot exist, so only rows `written` lists are loaded. `written` then
-    /// records this batch's rows (before the commit: if the transaction is dropped it
-    /// lists rows that do not exist, which only costs a lookup).
-    pub(crate) async fn apply_fresh(
+    /// [`StoreTx::apply`] of a batch planned beforehand (by the read-ahead), into tables
+    /// that held nothing before the batches of `written` when it is given (a rebuild's
+    /// fresh shadow, written by nothing else): a row whose key no earlier batch wrote
+    /// cannot exist, so only rows `written` lists are loaded. `written` then records this
+    /// batch's rows (before the commit: if the transaction is dropped it lists rows that
+    /// do not exist, which only costs a lookup).
+    pub(crate) async fn apply_planned(
         &mut self,
-        events: &[Event],
-        written: &mut Written,
-    ) -> Result<ApplyOutcome> {
-        self.apply_batched(events, Some(written)).await
-    }
-
-    async fn apply_batched(
-        &mut self,
-        events: &[Event],
+        planned: Planned,
         written: Option<&mut Written>,
     ) -> Result<ApplyOutcome> {
+        let Planned {
+            ops,
+            outcome,
+            mut keys,
+        } = planned;
         let t = Instant::now();
-        let (ops, outcome) = plan_all(events);
-        let t = phases::lap(Phase::Plan, t);
-        let mut keys = Keys::of(&ops);
         if let Some(w) = &written {
             w.restrict(&mut keys);
         }
@@ -599,16 +615,16 @@ impl StoreTx {
     /// Writes each table's final rows: one statement per table on PostgreSQL, chunks of
     /// multi-row upserts on SQLite.
     async fn write(&mut self, w: Writes) -> Result<()> {
-        fn params<T>(rows: &[T], f: impl Fn(&T) -> Vec<Param>) -> Vec<Vec<Param>> {
+        fn params<T>(rows: Vec<T>, f: impl Fn(T) -> Vec<Param>) -> Vec<Vec<Param>> {
             let t = Instant::now();
-            let out = rows.iter().map(f).collect();
+            let out = rows.into_iter().map(f).collect();
             phases::lap(Phase::Encode, t);
             out
         }
         self.upsert(
             Phase::UpsertFailures,
             Stmt::UpsertFailures,
-            params(&w.failures, FailureRow::params),
+            params(w.failures, FailureRow::into_params),
         )
         .await?;
         if !w.decisions.is_empty() {
@@ -617,7 +633,7 @@ impl StoreTx {
                     self.upsert_pg(
                         Phase::UpsertDecisions,
                         batch_sql(Stmt::InsertDecision)?,
-                        &w.decisions,
+                        w.decisions,
                     )
                     .await?;
                 }
@@ -631,37 +647,37 @@ impl StoreTx {
         self.upsert(
             Phase::UpsertAgents,
             Stmt::UpsertAgents,
-            params(&w.agents, AgentRow::params),
+            params(w.agents, AgentRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertTasks,
             Stmt::UpsertTasks,
-            params(&w.tasks, TaskRow::params),
+            params(w.tasks, TaskRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertFixes,
             Stmt::UpsertFixes,
-            params(&w.fixes, FixRow::params),
+            params(w.fixes, FixRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertPullRequests,
             Stmt::UpsertPullRequests,
-            params(&w.pull_requests, PullRequestRow::params),
+            params(w.pull_requests, PullRequestRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertReviews,
             Stmt::UpsertReviews,
-            params(&w.reviews, ReviewRow::params),
+            params(w.reviews, ReviewRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertRollbacks,
             Stmt::UpsertRollbacks,
-            params(&w.rollbacks, RollbackRow::params),
+            params(w.rollbacks, RollbackRow::into_params),
         )
         .await?;
         Ok(())
@@ -674,7 +690,7 @@ impl StoreTx {
         }
         match &mut self.inner {
             TxInner::Postgres(_) => {
-                self.upsert_pg(phase, sql(Backend::Postgres, stmt)?, &rows)
+                self.upsert_pg(phase, sql(Backend::Postgres, stmt)?, rows)
                     .await
             }
             TxInner::Sqlite(tx) => {
@@ -708,7 +724,7 @@ impl StoreTx {
         &mut self,
         phase: Phase,
         statement: &str,
-        rows: &[Vec<Param>],
+        rows: Vec<Vec<Param>>,
     ) -> Result<()> {
         let TxInner::Postgres(tx) = &mut self.inner else {
             return Err(Error::CorruptRow("UNNEST on SQLite".into()));
@@ -816,7 +832,7 @@ impl StoreTx {
                         .map(|o| o.params.clone())
                         .collect();
                     let mut query = sqlx::query(batch_sql(stmt)?);
-                    for column in columns(&batch)? {
+                    for column in columns(batch)? {
                         query = match column {
                             Column::Text(v) => query.bind(v),
                             Column::Int(v) => query.bind(v),
@@ -846,7 +862,7 @@ enum Column {
 }
 
 /// Transposes rows of parameters into one array per parameter.
-fn columns(rows: &[Vec<Param>]) -> Result<Vec<Column>> {
+fn columns(rows: Vec<Vec<Param>>) -> Result<Vec<Column>> {
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -865,10 +881,10 @@ fn columns(rows: &[Vec<Param>]) -> Result<Vec<Column>> {
         }
         for (column, param) in out.iter_mut().zip(row) {
             match (column, param) {
-                (Column::Text(c), Param::Text(v)) => c.push(v.clone()),
-                (Column::Int(c), Param::Int(v)) => c.push(*v),
-                (Column::Float(c), Param::Float(v)) => c.push(*v),
-                (Column::Bool(c), Param::Bool(v)) => c.push(*v),
+                (Column::Text(c), Param::Text(v)) => c.push(v),
+                (Column::Int(c), Param::Int(v)) => c.push(v),
+                (Column::Float(c), Param::Float(v)) => c.push(v),
+                (Column::Bool(c), Param::Bool(v)) => c.push(v),
                 _ => {
                     return Err(Error::CorruptRow(
                         "parameter types differ within a batch".into(),
