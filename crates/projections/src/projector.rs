@@ -500,11 +500,6 @@ struct Fetcher {
     confluent_envelope_id: Option<u32>,
 }
 
-/// Batches at least this large are decoded on several threads.
-const PARALLEL_DECODE_MIN: usize = 2_048;
-/// At most this many decoding threads per batch.
-const MAX_DECODE_THREADS: usize = 4;
-
 impl Fetcher {
     /// Decodes `records` in order; `None` for one that does not decode (logged).
     fn decode(
@@ -547,39 +542,7 @@ impl Fetcher {
             records.retain(|r| r.position.offset < until);
         }
         let next = records.last().map(|last| last.position.offset + 1);
-        // Decoding costs about as much as reading: large batches are decoded in chunks on
-        // blocking threads, one per core (the writer of the previous batch runs meanwhile).
-        let chunks = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(MAX_DECODE_THREADS);
-        let decoded: Vec<Option<sentinel_events::Event>> =
-            if chunks > 1 && records.len() >= PARALLEL_DECODE_MIN {
-                let size = records.len().div_ceil(chunks);
-                let mut rest = records;
-                let mut parts = Vec::with_capacity(chunks);
-                while rest.len() > size {
-                    let tail = rest.split_off(size);
-                    parts.push(std::mem::replace(&mut rest, tail));
-                }
-                parts.push(rest);
-                let handles: Vec<_> = parts
-                    .into_iter()
-                    .map(|part| {
-                        let this = self.clone();
-                        tokio::task::spawn_blocking(move || this.decode(partition, &part))
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                for h in handles {
-                    out.extend(
-                        h.await
-                            .map_err(|e| Error::CorruptRow(format!("decode task: {e}")))?,
-                    );
-                }
-                out
-            } else {
-                self.decode(partition, &records)
-            };
+        let decoded = self.decode(partition, &records);
         let undecodable = decoded.iter().filter(|e| e.is_none()).count();
         let events: Vec<_> = decoded.into_iter().flatten().collect();
         phases::lap(Phase::Decode, started);

@@ -2044,22 +2044,3 @@ fn projector_emits_its_required_metrics() {
     assert_eq!(lag.len(), 1);
     assert_eq!(lag[0].value, 0.0);
 }
-
-/// Batches large enough to be decoded on several threads keep the log's order: the same
-/// rows as batches decoded on one thread, from an order-sensitive log.
-#[tokio::test]
-async fn large_batches_decoded_in_parallel_keep_the_log_order() {
-    let events = testing::messy_log(240, 3);
-    assert!(events.len() > 3_000, "{} events", events.len());
-    let parallel = Env::new(Backend::Sqlite).await;
-    parallel.append(&events).await;
-    let big = parallel.projector_with(100_000);
-    big.run_once().await.expect("project");
-    let serial = Env::new(Backend::Sqlite).await;
-    serial.append(&events).await;
-    let small = serial.projector_with(1_000);
-    while small.run_once().await.expect("project") > 0 {}
-    assert_eq!(big.stats().applied, small.stats().applied);
-    assert_eq!(big.stats().skipped, 0);
-    assert_eq!(tables(parallel.store()).await, tables(serial.store()).await);
-}
