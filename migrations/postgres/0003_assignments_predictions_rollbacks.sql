@@ -1,5 +1,6 @@
 -- Facts projected since 0003: TaskAssigned, PredictionCorrelated, PullRequestReadied,
--- RollbackDecided and RevertPullRequestOpened. Additive: new nullable columns, one table.
+-- RollbackDecided, RevertPullRequestOpened, RevertFailed, AutoMergeEnabled and
+-- AutoMergeDisabled. Additive: new nullable columns, one table.
 
 -- TaskAssigned: the agent the controller handed the task's latest attempt to, and when.
 ALTER TABLE agent_tasks ADD COLUMN IF NOT EXISTS assigned_agent_id UUID;
@@ -11,11 +12,17 @@ ALTER TABLE agent_tasks ADD COLUMN IF NOT EXISTS prediction_id TEXT;
 CREATE INDEX IF NOT EXISTS agent_tasks_prediction ON agent_tasks (prediction_id);
 -- PullRequestReadied: when a draft fix pull request was marked ready (draft = false).
 ALTER TABLE pull_requests ADD COLUMN IF NOT EXISTS readied_at TIMESTAMPTZ;
+-- AutoMergeEnabled / AutoMergeDisabled: whether the forge merges the pull request once its
+-- checks pass (the later of the two facts, by event time, wins; a tie counts as disabled),
+-- and when each was last recorded. NULL: auto-merge never enabled nor disabled.
+ALTER TABLE pull_requests ADD COLUMN IF NOT EXISTS auto_merge BOOLEAN;
+ALTER TABLE pull_requests ADD COLUMN IF NOT EXISTS auto_merge_enabled_at TIMESTAMPTZ;
+ALTER TABLE pull_requests ADD COLUMN IF NOT EXISTS auto_merge_disabled_at TIMESTAMPTZ;
 
 -- Rollbacks of merged fixes: the policy's RollbackDecided and the revert pull request
--- opened for it (RevertPullRequestOpened). Keyed by the decision's event id; either fact
--- may be applied first (they can sit in different partitions), so the columns one of them
--- fills are nullable.
+-- opened for it (RevertPullRequestOpened) or why it could not be made (RevertFailed).
+-- Keyed by the decision's event id; the facts may be applied in any order (they can sit in
+-- different partitions), so the columns only some of them fill are nullable.
 CREATE TABLE IF NOT EXISTS rollbacks (
     id                      UUID PRIMARY KEY,              -- the RollbackDecided event id
     rollback_request_id     UUID,                          -- the RollbackRequested decided on
@@ -35,7 +42,9 @@ CREATE TABLE IF NOT EXISTS rollbacks (
     revert_pr_number        BIGINT,
     decided_at              TIMESTAMPTZ,
     revert_opened_at        TIMESTAMPTZ,
-    updated_at              TIMESTAMPTZ NOT NULL
+    updated_at              TIMESTAMPTZ NOT NULL,
+    revert_failure          TEXT,                          -- RevertFailed's reason
+    revert_failed_at        TIMESTAMPTZ
 );
 CREATE INDEX IF NOT EXISTS rollbacks_repository_decided ON rollbacks (repository, decided_at);
 CREATE INDEX IF NOT EXISTS rollbacks_task ON rollbacks (task_id);

@@ -46,6 +46,8 @@ TABLES = [
         ("decision_id", "uuid"), ("merged_by", "text"), ("merge_commit", "text"),
         ("closed_by", "text"), ("opened_at", "time"), ("merged_at", "time"),
         ("closed_at", "time"), ("updated_at", "time"), ("readied_at", "time"),
+        ("auto_merge", "bool"), ("auto_merge_enabled_at", "time"),
+        ("auto_merge_disabled_at", "time"),
     ]),
     ("reviews", "id", [
         ("id", "text"), ("task_id", "uuid"), ("decision_id", "uuid"), ("reason", "text"),
@@ -60,7 +62,7 @@ TABLES = [
         ("reason", "text"), ("policy_version", "text"), ("revert_branch", "text"),
         ("auto_merge_paused_until", "time"), ("revert_pr_url", "text"),
         ("revert_pr_number", "int"), ("decided_at", "time"), ("revert_opened_at", "time"),
-        ("updated_at", "time"),
+        ("updated_at", "time"), ("revert_failure", "text"), ("revert_failed_at", "time"),
     ]),
 ]
 

@@ -21,7 +21,7 @@ use crate::testing::{FixChain, record, with_database};
 use crate::{EVENTS_TOPIC, Error, Result, migrate::migrations};
 
 /// One measured size.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BenchRow {
     /// Facts in the log.
     pub events: u64,
@@ -33,8 +33,12 @@ pub struct BenchRow {
     pub replay: Duration,
     /// Of which building the shadow's secondary indexes.
     pub indexes: Duration,
+    /// Of which the swap transaction.
+    pub swap: Duration,
     /// Wall time of the binary COPY of the same rows.
     pub copy: Duration,
+    /// Where the rebuild's batches spent their time, per phase ([`crate::phases`]).
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 impl BenchRow {
@@ -116,6 +120,7 @@ async fn measure(
 ) -> Result<BenchRow> {
     let store = Store::connect(url).await?;
     store.migrate().await?;
+    crate::phases::reset();
     let started = Instant::now();
     let report = rebuild(
         log,
@@ -128,6 +133,7 @@ async fn measure(
     )
     .await?;
     let rebuild_time = started.elapsed();
+    let phases = crate::phases::snapshot();
     store.close().await;
 
     let mut conn = PgConnection::connect(url).await?;
@@ -182,6 +188,8 @@ async fn measure(
         copy: copy_time,
         replay: report.replay,
         indexes: report.indexes,
+        swap: report.swap,
+        phases,
     })
 }
 

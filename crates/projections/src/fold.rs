@@ -109,13 +109,15 @@ impl Keys {
                 | Stmt::PrChecks
                 | Stmt::PrMerged
                 | Stmt::PrClosed
-                | Stmt::PrReadied => {
+                | Stmt::PrReadied
+                | Stmt::AutoMergeEnabled
+                | Stmt::AutoMergeDisabled => {
                     k.pull_requests.insert(first);
                 }
                 Stmt::InsertReview | Stmt::ReviewCompleted | Stmt::ReviewEscalated => {
                     k.reviews.insert(first);
                 }
-                Stmt::RollbackDecided | Stmt::RevertOpened => {
+                Stmt::RollbackDecided | Stmt::RevertOpened | Stmt::RevertFailed => {
                     k.rollbacks.insert(first);
                 }
                 _ => {}
@@ -916,6 +918,60 @@ impl State {
                         ..RollbackRow::default()
                     };
                     self.rollbacks.insert(key, slot(row, true));
+                }
+            }
+            Stmt::RevertFailed => {
+                let at = owned(op, 8);
+                if let Some(s) = self.rollbacks.get_mut(&key) {
+                    let r = &mut s.row;
+                    r.base = r.base.clone().or_else(|| owned(op, 5));
+                    r.revert_commit = r.revert_commit.clone().or_else(|| owned(op, 6));
+                    r.revert_failure = owned(op, 7);
+                    r.revert_failed_at = at.clone();
+                    r.updated_at = greatest(&r.updated_at, at);
+                    s.dirty = true;
+                } else {
+                    let row = RollbackRow {
+                        id: Some(key.clone()),
+                        tenant: owned(op, 1),
+                        repository: owned(op, 2),
+                        task_id: owned(op, 3),
+                        fix_pr_url: owned(op, 4),
+                        base: owned(op, 5),
+                        revert_commit: owned(op, 6),
+                        revert_failure: owned(op, 7),
+                        revert_failed_at: at.clone(),
+                        updated_at: at,
+                        ..RollbackRow::default()
+                    };
+                    self.rollbacks.insert(key, slot(row, true));
+                }
+            }
+            Stmt::AutoMergeEnabled => {
+                if let Some(s) = self.pull_requests.get_mut(&key) {
+                    let r = &mut s.row;
+                    let enabled = greatest(&r.auto_merge_enabled_at, owned(op, 1));
+                    r.auto_merge = Some(match (&r.auto_merge_disabled_at, &enabled) {
+                        (None, _) => true,
+                        (Some(d), Some(e)) => d < e,
+                        (Some(_), None) => false,
+                    });
+                    r.auto_merge_enabled_at = enabled;
+                    r.updated_at = greatest(&r.updated_at, owned(op, 1));
+                    s.dirty = true;
+                }
+            }
+            Stmt::AutoMergeDisabled => {
+                if let Some(s) = self.pull_requests.get_mut(&key) {
+                    let r = &mut s.row;
+                    let disabled = greatest(&r.auto_merge_disabled_at, owned(op, 1));
+                    r.auto_merge = Some(match (&r.auto_merge_enabled_at, &disabled) {
+                        (Some(e), Some(d)) => e > d,
+                        _ => false,
+                    });
+                    r.auto_merge_disabled_at = disabled;
+                    r.updated_at = greatest(&r.updated_at, owned(op, 1));
+                    s.dirty = true;
                 }
             }
             _ => {}

@@ -34,6 +34,7 @@
 pub mod bench;
 mod fold;
 mod migrate;
+pub mod phases;
 mod plan;
 mod projector;
 mod read;

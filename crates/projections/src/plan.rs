@@ -512,6 +512,30 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
                 ],
             )]
         }
+        Fact::RevertFailed(f) => {
+            let decision = parse_id("decision_id", &f.decision_id)?;
+            let task = parse_id("task_id", &f.task_id)?;
+            vec![op(
+                Stmt::RevertFailed,
+                vec![
+                    uuid(decision),
+                    text(&e.tenant),
+                    text(&f.repository),
+                    uuid(task),
+                    text(&f.fix_url),
+                    text(&f.base),
+                    opt_text(f.reverted_commit.as_deref()),
+                    text(&f.reason),
+                    at(ts),
+                ],
+            )]
+        }
+        Fact::AutoMergeEnabled(f) => {
+            vec![op(Stmt::AutoMergeEnabled, vec![text(&f.url), at(ts)])]
+        }
+        Fact::AutoMergeDisabled(f) => {
+            vec![op(Stmt::AutoMergeDisabled, vec![text(&f.url), at(ts)])]
+        }
         Fact::FailureLogsCaptured(_)
         | Fact::TaskProgressed(_)
         | Fact::PullRequestReviewed(_)
@@ -519,10 +543,7 @@ pub(crate) fn plan(event: &Event) -> Result<Vec<Op>, InvalidFact> {
         | Fact::OutcomeReported(_)
         | Fact::EventDeadLettered(_)
         | Fact::ForgeEventReceived(_)
-        | Fact::RollbackRequested(_)
-        | Fact::AutoMergeEnabled(_)
-        | Fact::RevertFailed(_)
-        | Fact::AutoMergeDisabled(_) => Vec::new(),
+        | Fact::RollbackRequested(_) => Vec::new(),
     })
 }
 

@@ -14,7 +14,8 @@ use sentinel_runtime::metrics::names::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::store::Store;
+use crate::phases::{self, Phase};
+use crate::store::{Planned, Store, Written};
 use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
 /// How a [`Projector`] runs. The defaults suit both deployments.
@@ -103,6 +104,9 @@ pub struct Projector {
     store: Store,
     config: ProjectorConfig,
     counters: Arc<Counters>,
+    /// Set when the store's tables were empty at creation and only this projector writes
+    /// them (a rebuild's shadow): the rows written so far, so only those are loaded.
+    fresh: Option<Arc<tokio::sync::Mutex<Written>>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -128,7 +132,16 @@ impl Projector {
             store,
             config,
             counters: Arc::new(Counters::default()),
+            fresh: None,
         }
+    }
+
+    /// A projector for tables that are empty now and that nothing else writes (a
+    /// rebuild's shadow): it remembers the keys of the rows it writes and loads only
+    /// those, instead of looking up every row a batch touches.
+    pub(crate) fn for_fresh_tables(mut self) -> Self {
+        self.fresh = Some(Arc::default());
+        self
     }
 
     /// The configuration.
@@ -328,10 +341,15 @@ impl Projector {
             }
             None => cfg.batch_size.max(1),
         };
+        let waited = Instant::now();
         let fetched = match ahead.remove(&partition) {
-            Some(mut p) if p.from == from && p.max == max => (&mut p.handle)
-                .await
-                .map_err(|e| Error::CorruptRow(format!("prefetch task: {e}")))??,
+            Some(mut p) if p.from == from && p.max == max => {
+                let f = (&mut p.handle)
+                    .await
+                    .map_err(|e| Error::CorruptRow(format!("prefetch task: {e}")))??;
+                phases::lap(Phase::Wait, waited);
+                f
+            }
             // A stale prefetch is aborted when dropped.
             _ => self.fetcher().fetch(partition, from, max, until).await?,
         };
@@ -360,7 +378,7 @@ impl Projector {
             );
         }
         let Fetched {
-            events,
+            planned,
             undecodable,
             ..
         } = fetched;
@@ -381,7 +399,14 @@ impl Projector {
             );
             return Ok(Step::Conflict);
         }
-        let outcome = tx.apply(&events).await?;
+        phases::lap(Phase::Begin, started);
+        let outcome = match &self.fresh {
+            Some(written) => {
+                let mut written = written.lock().await;
+                tx.apply_planned(planned, Some(&mut written)).await?
+            }
+            None => tx.apply_planned(planned, None).await?,
+        };
         let skipped = undecodable + outcome.invalid;
         if skipped > 0 {
             // Count what was skipped with the checkpoint, in the same transaction.
@@ -389,7 +414,9 @@ impl Projector {
             tx.advance_checkpoint(&cfg.name, &cfg.topic, partition, next, next, skipped)
                 .await?;
         }
+        let committing = Instant::now();
         tx.commit().await?;
+        phases::lap(Phase::Commit, committing);
 
         let name = cfg.name.clone();
         metrics::histogram!(PROJECTION_BATCH_DURATION, "projection" => name.clone())
@@ -459,7 +486,8 @@ impl Drop for Prefetch {
 struct Fetched {
     /// The offset after the last record read; `None` when there was none.
     next: Option<i64>,
-    events: Vec<sentinel_events::Event>,
+    /// The decoded events' writes, planned (pure) while the previous batch is written.
+    planned: Planned,
     /// Records that did not decode (skipped with a warning).
     undecodable: usize,
 }
@@ -473,6 +501,33 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    /// Decodes `records` in order; `None` for one that does not decode (logged).
+    fn decode(
+        &self,
+        partition: i32,
+        records: &[sentinel_log::Stored],
+    ) -> Vec<Option<sentinel_events::Event>> {
+        records
+            .iter()
+            .map(
+                |stored| match codec::decode(&stored.record.value, self.confluent_envelope_id) {
+                    Ok(event) => Some(event),
+                    Err(error) => {
+                        warn!(
+                            %error,
+                            topic = %self.topic,
+                            partition,
+                            offset = stored.position.offset,
+                            event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
+                            "Skipping an undecodable record."
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    }
+
     async fn fetch(
         &self,
         partition: i32,
@@ -480,32 +535,21 @@ impl Fetcher {
         max: usize,
         until: Option<i64>,
     ) -> Result<Fetched> {
+        let started = Instant::now();
         let mut records = self.log.read(&self.topic, partition, from, max).await?;
+        let started = phases::lap(Phase::Read, started);
         if let Some(until) = until {
             records.retain(|r| r.position.offset < until);
         }
         let next = records.last().map(|last| last.position.offset + 1);
-        let mut events = Vec::with_capacity(records.len());
-        let mut undecodable = 0_usize;
-        for stored in &records {
-            match codec::decode(&stored.record.value, self.confluent_envelope_id) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    warn!(
-                        %error,
-                        topic = %self.topic,
-                        partition,
-                        offset = stored.position.offset,
-                        event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
-                        "Skipping an undecodable record."
-                    );
-                    undecodable += 1;
-                }
-            }
-        }
+        let decoded = self.decode(partition, &records);
+        let undecodable = decoded.iter().filter(|e| e.is_none()).count();
+        let events: Vec<_> = decoded.into_iter().flatten().collect();
+        phases::lap(Phase::Decode, started);
+        let planned = Planned::of(&events);
         Ok(Fetched {
             next,
-            events,
+            planned,
             undecodable,
         })
     }

@@ -148,7 +148,8 @@ async fn rebuild_into(
             batch_size: options.batch_size.max(1),
             ..ProjectorConfig::default()
         },
-    );
+    )
+    .for_fresh_tables();
     let ends = log.end_offsets(EVENTS_TOPIC).await?;
     let total: u64 = ends.iter().map(|e| u64::try_from(*e).unwrap_or(0)).sum();
     let done: Vec<AtomicU64> = ends.iter().map(|_| AtomicU64::new(0)).collect();
@@ -431,6 +432,40 @@ async fn drop_secondary_indexes(pool: &sqlx::PgPool, schema: &str) -> Result<Vec
     Ok(deferred)
 }
 
+/// The PostgreSQL migrations as one script for a fresh shadow, and the `CREATE INDEX`
+/// statements left out of it (secondary indexes other than [`LOOKUP_INDEXES`]), to run
+/// after the load. Comments are dropped; statements end with `;` (the migrations hold no
+/// `;` in string literals or function bodies).
+fn shadow_ddl(migrations: &[(&str, &str)]) -> (String, Vec<String>) {
+    let mut script = String::new();
+    let mut deferred = Vec::new();
+    for (_, sql) in migrations {
+        let code: String = sql
+            .lines()
+            .map(|l| l.split_once("--").map_or(l, |(code, _)| code))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for statement in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let words: Vec<&str> = statement.split_whitespace().take(6).collect();
+            let name = match words.as_slice() {
+                ["CREATE", "INDEX", "IF", "NOT", "EXISTS", name] => Some(*name),
+                ["CREATE", "INDEX", name, ..] => Some(*name),
+                _ => None,
+            };
+            match name {
+                Some(name) if !LOOKUP_INDEXES.contains(&name) => {
+                    deferred.push(statement.to_owned());
+                }
+                _ => {
+                    script.push_str(statement);
+                    script.push_str(";\n");
+                }
+            }
+        }
+    }
+    (script, deferred)
+}
+
 /// A quoted SQL identifier (names here come from the catalogue or are generated).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -479,11 +514,15 @@ impl Shadow {
                     deferred_indexes: Vec::new(),
                 };
                 let prepared = async {
-                    for (_, sql) in migrations(Backend::Postgres) {
-                        sqlx::raw_sql(sql).execute(&shadow_pool).await?;
-                    }
-                    shadow.deferred_indexes =
-                        drop_secondary_indexes(&shadow_pool, &shadow.name).await?;
+                    // Every migration in one round trip, without the secondary indexes
+                    // built after the load (rather than created and dropped again).
+                    let (ddl, deferred) = shadow_ddl(migrations(Backend::Postgres));
+                    sqlx::raw_sql(&ddl).execute(&shadow_pool).await?;
+                    shadow.deferred_indexes = deferred;
+                    // Any other secondary index (none today) is dropped the slow way.
+                    shadow
+                        .deferred_indexes
+                        .extend(drop_secondary_indexes(&shadow_pool, &shadow.name).await?);
                     Ok::<_, Error>(())
                 }
                 .await;
@@ -619,5 +658,38 @@ impl Shadow {
             }
             (Store::Sqlite(_), None) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_ddl_defers_secondary_indexes_but_keeps_lookups_and_tables() {
+        let (script, deferred) = shadow_ddl(migrations(Backend::Postgres));
+        assert!(script.contains("CREATE TABLE IF NOT EXISTS rollbacks"));
+        assert!(!script.contains("--"), "comments are dropped");
+        for lookup in LOOKUP_INDEXES {
+            assert!(script.contains(lookup), "{lookup} is kept");
+            // (`failure_fixes_failure_type` is deferred; `failure_fixes_failure` is not.)
+            assert!(
+                !deferred
+                    .iter()
+                    .any(|d| d.split_whitespace().nth(5) == Some(lookup))
+            );
+        }
+        assert!(
+            deferred
+                .iter()
+                .any(|d| d.starts_with("CREATE INDEX IF NOT EXISTS failures_signature"))
+        );
+        assert!(!script.contains("failures_signature"));
+        // Every index of the migrations is either kept or deferred.
+        let all = migrations(Backend::Postgres)
+            .iter()
+            .map(|(_, sql)| sql.matches("CREATE INDEX").count())
+            .sum::<usize>();
+        assert_eq!(all, deferred.len() + script.matches("CREATE INDEX").count());
     }
 }

@@ -35,9 +35,9 @@ macro_rules! row {
                 self.$key.as_deref()
             }
 
-            /// The row as statement parameters, one per column.
-            pub(crate) fn params(&self) -> Vec<Param> {
-                vec![$(row!(@param $kind, &self.$col),)*]
+            /// The row as statement parameters, one per column, moving its values.
+            pub(crate) fn into_params(self) -> Vec<Param> {
+                vec![$(row!(@into $kind, self.$col),)*]
             }
 
             /// Reads a row loaded by the `load_<table>` statement.
@@ -53,11 +53,11 @@ macro_rules! row {
     (@ty Float) => { Option<f64> };
     (@ty Bool) => { Option<bool> };
     (@ty Time) => { Option<String> };
-    (@param Text, $v:expr) => { Param::Text($v.clone()) };
-    (@param Time, $v:expr) => { Param::Text($v.clone()) };
-    (@param Int, $v:expr) => { Param::Int(*$v) };
-    (@param Float, $v:expr) => { Param::Float(*$v) };
-    (@param Bool, $v:expr) => { Param::Bool(*$v) };
+    (@into Text, $v:expr) => { Param::Text($v) };
+    (@into Time, $v:expr) => { Param::Text($v) };
+    (@into Int, $v:expr) => { Param::Int($v) };
+    (@into Float, $v:expr) => { Param::Float($v) };
+    (@into Bool, $v:expr) => { Param::Bool($v) };
     (@read Text, $r:expr, $c:expr) => { $r.opt_text($c)? };
     (@read Time, $r:expr, $c:expr) => { $r.time_text($c)? };
     (@read Int, $r:expr, $c:expr) => { $r.opt_int($c)? };
@@ -116,7 +116,8 @@ row! {
         base: Text, title: Text, draft: Bool, state: Text, checks_conclusion: Text,
         decision_id: Text, merged_by: Text, merge_commit: Text, closed_by: Text,
         opened_at: Time, merged_at: Time, closed_at: Time, updated_at: Time,
-        readied_at: Time,
+        readied_at: Time, auto_merge: Bool, auto_merge_enabled_at: Time,
+        auto_merge_disabled_at: Time,
     }
 }
 
@@ -136,7 +137,8 @@ row! {
         fix_pr_url: Text, base: Text, revert_commit: Text, decision: Text, reason_code: Text,
         reason: Text, policy_version: Text, revert_branch: Text,
         auto_merge_paused_until: Time, revert_pr_url: Text, revert_pr_number: Int,
-        decided_at: Time, revert_opened_at: Time, updated_at: Time,
+        decided_at: Time, revert_opened_at: Time, updated_at: Time, revert_failure: Text,
+        revert_failed_at: Time,
     }
 }
 

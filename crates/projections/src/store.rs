@@ -2,7 +2,7 @@
 //! transaction in which a batch of facts and its checkpoint are written together.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sentinel_events::Event;
@@ -15,9 +15,10 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Row, Sqlite, Transaction};
 use tracing::warn;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::fold::{HEALTH_WINDOW, Keys, State, Writes};
+use crate::phases::{self, Phase};
 use crate::plan::{Op, Param, plan};
 use crate::rows::{AgentRow, FailureRow, FixRow, PullRequestRow, ReviewRow, RollbackRow, TaskRow};
 use crate::sql::{Stmt, batch_sql, has_batch_form, sql};
@@ -300,6 +301,99 @@ fn text(s: &str) -> Param {
     Param::Text(Some(s.to_owned()))
 }
 
+/// The keys of the rows a rebuild has written to its fresh shadow so far, per table and
+/// per lookup the fold makes (see [`StoreTx::apply_planned`]). It grows with the number of
+/// rows (tens of bytes per row: 1M facts, about 40 MB).
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    failures: HashSet<String>,
+    agents: HashSet<String>,
+    tasks: HashSet<String>,
+    fixes: HashSet<String>,
+    fixes_by_failure: HashSet<String>,
+    fixes_by_pr: HashSet<String>,
+    pull_requests: HashSet<String>,
+    reviews: HashSet<String>,
+    rollbacks: HashSet<String>,
+    /// Agents with tasks written (their health score reads finished ones back).
+    finished_by: HashSet<String>,
+}
+
+impl Written {
+    /// Drops from `keys` the rows no earlier batch wrote.
+    fn restrict(&self, keys: &mut Keys) {
+        keys.failures.retain(|k| self.failures.contains(k));
+        keys.agents.retain(|k| self.agents.contains(k));
+        keys.tasks.retain(|k| self.tasks.contains(k));
+        keys.fixes.retain(|k| self.fixes.contains(k));
+        keys.fixes_by_failure
+            .retain(|k| self.fixes_by_failure.contains(k));
+        keys.fixes_by_pr.retain(|k| self.fixes_by_pr.contains(k));
+        keys.pull_requests
+            .retain(|k| self.pull_requests.contains(k));
+        keys.reviews.retain(|k| self.reviews.contains(k));
+        keys.rollbacks.retain(|k| self.rollbacks.contains(k));
+        keys.health.retain(|k| self.finished_by.contains(k));
+    }
+
+    /// Adds the rows a batch writes.
+    fn record(&mut self, w: &Writes) {
+        fn add<'a>(set: &mut HashSet<String>, keys: impl Iterator<Item = Option<&'a str>>) {
+            for k in keys.flatten() {
+                if !set.contains(k) {
+                    set.insert(k.to_owned());
+                }
+            }
+        }
+        add(&mut self.failures, w.failures.iter().map(FailureRow::key));
+        add(&mut self.agents, w.agents.iter().map(AgentRow::key));
+        add(&mut self.tasks, w.tasks.iter().map(TaskRow::key));
+        add(
+            &mut self.finished_by,
+            w.tasks.iter().map(|t| t.agent_id.as_deref()),
+        );
+        add(&mut self.fixes, w.fixes.iter().map(FixRow::key));
+        add(
+            &mut self.fixes_by_failure,
+            w.fixes.iter().map(|f| f.failure_id.as_deref()),
+        );
+        add(
+            &mut self.fixes_by_pr,
+            w.fixes.iter().map(|f| f.pr_url.as_deref()),
+        );
+        add(
+            &mut self.pull_requests,
+            w.pull_requests.iter().map(PullRequestRow::key),
+        );
+        add(&mut self.reviews, w.reviews.iter().map(ReviewRow::key));
+        add(
+            &mut self.rollbacks,
+            w.rollbacks.iter().map(RollbackRow::key),
+        );
+    }
+}
+
+/// A batch of events turned into writes ([`Planned::of`]): pure, so the read-ahead does
+/// it while the previous batch is written.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    ops: Vec<Op>,
+    outcome: ApplyOutcome,
+    keys: Keys,
+}
+
+impl Planned {
+    /// Plans `events` and lists the rows their writes touch.
+    pub(crate) fn of(events: &[Event]) -> Planned {
+        let t = Instant::now();
+        let (ops, outcome) = plan_all(events);
+        let t = phases::lap(Phase::Plan, t);
+        let keys = Keys::of(&ops);
+        phases::lap(Phase::Keys, t);
+        Planned { ops, outcome, keys }
+    }
+}
+
 enum TxInner {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
@@ -337,13 +431,41 @@ impl StoreTx {
     ///
     /// Database errors; the transaction should then be dropped.
     pub async fn apply(&mut self, events: &[Event]) -> Result<ApplyOutcome> {
-        let (ops, outcome) = plan_all(events);
-        let keys = Keys::of(&ops);
+        self.apply_planned(Planned::of(events), None).await
+    }
+
+    /// [`StoreTx::apply`] of a batch planned beforehand (by the read-ahead), into tables
+    /// that held nothing before the batches of `written` when it is given (a rebuild's
+    /// fresh shadow, written by nothing else): a row whose key no earlier batch wrote
+    /// cannot exist, so only rows `written` lists are loaded. `written` then records this
+    /// batch's rows (before the commit: if the transaction is dropped it lists rows that
+    /// do not exist, which only costs a lookup).
+    pub(crate) async fn apply_planned(
+        &mut self,
+        planned: Planned,
+        written: Option<&mut Written>,
+    ) -> Result<ApplyOutcome> {
+        let Planned {
+            ops,
+            outcome,
+            mut keys,
+        } = planned;
+        let t = Instant::now();
+        if let Some(w) = &written {
+            w.restrict(&mut keys);
+        }
+        let t = phases::lap(Phase::Keys, t);
         let mut state = self.load(&keys).await?;
+        let t = phases::lap(Phase::Load, t);
         for op in &ops {
             state.apply(op);
         }
-        self.write(state.into_writes()).await?;
+        let writes = state.into_writes();
+        if let Some(w) = written {
+            w.record(&writes);
+        }
+        phases::lap(Phase::Fold, t);
+        self.write(writes).await?;
         Ok(outcome)
     }
 
@@ -493,19 +615,27 @@ impl StoreTx {
     /// Writes each table's final rows: one statement per table on PostgreSQL, chunks of
     /// multi-row upserts on SQLite.
     async fn write(&mut self, w: Writes) -> Result<()> {
-        fn params<T>(rows: &[T], f: impl Fn(&T) -> Vec<Param>) -> Vec<Vec<Param>> {
-            rows.iter().map(f).collect()
+        fn params<T>(rows: Vec<T>, f: impl Fn(T) -> Vec<Param>) -> Vec<Vec<Param>> {
+            let t = Instant::now();
+            let out = rows.into_iter().map(f).collect();
+            phases::lap(Phase::Encode, t);
+            out
         }
         self.upsert(
+            Phase::UpsertFailures,
             Stmt::UpsertFailures,
-            params(&w.failures, FailureRow::params),
+            params(w.failures, FailureRow::into_params),
         )
         .await?;
         if !w.decisions.is_empty() {
             match &self.inner {
                 TxInner::Postgres(_) => {
-                    self.upsert_pg(batch_sql(Stmt::InsertDecision)?, &w.decisions)
-                        .await?;
+                    self.upsert_pg(
+                        Phase::UpsertDecisions,
+                        batch_sql(Stmt::InsertDecision)?,
+                        w.decisions,
+                    )
+                    .await?;
                 }
                 TxInner::Sqlite(_) => {
                     for p in &w.decisions {
@@ -514,34 +644,55 @@ impl StoreTx {
                 }
             }
         }
-        self.upsert(Stmt::UpsertAgents, params(&w.agents, AgentRow::params))
-            .await?;
-        self.upsert(Stmt::UpsertTasks, params(&w.tasks, TaskRow::params))
-            .await?;
-        self.upsert(Stmt::UpsertFixes, params(&w.fixes, FixRow::params))
-            .await?;
         self.upsert(
-            Stmt::UpsertPullRequests,
-            params(&w.pull_requests, PullRequestRow::params),
+            Phase::UpsertAgents,
+            Stmt::UpsertAgents,
+            params(w.agents, AgentRow::into_params),
         )
         .await?;
-        self.upsert(Stmt::UpsertReviews, params(&w.reviews, ReviewRow::params))
-            .await?;
         self.upsert(
+            Phase::UpsertTasks,
+            Stmt::UpsertTasks,
+            params(w.tasks, TaskRow::into_params),
+        )
+        .await?;
+        self.upsert(
+            Phase::UpsertFixes,
+            Stmt::UpsertFixes,
+            params(w.fixes, FixRow::into_params),
+        )
+        .await?;
+        self.upsert(
+            Phase::UpsertPullRequests,
+            Stmt::UpsertPullRequests,
+            params(w.pull_requests, PullRequestRow::into_params),
+        )
+        .await?;
+        self.upsert(
+            Phase::UpsertReviews,
+            Stmt::UpsertReviews,
+            params(w.reviews, ReviewRow::into_params),
+        )
+        .await?;
+        self.upsert(
+            Phase::UpsertRollbacks,
             Stmt::UpsertRollbacks,
-            params(&w.rollbacks, RollbackRow::params),
+            params(w.rollbacks, RollbackRow::into_params),
         )
         .await?;
         Ok(())
     }
 
     /// Runs an `upsert_<table>` statement for `rows` (each one parameter per column).
-    async fn upsert(&mut self, stmt: Stmt, rows: Vec<Vec<Param>>) -> Result<()> {
+    async fn upsert(&mut self, phase: Phase, stmt: Stmt, rows: Vec<Vec<Param>>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         match &mut self.inner {
-            TxInner::Postgres(_) => self.upsert_pg(sql(Backend::Postgres, stmt)?, &rows).await,
+            TxInner::Postgres(_) => {
+                self.upsert_pg(phase, sql(Backend::Postgres, stmt)?, rows)
+                    .await
+            }
             TxInner::Sqlite(tx) => {
                 let template = sql(Backend::Sqlite, stmt)?;
                 let width = rows[0].len().max(1);
@@ -569,10 +720,16 @@ impl StoreTx {
     }
 
     /// Runs an `UNNEST` statement with one array per column of `rows`.
-    async fn upsert_pg(&mut self, statement: &str, rows: &[Vec<Param>]) -> Result<()> {
+    async fn upsert_pg(
+        &mut self,
+        phase: Phase,
+        statement: &str,
+        rows: Vec<Vec<Param>>,
+    ) -> Result<()> {
         let TxInner::Postgres(tx) = &mut self.inner else {
             return Err(Error::CorruptRow("UNNEST on SQLite".into()));
         };
+        let t = Instant::now();
         let mut query = sqlx::query(statement);
         for column in columns(rows)? {
             query = match column {
@@ -582,7 +739,9 @@ impl StoreTx {
                 Column::Bool(v) => query.bind(v),
             };
         }
+        let t = phases::lap(Phase::Encode, t);
         query.execute(&mut **tx).await?;
+        phases::lap(phase, t);
         Ok(())
     }
 
@@ -673,7 +832,7 @@ impl StoreTx {
                         .map(|o| o.params.clone())
                         .collect();
                     let mut query = sqlx::query(batch_sql(stmt)?);
-                    for column in columns(&batch)? {
+                    for column in columns(batch)? {
                         query = match column {
                             Column::Text(v) => query.bind(v),
                             Column::Int(v) => query.bind(v),
@@ -703,7 +862,7 @@ enum Column {
 }
 
 /// Transposes rows of parameters into one array per parameter.
-fn columns(rows: &[Vec<Param>]) -> Result<Vec<Column>> {
+fn columns(rows: Vec<Vec<Param>>) -> Result<Vec<Column>> {
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -722,10 +881,10 @@ fn columns(rows: &[Vec<Param>]) -> Result<Vec<Column>> {
         }
         for (column, param) in out.iter_mut().zip(row) {
             match (column, param) {
-                (Column::Text(c), Param::Text(v)) => c.push(v.clone()),
-                (Column::Int(c), Param::Int(v)) => c.push(*v),
-                (Column::Float(c), Param::Float(v)) => c.push(*v),
-                (Column::Bool(c), Param::Bool(v)) => c.push(*v),
+                (Column::Text(c), Param::Text(v)) => c.push(v),
+                (Column::Int(c), Param::Int(v)) => c.push(v),
+                (Column::Float(c), Param::Float(v)) => c.push(v),
+                (Column::Bool(c), Param::Bool(v)) => c.push(v),
                 _ => {
                     return Err(Error::CorruptRow(
                         "parameter types differ within a batch".into(),

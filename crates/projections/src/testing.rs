@@ -562,8 +562,9 @@ impl FixChain {
 /// A deterministic, messy log of `chains` fix chains for comparing write paths: chains
 /// interleaved, retries and late copies of failed attempts, cancellations, facts that
 /// arrive out of order or twice, reviews, checks, merges and closes, agent status
-/// changes and re-registrations, assignments, prediction links and rollbacks (the revert
-/// pull request sometimes recorded before its decision). `seed` varies the mix.
+/// changes and re-registrations, assignments, prediction links, auto-merge switched on and
+/// off, and rollbacks (the revert pull request or its failure sometimes recorded before
+/// the decision). `seed` varies the mix.
 pub fn messy_log(chains: usize, seed: u64) -> Vec<Event> {
     let mut rng = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
     let mut next = move |n: u64| {
@@ -737,7 +738,43 @@ pub fn messy_log(chains: usize, seed: u64) -> Vec<Event> {
                     0,
                     s(410),
                 );
+                // Auto-merge enabled, sometimes disabled again by a rollback's pause (the
+                // disable sometimes recorded first: the later event time wins).
+                let auto_merge = |enable: bool, secs: i64| -> Event {
+                    if enable {
+                        c.pr.caused(
+                            AutoMergeEnabled {
+                                task_id: tid.clone(),
+                                repository: c.repository.clone(),
+                                url: c.pr_url(),
+                                forge: "github".into(),
+                                decision_id: c.dispatch.event_id.to_string(),
+                            },
+                            "forge@test",
+                            1,
+                            s(secs),
+                        )
+                    } else {
+                        c.pr.caused(
+                            AutoMergeDisabled {
+                                task_id: tid.clone(),
+                                repository: c.repository.clone(),
+                                url: c.pr_url(),
+                                forge: "github".into(),
+                                decision_id: Uuid::new_v5(&c.task_id, b"pause").to_string(),
+                            },
+                            "forge@test",
+                            2,
+                            s(secs),
+                        )
+                    }
+                };
                 ev.extend([requested, finished, checks, readied, c.action()]);
+                match i % 3 {
+                    0 => ev.extend([auto_merge(true, 420), auto_merge(false, 430)]),
+                    1 => ev.extend([auto_merge(false, 430), auto_merge(true, 420)]),
+                    _ => ev.push(auto_merge(true, 420)),
+                }
             }
             7 => {
                 // Merged (a late close changes nothing), then rolled back: the revert PR
@@ -781,6 +818,25 @@ pub fn messy_log(chains: usize, seed: u64) -> Vec<Event> {
                     0,
                     s(4100),
                 );
+                // Or the revert could not be made.
+                let revert = if i % 2 == 0 {
+                    revert
+                } else {
+                    decided.caused(
+                        RevertFailed {
+                            task_id: tid.clone(),
+                            repository: c.repository.clone(),
+                            fix_url: c.pr_url(),
+                            reverted_commit: Some("m3rge".into()),
+                            base: "main".into(),
+                            reason: "the revert conflicts with later changes".into(),
+                            decision_id: decided.event_id.to_string(),
+                        },
+                        "forge@test",
+                        0,
+                        s(4100),
+                    )
+                };
                 if next(2) == 0 {
                     ev.extend([revert, decided]);
                 } else {

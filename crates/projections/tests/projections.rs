@@ -1729,6 +1729,20 @@ async fn batched_writes_match_row_by_row_statements(backend: Backend) {
                 "seed {seed}: the log leaves {table} empty"
             );
         }
+        // The log exercises auto-merge both ways and failed reverts.
+        let column = |table: &str, column: &str| -> Vec<String> {
+            expected
+                .iter()
+                .find(|(t, _)| *t == table)
+                .map(|(_, rows)| rows.iter().map(|r| r[column].clone()).collect())
+                .unwrap_or_default()
+        };
+        let auto_merge = column("pull_requests", "auto_merge");
+        assert!(auto_merge.iter().any(|v| v == "true"), "seed {seed}");
+        assert!(auto_merge.iter().any(|v| v == "false"), "seed {seed}");
+        let failures = column("rollbacks", "revert_failure");
+        assert!(failures.iter().any(|v| v != "NULL"), "seed {seed}");
+        assert!(failures.iter().any(|v| v == "NULL"), "seed {seed}");
         for batch in [1, 7, 64, events.len()] {
             let db = TestDb::new(backend).await;
             for chunk in events.chunks(batch) {
@@ -1793,10 +1807,23 @@ async fn assignments_predictions_readied_prs_and_rollbacks(backend: Backend) {
         0,
         Some(t0() + secs(500)),
     );
+    let auto_merge = chain.pr.caused(
+        AutoMergeEnabled {
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            url: chain.pr_url(),
+            forge: "github".into(),
+            decision_id: chain.action().event_id.to_string(),
+        },
+        "forge@test",
+        1,
+        Some(t0() + secs(510)),
+    );
     let mut events = chain.events();
     events.insert(5, assigned);
     events.push(correlated);
     events.push(readied);
+    events.push(auto_merge);
     events.extend(chain.merged(true));
     // One batch sets the rows, the later ones patch them.
     env.append(&events).await;
@@ -1839,14 +1866,75 @@ async fn assignments_predictions_readied_prs_and_rollbacks(backend: Backend) {
         0,
         Some(t0() + secs(7300)),
     );
-    // The revert PR is applied in a batch before its decision (other partition on Kafka).
-    env.append(&[revert]).await;
+    let paused = decided.caused(
+        AutoMergeDisabled {
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            url: chain.pr_url(),
+            forge: "github".into(),
+            decision_id: decided.event_id.to_string(),
+        },
+        "forge@test",
+        1,
+        Some(t0() + secs(7250)),
+    );
+    // A second decision whose revert could not be made.
+    let decided_again = chain.pr.caused(
+        RollbackDecided {
+            rollback_event_id: Uuid::new_v4().to_string(),
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            url: chain.pr_url(),
+            base: "main".into(),
+            revert_commit: Some("m3rge".into()),
+            decision: sentinel_events::RollbackDecision::Revert,
+            revert_branch: Some("sentinel/revert-2".into()),
+            auto_merge_pause_seconds: 0,
+            reason_code: "ci_failed_after_merge".into(),
+            reason: "again".into(),
+            policy_version: "sha256:p".into(),
+        },
+        "policy@test",
+        1,
+        Some(t0() + secs(8000)),
+    );
+    let failed = decided_again.caused(
+        RevertFailed {
+            task_id: tid.clone(),
+            repository: chain.repository.clone(),
+            fix_url: chain.pr_url(),
+            reverted_commit: Some("m3rge".into()),
+            base: "main".into(),
+            reason: "merge commit m3rge is not on main".into(),
+            decision_id: decided_again.event_id.to_string(),
+        },
+        "forge@test",
+        0,
+        Some(t0() + secs(8100)),
+    );
+    // The revert PR and the failed revert are applied in a batch before their decisions
+    // (other partition on Kafka).
+    env.append(&[revert, failed]).await;
     projector.run_once().await.expect("project");
     let partial = rows(env.store(), "rollbacks", "id").await;
-    assert_eq!(partial.len(), 1);
-    assert_eq!(partial[0]["decision"], "NULL");
-    assert_eq!(partial[0]["revert_pr_number"], "77");
-    env.append(std::slice::from_ref(&decided)).await;
+    assert_eq!(partial.len(), 2);
+    let by_id = |rows: &[std::collections::BTreeMap<String, String>], id: Uuid| {
+        rows.iter()
+            .find(|r| r["id"] == id.to_string())
+            .cloned()
+            .expect("rollback row")
+    };
+    let opened = by_id(&partial, decided.event_id);
+    assert_eq!(opened["decision"], "NULL");
+    assert_eq!(opened["revert_pr_number"], "77");
+    let failing = by_id(&partial, decided_again.event_id);
+    assert_eq!(failing["decision"], "NULL");
+    assert_eq!(
+        failing["revert_failure"],
+        "merge commit m3rge is not on main"
+    );
+    env.append(&[decided.clone(), paused, decided_again.clone()])
+        .await;
     projector.run_once().await.expect("project");
 
     let task = &rows(env.store(), "agent_tasks", "id").await[0];
@@ -1859,7 +1947,25 @@ async fn assignments_predictions_readied_prs_and_rollbacks(backend: Backend) {
     assert_eq!(pr["draft"], "false");
     assert_eq!(pr["readied_at"], "2024-05-01T12:08:20.000000Z");
     assert_eq!(pr["state"], "merged");
-    let rollback = &rows(env.store(), "rollbacks", "id").await[0];
+    // Enabled at 12:08:30, paused by the rollback at 14:00:50.
+    assert_eq!(pr["auto_merge"], "false");
+    assert_eq!(pr["auto_merge_enabled_at"], "2024-05-01T12:08:30.000000Z");
+    assert_eq!(pr["auto_merge_disabled_at"], "2024-05-01T14:00:50.000000Z");
+    let all = rows(env.store(), "rollbacks", "id").await;
+    let rollback = &by_id(&all, decided.event_id);
+    assert_eq!(rollback["revert_failure"], "NULL");
+    let failed = by_id(&all, decided_again.event_id);
+    assert_eq!(failed["decision"], "revert");
+    assert_eq!(failed["reason"], "again");
+    assert_eq!(failed["revert_pr_url"], "NULL");
+    assert_eq!(
+        failed["revert_failure"],
+        "merge commit m3rge is not on main"
+    );
+    assert_eq!(failed["revert_failed_at"], "2024-05-01T14:15:00.000000Z");
+    assert_eq!(failed["decided_at"], "2024-05-01T14:13:20.000000Z");
+    assert_eq!(failed["updated_at"], "2024-05-01T14:15:00.000000Z");
+    assert_eq!(failed["auto_merge_paused_until"], "NULL");
     assert_eq!(rollback["id"], decided.event_id.to_string());
     assert_eq!(rollback["decision"], "revert");
     assert_eq!(rollback["reason_code"], "ci_failed_after_merge");

@@ -208,6 +208,9 @@ enum BenchCommand {
         /// Records per replay transaction.
         #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
+        /// Also print where each rebuild's time went (per batch phase, set-up, swap).
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -547,10 +550,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     postgres,
                     sizes,
                     batch_size,
+                    verbose,
                 },
         } => {
             init_tracing(false, "warn");
-            crate::projections::bench_cmd(&postgres, &sizes, batch_size).await
+            crate::projections::bench_cmd(&postgres, &sizes, batch_size, verbose).await
         }
         Command::Log {
             command:

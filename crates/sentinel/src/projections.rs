@@ -132,7 +132,12 @@ pub async fn status_cmd(settings: &Settings, json: bool) -> Result<ExitCode> {
 /// # Errors
 ///
 /// Unreachable PostgreSQL, log errors.
-pub async fn bench_cmd(postgres: &str, sizes: &[u64], batch_size: usize) -> Result<ExitCode> {
+pub async fn bench_cmd(
+    postgres: &str,
+    sizes: &[u64],
+    batch_size: usize,
+    verbose: bool,
+) -> Result<ExitCode> {
     println!("P3: rebuild into PostgreSQL vs binary COPY of the same rows (batch {batch_size})");
     println!(
         "{:>9} {:>9} {:>11} {:>13} {:>11} {:>13} {:>7} {:>9} {:>9}",
@@ -164,6 +169,26 @@ pub async fn bench_cmd(postgres: &str, sizes: &[u64], batch_size: usize) -> Resu
             row.replay.as_secs_f64(),
             row.indexes.as_secs_f64()
         );
+        if verbose {
+            let fixed = row
+                .rebuild
+                .saturating_sub(row.replay + row.indexes + row.swap);
+            println!(
+                "          set-up {:.3} s, swap {:.3} s; per phase (µs/event, share of replay):",
+                fixed.as_secs_f64(),
+                row.swap.as_secs_f64()
+            );
+            let replay = row.replay.as_secs_f64().max(1e-9);
+            for (phase, d) in &row.phases {
+                println!(
+                    "          {:<26} {:>9.3} s {:>8.2} µs {:>6.1}%",
+                    phase,
+                    d.as_secs_f64(),
+                    d.as_secs_f64() * 1e6 / row.events.max(1) as f64,
+                    100.0 * d.as_secs_f64() / replay
+                );
+            }
+        }
         rows.push(row);
     }
     if let Some(first) = rows.first() {

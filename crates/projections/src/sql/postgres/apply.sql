@@ -386,6 +386,39 @@ SET base = COALESCE(r.base, excluded.base),
     revert_opened_at = COALESCE(r.revert_opened_at, excluded.revert_opened_at),
     updated_at = GREATEST(r.updated_at, excluded.updated_at)
 
+-- name: revert_failed
+-- RevertFailed (possibly before its RollbackDecided is applied): the revert a decision
+-- asked for could not be made. $1 id (the RollbackDecided's event id), $2 tenant,
+-- $3 repository, $4 task_id, $5 fix_pr_url, $6 base, $7 revert_commit, $8 reason, $9 at
+INSERT INTO rollbacks AS r (id, tenant, repository, task_id, fix_pr_url, base, revert_commit,
+                            revert_failure, revert_failed_at, updated_at)
+VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9::timestamptz, $9::timestamptz)
+ON CONFLICT (id) DO UPDATE
+SET base = COALESCE(r.base, excluded.base),
+    revert_commit = COALESCE(r.revert_commit, excluded.revert_commit),
+    revert_failure = excluded.revert_failure, revert_failed_at = excluded.revert_failed_at,
+    updated_at = GREATEST(r.updated_at, excluded.updated_at)
+
+-- name: auto_merge_enabled
+-- AutoMergeEnabled: the later of enable and disable (event time) wins, a tie disables.
+-- $1 url, $2 at
+UPDATE pull_requests
+SET auto_merge_enabled_at = GREATEST(auto_merge_enabled_at, $2::timestamptz),
+    auto_merge = (auto_merge_disabled_at IS NULL
+                  OR auto_merge_disabled_at < GREATEST(auto_merge_enabled_at, $2::timestamptz)),
+    updated_at = GREATEST(updated_at, $2::timestamptz)
+WHERE url = $1
+
+-- name: auto_merge_disabled
+-- AutoMergeDisabled (a rollback decision paused auto-merge for the repository).
+-- $1 url, $2 at
+UPDATE pull_requests
+SET auto_merge_disabled_at = GREATEST(auto_merge_disabled_at, $2::timestamptz),
+    auto_merge = (auto_merge_enabled_at IS NOT NULL
+                  AND auto_merge_enabled_at > GREATEST(auto_merge_disabled_at, $2::timestamptz)),
+    updated_at = GREATEST(updated_at, $2::timestamptz)
+WHERE url = $1
+
 -- name: advance_checkpoint
 -- Moves a partition's checkpoint from $4 to $5 — only if it still is at $4, so of two
 -- projectors racing on one partition exactly one applies the batch. The row lock taken here

@@ -165,7 +165,8 @@ SET failure_id = excluded.failure_id, tenant = excluded.tenant,
 -- The pull_requests rows with these keys ($1, text[]), locked.
 SELECT url, task_id::text AS task_id, repository, forge, number, branch, base, title, draft,
        state, checks_conclusion, decision_id::text AS decision_id, merged_by, merge_commit,
-       closed_by, opened_at, merged_at, closed_at, updated_at, readied_at
+       closed_by, opened_at, merged_at, closed_at, updated_at, readied_at, auto_merge,
+       auto_merge_enabled_at, auto_merge_disabled_at
 FROM pull_requests
 WHERE url = ANY($1::text[]::text[])
 ORDER BY url
@@ -176,18 +177,22 @@ FOR UPDATE
 INSERT INTO pull_requests (
     url, task_id, repository, forge, number, branch, base, title, draft, state,
     checks_conclusion, decision_id, merged_by, merge_commit, closed_by, opened_at,
-    merged_at, closed_at, updated_at, readied_at)
+    merged_at, closed_at, updated_at, readied_at, auto_merge, auto_merge_enabled_at,
+    auto_merge_disabled_at)
 SELECT u.url, u.task_id::uuid, u.repository, u.forge, u.number, u.branch, u.base, u.title,
        u.draft, u.state, u.checks_conclusion, u.decision_id::uuid, u.merged_by,
        u.merge_commit, u.closed_by, u.opened_at::timestamptz, u.merged_at::timestamptz,
-       u.closed_at::timestamptz, u.updated_at::timestamptz, u.readied_at::timestamptz
+       u.closed_at::timestamptz, u.updated_at::timestamptz, u.readied_at::timestamptz,
+       u.auto_merge, u.auto_merge_enabled_at::timestamptz,
+       u.auto_merge_disabled_at::timestamptz
 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[],
             $7::text[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::text[],
             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-            $19::text[], $20::text[])
+            $19::text[], $20::text[], $21::boolean[], $22::text[], $23::text[])
      AS u(url, task_id, repository, forge, number, branch, base, title, draft, state,
           checks_conclusion, decision_id, merged_by, merge_commit, closed_by, opened_at,
-          merged_at, closed_at, updated_at, readied_at)
+          merged_at, closed_at, updated_at, readied_at, auto_merge, auto_merge_enabled_at,
+          auto_merge_disabled_at)
 ON CONFLICT (url) DO UPDATE
 SET task_id = excluded.task_id, repository = excluded.repository, forge = excluded.forge,
     number = excluded.number, branch = excluded.branch, base = excluded.base,
@@ -196,7 +201,10 @@ SET task_id = excluded.task_id, repository = excluded.repository, forge = exclud
     merged_by = excluded.merged_by, merge_commit = excluded.merge_commit,
     closed_by = excluded.closed_by, opened_at = excluded.opened_at,
     merged_at = excluded.merged_at, closed_at = excluded.closed_at,
-    updated_at = excluded.updated_at, readied_at = excluded.readied_at
+    updated_at = excluded.updated_at, readied_at = excluded.readied_at,
+    auto_merge = excluded.auto_merge,
+    auto_merge_enabled_at = excluded.auto_merge_enabled_at,
+    auto_merge_disabled_at = excluded.auto_merge_disabled_at
 
 -- name: load_reviews
 -- The reviews rows with these keys ($1, text[]), locked.
@@ -231,7 +239,8 @@ SET task_id = excluded.task_id, decision_id = excluded.decision_id,
 SELECT id::text AS id, rollback_request_id::text AS rollback_request_id, tenant, repository,
        task_id::text AS task_id, fix_pr_url, base, revert_commit, decision, reason_code,
        reason, policy_version, revert_branch, auto_merge_paused_until, revert_pr_url,
-       revert_pr_number, decided_at, revert_opened_at, updated_at
+       revert_pr_number, decided_at, revert_opened_at, updated_at, revert_failure,
+       revert_failed_at
 FROM rollbacks
 WHERE id = ANY($1::text[]::uuid[])
 ORDER BY id
@@ -242,20 +251,22 @@ FOR UPDATE
 INSERT INTO rollbacks (
     id, rollback_request_id, tenant, repository, task_id, fix_pr_url, base, revert_commit,
     decision, reason_code, reason, policy_version, revert_branch, auto_merge_paused_until,
-    revert_pr_url, revert_pr_number, decided_at, revert_opened_at, updated_at)
+    revert_pr_url, revert_pr_number, decided_at, revert_opened_at, updated_at,
+    revert_failure, revert_failed_at)
 SELECT u.id::uuid, u.rollback_request_id::uuid, u.tenant, u.repository, u.task_id::uuid,
        u.fix_pr_url, u.base, u.revert_commit, u.decision, u.reason_code, u.reason,
        u.policy_version, u.revert_branch, u.auto_merge_paused_until::timestamptz,
        u.revert_pr_url, u.revert_pr_number, u.decided_at::timestamptz,
-       u.revert_opened_at::timestamptz, u.updated_at::timestamptz
+       u.revert_opened_at::timestamptz, u.updated_at::timestamptz, u.revert_failure,
+       u.revert_failed_at::timestamptz
 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
             $13::text[], $14::text[], $15::text[], $16::int8[], $17::text[], $18::text[],
-            $19::text[])
+            $19::text[], $20::text[], $21::text[])
      AS u(id, rollback_request_id, tenant, repository, task_id, fix_pr_url, base,
           revert_commit, decision, reason_code, reason, policy_version, revert_branch,
           auto_merge_paused_until, revert_pr_url, revert_pr_number, decided_at,
-          revert_opened_at, updated_at)
+          revert_opened_at, updated_at, revert_failure, revert_failed_at)
 ON CONFLICT (id) DO UPDATE
 SET rollback_request_id = excluded.rollback_request_id, tenant = excluded.tenant,
     repository = excluded.repository, task_id = excluded.task_id,
@@ -266,7 +277,8 @@ SET rollback_request_id = excluded.rollback_request_id, tenant = excluded.tenant
     auto_merge_paused_until = excluded.auto_merge_paused_until,
     revert_pr_url = excluded.revert_pr_url, revert_pr_number = excluded.revert_pr_number,
     decided_at = excluded.decided_at, revert_opened_at = excluded.revert_opened_at,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at, revert_failure = excluded.revert_failure,
+    revert_failed_at = excluded.revert_failed_at
 
 -- name: load_fixes_by_failure
 -- The failure_fixes rows of these failures ($1, text[]), locked (classify_fixes).

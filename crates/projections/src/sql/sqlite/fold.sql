@@ -116,18 +116,20 @@ SET failure_id = excluded.failure_id, tenant = excluded.tenant,
 -- The pull_requests rows with these keys ($1, a JSON array).
 SELECT url, task_id, repository, forge, number, branch, base, title, draft, state,
        checks_conclusion, decision_id, merged_by, merge_commit, closed_by, opened_at,
-       merged_at, closed_at, updated_at, readied_at
+       merged_at, closed_at, updated_at, readied_at, auto_merge, auto_merge_enabled_at,
+       auto_merge_disabled_at
 FROM pull_requests
 WHERE url IN (SELECT value FROM json_each($1))
 ORDER BY url
 
 -- name: upsert_pull_requests
--- Final pull_requests rows of a batch (20 parameters per row).
+-- Final pull_requests rows of a batch (23 parameters per row).
 INSERT INTO pull_requests (
     url, task_id, repository, forge, number, branch, base, title, draft, state,
     checks_conclusion, decision_id, merged_by, merge_commit, closed_by, opened_at,
-    merged_at, closed_at, updated_at, readied_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    merged_at, closed_at, updated_at, readied_at, auto_merge, auto_merge_enabled_at,
+    auto_merge_disabled_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (url) DO UPDATE
 SET task_id = excluded.task_id, repository = excluded.repository, forge = excluded.forge,
     number = excluded.number, branch = excluded.branch, base = excluded.base,
@@ -136,7 +138,10 @@ SET task_id = excluded.task_id, repository = excluded.repository, forge = exclud
     merged_by = excluded.merged_by, merge_commit = excluded.merge_commit,
     closed_by = excluded.closed_by, opened_at = excluded.opened_at,
     merged_at = excluded.merged_at, closed_at = excluded.closed_at,
-    updated_at = excluded.updated_at, readied_at = excluded.readied_at
+    updated_at = excluded.updated_at, readied_at = excluded.readied_at,
+    auto_merge = excluded.auto_merge,
+    auto_merge_enabled_at = excluded.auto_merge_enabled_at,
+    auto_merge_disabled_at = excluded.auto_merge_disabled_at
 
 -- name: load_reviews
 -- The reviews rows with these keys ($1, a JSON array).
@@ -164,18 +169,19 @@ SET task_id = excluded.task_id, decision_id = excluded.decision_id,
 SELECT id, rollback_request_id, tenant, repository, task_id, fix_pr_url, base,
        revert_commit, decision, reason_code, reason, policy_version, revert_branch,
        auto_merge_paused_until, revert_pr_url, revert_pr_number, decided_at,
-       revert_opened_at, updated_at
+       revert_opened_at, updated_at, revert_failure, revert_failed_at
 FROM rollbacks
 WHERE id IN (SELECT value FROM json_each($1))
 ORDER BY id
 
 -- name: upsert_rollbacks
--- Final rollbacks rows of a batch (19 parameters per row).
+-- Final rollbacks rows of a batch (21 parameters per row).
 INSERT INTO rollbacks (
     id, rollback_request_id, tenant, repository, task_id, fix_pr_url, base, revert_commit,
     decision, reason_code, reason, policy_version, revert_branch, auto_merge_paused_until,
-    revert_pr_url, revert_pr_number, decided_at, revert_opened_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    revert_pr_url, revert_pr_number, decided_at, revert_opened_at, updated_at,
+    revert_failure, revert_failed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE
 SET rollback_request_id = excluded.rollback_request_id, tenant = excluded.tenant,
     repository = excluded.repository, task_id = excluded.task_id,
@@ -186,7 +192,8 @@ SET rollback_request_id = excluded.rollback_request_id, tenant = excluded.tenant
     auto_merge_paused_until = excluded.auto_merge_paused_until,
     revert_pr_url = excluded.revert_pr_url, revert_pr_number = excluded.revert_pr_number,
     decided_at = excluded.decided_at, revert_opened_at = excluded.revert_opened_at,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at, revert_failure = excluded.revert_failure,
+    revert_failed_at = excluded.revert_failed_at
 
 -- name: load_fixes_by_failure
 -- The failure_fixes rows of these failures ($1, a JSON array) (classify_fixes).
