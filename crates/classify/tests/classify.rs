@@ -267,6 +267,8 @@ mod llm_fallback {
             provider: Provider::Openai,
             base_url: Some(base.into()),
             model: "m".into(),
+            prompt_usd_per_million_tokens: 2.0,
+            completion_usd_per_million_tokens: 10.0,
             ..LlmConfig::default()
         };
         let client = LlmClient::new(cfg, None).expect("client");
@@ -457,6 +459,9 @@ mod llm_fallback {
             ),
             10.0
         );
+        // 50 prompt tokens at $2 and 10 completion tokens at $10 per million.
+        let cost = value(names::LLM_COST, &[("purpose", "classify")]);
+        assert!((cost - 0.0002).abs() < 1e-12, "cost {cost}");
         assert_eq!(value(names::DLQ, &[("stage", "classifier")]), 0.0);
     }
 }

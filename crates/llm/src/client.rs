@@ -224,6 +224,12 @@ impl LlmClient {
             metrics::counter!(names::LLM_TOKENS, "purpose" => purpose.as_str(), "kind" => "completion")
                 .increment(usage.completion_tokens);
         }
+        let cost = self
+            .config
+            .cost_usd(usage.prompt_tokens, usage.completion_tokens);
+        if cost > 0.0 {
+            metrics::gauge!(names::LLM_COST, "purpose" => purpose.as_str()).increment(cost);
+        }
     }
 }
 

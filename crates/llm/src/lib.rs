@@ -182,6 +182,11 @@ pub struct LlmConfig {
     /// Ask OpenAI-compatible servers for JSON mode (`response_format: json_object`) when a
     /// JSON answer is wanted. Turn off for servers that reject the field.
     pub json_mode: bool,
+    /// Price of a million prompt (input) tokens in US dollars, for the cost metric
+    /// (`sentinel_llm_cost_usd_total`); 0 (the default) records no cost.
+    pub prompt_usd_per_million_tokens: f64,
+    /// Price of a million completion (output) tokens in US dollars; 0 records no cost.
+    pub completion_usd_per_million_tokens: f64,
 }
 
 impl Default for LlmConfig {
@@ -197,11 +202,20 @@ impl Default for LlmConfig {
             cache_entries: 1024,
             max_response_bytes: 1 << 20,
             json_mode: true,
+            prompt_usd_per_million_tokens: 0.0,
+            completion_usd_per_million_tokens: 0.0,
         }
     }
 }
 
 impl LlmConfig {
+    /// What `usage` cost at the configured prices, in US dollars (0 without prices).
+    pub fn cost_usd(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (prompt_tokens as f64 * self.prompt_usd_per_million_tokens
+            + completion_tokens as f64 * self.completion_usd_per_million_tokens)
+            / 1e6
+    }
+
     /// The full endpoint URL.
     pub fn endpoint(&self) -> String {
         let base = self

@@ -63,6 +63,11 @@ pub mod names {
     pub const LLM_CALLS: &str = "sentinel_llm_calls_total";
     /// Counter. LLM tokens. Labels: `purpose`, `kind` (prompt, completion).
     pub const LLM_TOKENS: &str = "sentinel_llm_tokens_total";
+    /// Running total (a gauge that only grows: the dollar amounts are fractional). LLM spend
+    /// in US dollars at the configured per-token prices (`[llm]
+    /// prompt_usd_per_million_tokens`, `completion_usd_per_million_tokens`); absent without
+    /// prices. Labels: `purpose`.
+    pub const LLM_COST: &str = "sentinel_llm_cost_usd_total";
     // PR tracker and InfraMind correlator (issue 8).
     /// Counter. Rollbacks requested for auto-merged fixes.
     pub const ROLLBACKS_REQUESTED: &str = "sentinel_rollbacks_requested_total";
