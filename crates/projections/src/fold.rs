@@ -138,6 +138,14 @@ fn slot<T>(row: T, dirty: bool) -> Slot<T> {
     Slot { row, dirty }
 }
 
+/// Adds a row loaded from the database (unchanged by the batch) under its primary key;
+/// a row without one is skipped.
+fn insert_loaded<T>(map: &mut BTreeMap<String, Slot<T>>, row: T, key: fn(&T) -> Option<&str>) {
+    if let Some(k) = key(&row).map(str::to_owned) {
+        map.insert(k, slot(row, false));
+    }
+}
+
 /// The rows of one batch, in memory.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -236,16 +244,12 @@ fn is(v: &Option<String>, any: &[&str]) -> bool {
 impl State {
     /// Adds a loaded `failures` row.
     pub(crate) fn load_failure(&mut self, row: FailureRow) {
-        if let Some(k) = row.key() {
-            self.failures.insert(k.to_owned(), slot(row, false));
-        }
+        insert_loaded(&mut self.failures, row, FailureRow::key);
     }
 
     /// Adds a loaded `agents` row.
     pub(crate) fn load_agent(&mut self, row: AgentRow) {
-        if let Some(k) = row.key() {
-            self.agents.insert(k.to_owned(), slot(row, false));
-        }
+        insert_loaded(&mut self.agents, row, AgentRow::key);
     }
 
     /// Adds a loaded `agent_tasks` row.
@@ -270,23 +274,17 @@ impl State {
 
     /// Adds a loaded `pull_requests` row.
     pub(crate) fn load_pull_request(&mut self, row: PullRequestRow) {
-        if let Some(k) = row.key() {
-            self.pull_requests.insert(k.to_owned(), slot(row, false));
-        }
+        insert_loaded(&mut self.pull_requests, row, PullRequestRow::key);
     }
 
     /// Adds a loaded `reviews` row.
     pub(crate) fn load_review(&mut self, row: ReviewRow) {
-        if let Some(k) = row.key() {
-            self.reviews.insert(k.to_owned(), slot(row, false));
-        }
+        insert_loaded(&mut self.reviews, row, ReviewRow::key);
     }
 
     /// Adds a loaded `rollbacks` row.
     pub(crate) fn load_rollback(&mut self, row: RollbackRow) {
-        if let Some(k) = row.key() {
-            self.rollbacks.insert(k.to_owned(), slot(row, false));
-        }
+        insert_loaded(&mut self.rollbacks, row, RollbackRow::key);
     }
 
     /// Adds one of an agent's latest finished tasks from the database; ignored when the
