@@ -135,6 +135,14 @@ fn encode_fact_resolved(fact: &Fact, schema: &Schema) -> Result<Vec<u8>> {
 pub fn decode_fact(event_type: &str, version: i32, mut bytes: &[u8]) -> Result<Fact> {
     let writer = fact_schema(event_type, version)?;
     let current = current_version(event_type)?;
+    // Written with the current schema: read straight into the Rust type. Anything that
+    // path does not cover (or that is invalid) takes the general path, which also
+    // resolves older writer schemas and reports the real error.
+    if current == version
+        && let Ok(fact) = Fact::from_avro_datum_direct(event_type, writer, bytes)
+    {
+        return Ok(fact);
+    }
     let reader = (current != version)
         .then(|| fact_schema(event_type, current))
         .transpose()?;
@@ -192,8 +200,15 @@ fn micros(field: &'static str, v: i64) -> Result<DateTime<Utc>> {
 
 fn from_envelope_datum(mut bytes: &[u8]) -> Result<Event> {
     let schema = envelope_schema()?;
-    let value = from_avro_datum(schema, &mut bytes, None)?;
-    let wire: EnvelopeWire = apache_avro::from_value(&normalise_timestamps(value))?;
+    // Straight into the wire struct; the general path (a `Value` tree) only for what the
+    // direct path refuses, so its error is the one reported.
+    let wire: EnvelopeWire = match crate::avro_de::from_datum(schema, bytes) {
+        Ok(wire) => wire,
+        Err(_) => {
+            let value = from_avro_datum(schema, &mut bytes, None)?;
+            apache_avro::from_value(&normalise_timestamps(value))?
+        }
+    };
     let fact = decode_fact(&wire.event_type, wire.schema_version, &wire.payload)?;
     Ok(Event {
         event_id: parse_uuid("event_id", &wire.event_id)?,
@@ -531,6 +546,48 @@ mod tests {
                 .expect("resolve");
             assert_eq!(direct, to_avro_datum(schema, value).expect("resolved"));
             assert_eq!(envelope_datum(&event).expect("envelope"), direct);
+        }
+    }
+
+    /// The direct decoder `decode_fact` uses first gives the same fact as the general path
+    /// (`Value` tree, then `from_value`) for every fact type, with every optional field set
+    /// and with every optional field empty, and is not silently falling back; so does the
+    /// envelope's. Truncated or padded data is refused by both.
+    #[test]
+    fn direct_avro_decoding_matches_the_general_path() {
+        for (ty, v, _) in SCHEMA_SOURCES {
+            let schema = fact_schema(ty, *v).expect("schema");
+            for value in [sample(schema, ty), sample_nulls(schema, ty)] {
+                let bytes = to_avro_datum(schema, value.clone()).expect("encode sample");
+                let general = Fact::from_avro_value(ty, &value).expect("general path");
+                let direct = Fact::from_avro_datum_direct(ty, schema, &bytes)
+                    .unwrap_or_else(|e| panic!("{ty}: direct decoding refused: {e}"));
+                assert_eq!(direct, general, "{ty}");
+                let truncated = &bytes[..bytes.len() - 1];
+                assert!(
+                    Fact::from_avro_datum_direct(ty, schema, truncated).is_err(),
+                    "{ty}"
+                );
+                let mut padded = bytes.clone();
+                padded.push(0);
+                assert!(
+                    Fact::from_avro_datum_direct(ty, schema, &padded).is_err(),
+                    "{ty}"
+                );
+            }
+        }
+        for causation_id in [Some(Uuid::from_u128(3)), None] {
+            let event = Event {
+                causation_id,
+                ..sample_event(all_samples().remove(0))
+            };
+            let datum = envelope_datum(&event).expect("envelope");
+            let schema = envelope_schema().expect("envelope");
+            let direct: EnvelopeWire =
+                crate::avro_de::from_datum(schema, &datum).expect("direct envelope");
+            assert_eq!(direct.causation_id, causation_id.map(|u| u.to_string()));
+            assert_eq!(direct.occurred_at, event.occurred_at.timestamp_micros());
+            assert_eq!(from_envelope_datum(&datum).expect("decode"), event);
         }
     }
 

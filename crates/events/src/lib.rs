@@ -13,6 +13,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod avro_de;
 pub mod codec;
 pub mod envelope;
 pub mod facts;

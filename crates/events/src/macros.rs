@@ -58,6 +58,19 @@ macro_rules! fact_enum {
                 Ok(out)
             }
 
+            /// Decodes a fact of the given type straight from its Avro datum written with
+            /// `schema` (see `avro_de`); `Err` where that path does not apply.
+            pub(crate) fn from_avro_datum_direct(
+                event_type: &str,
+                schema: &apache_avro::Schema,
+                bytes: &[u8],
+            ) -> Result<Fact, $crate::avro_de::Unsupported> {
+                match event_type {
+                    $($ty => Ok(Fact::$name($crate::avro_de::from_datum(schema, bytes)?)),)*
+                    other => Err(serde::de::Error::custom(format!("unknown event type {other}"))),
+                }
+            }
+
             pub(crate) fn from_avro_value(
                 event_type: &str,
                 value: &apache_avro::types::Value,

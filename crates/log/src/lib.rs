@@ -49,6 +49,14 @@ pub enum Error {
         /// Whether retrying may succeed (the file was locked by another process, I/O).
         transient: bool,
     },
+    /// The SQLite backend could not read records.
+    #[error("sqlite event log read: {message}")]
+    Read {
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may succeed (the file was locked by another process, I/O).
+        transient: bool,
+    },
     /// The SQLite schema could not be migrated.
     #[error("sqlite event log migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -93,7 +101,7 @@ impl Error {
             }
             #[cfg(feature = "kafka")]
             Error::Kafka(_) => true,
-            Error::Append { transient, .. } => *transient,
+            Error::Append { transient, .. } | Error::Read { transient, .. } => *transient,
             Error::Timeout(..) | Error::Io(_) => true,
             _ => false,
         }

@@ -32,6 +32,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+mod copy;
 mod fold;
 mod migrate;
 pub mod phases;

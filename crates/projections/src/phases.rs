@@ -40,6 +40,7 @@ phases! {
     UpsertPullRequests => "upsert pull_requests",
     UpsertReviews => "upsert reviews",
     UpsertRollbacks => "upsert rollbacks",
+    Copy => "copy new rows (all tables)",
     Commit => "commit",
 }
 

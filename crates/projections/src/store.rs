@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Postgres, Row, Sqlite, Transaction};
 use tracing::warn;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::fold::{HEALTH_WINDOW, Keys, State, Writes};
 use crate::phases::{self, Phase};
@@ -302,8 +302,13 @@ fn text(s: &str) -> Param {
 }
 
 /// The keys of the rows a rebuild has written to its fresh shadow so far, per table and
-/// per lookup the fold makes (see [`StoreTx::apply_planned`]). It grows with the number of
-/// rows (tens of bytes per row: 1M facts, about 40 MB).
+/// per lookup the fold makes (see [`StoreTx::apply_planned`]), and every agent's finished
+/// tasks (for the health window). It grows with the number of rows (tens of bytes per row,
+/// about 150 more per finished task: 1M facts, about 60 MB).
+///
+/// Rows are recorded before their batch commits: a batch that fails ends the rebuild (its
+/// shadow is dropped), so nothing is ever read back from a `Written` that lists rows the
+/// tables do not hold.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     failures: HashSet<String>,
@@ -317,6 +322,14 @@ pub(crate) struct Written {
     rollbacks: HashSet<String>,
     /// Agents with tasks written (their health score reads finished ones back).
     finished_by: HashSet<String>,
+    /// Policy decisions written (insert-only).
+    decisions: HashSet<String>,
+    /// agent id → its finished tasks in the tables, by (completed_at, id) → status: what
+    /// `load_agent_finished` would read, kept here because a fresh table has no planner
+    /// statistics and that query would then sort all of an agent's tasks every batch.
+    finished: HashMap<String, BTreeMap<(String, String), String>>,
+    /// task id → (agent id, completed_at) of its entry in `finished`.
+    finished_entry: HashMap<String, (String, String)>,
 }
 
 impl Written {
@@ -336,6 +349,105 @@ impl Written {
         keys.health.retain(|k| self.finished_by.contains(k));
     }
 
+    /// Splits a batch's writes into rows an earlier batch wrote (to be updated in place)
+    /// and rows new to the shadow (which can simply be appended), and records both.
+    fn split(&mut self, w: Writes) -> (Writes, Writes) {
+        fn part<T>(
+            rows: Vec<T>,
+            seen: &HashSet<String>,
+            key: fn(&T) -> Option<&str>,
+        ) -> (Vec<T>, Vec<T>) {
+            // A row without a key goes the update way, which reports the error.
+            rows.into_iter()
+                .partition(|r| key(r).is_none_or(|k| seen.contains(k)))
+        }
+        // The shape of the rows' `key` accessors (`fn(&Row)`), for `part`.
+        #[allow(clippy::ptr_arg)]
+        fn decision_key(p: &Vec<Param>) -> Option<&str> {
+            match p.first() {
+                Some(Param::Text(v)) => v.as_deref(),
+                _ => None,
+            }
+        }
+        let (failures, new_failures) = part(w.failures, &self.failures, FailureRow::key);
+        let (decisions, new_decisions) = part(w.decisions, &self.decisions, decision_key);
+        let (agents, new_agents) = part(w.agents, &self.agents, AgentRow::key);
+        let (tasks, new_tasks) = part(w.tasks, &self.tasks, TaskRow::key);
+        let (fixes, new_fixes) = part(w.fixes, &self.fixes, FixRow::key);
+        let (pull_requests, new_pull_requests) =
+            part(w.pull_requests, &self.pull_requests, PullRequestRow::key);
+        let (reviews, new_reviews) = part(w.reviews, &self.reviews, ReviewRow::key);
+        let (rollbacks, new_rollbacks) = part(w.rollbacks, &self.rollbacks, RollbackRow::key);
+        let existing = Writes {
+            failures,
+            decisions,
+            agents,
+            tasks,
+            fixes,
+            pull_requests,
+            reviews,
+            rollbacks,
+        };
+        let new = Writes {
+            failures: new_failures,
+            decisions: new_decisions,
+            agents: new_agents,
+            tasks: new_tasks,
+            fixes: new_fixes,
+            pull_requests: new_pull_requests,
+            reviews: new_reviews,
+            rollbacks: new_rollbacks,
+        };
+        self.record(&existing);
+        self.record(&new);
+        for d in &new.decisions {
+            if let Some(k) = decision_key(d) {
+                self.decisions.insert(k.to_owned());
+            }
+        }
+        (existing, new)
+    }
+
+    /// The latest `limit` finished tasks of `agent` as `(id, status, completed_at)`, newest
+    /// first, as `load_agent_finished` returns them.
+    fn latest_finished(&self, agent: &str, limit: usize) -> Vec<(String, String, String)> {
+        self.finished
+            .get(agent)
+            .map(|tasks| {
+                tasks
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(|((at, id), status)| (id.clone(), status.clone(), at.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps `finished` in step with a written task row.
+    fn record_finished(&mut self, task: &TaskRow) {
+        let Some(id) = &task.id else { return };
+        if let Some((agent, at)) = self.finished_entry.remove(id)
+            && let Some(tasks) = self.finished.get_mut(&agent)
+        {
+            tasks.remove(&(at, id.clone()));
+        }
+        let finished = matches!(
+            task.status.as_deref(),
+            Some("completed" | "partial" | "failed")
+        );
+        if let (true, Some(agent), Some(at), Some(status)) =
+            (finished, &task.agent_id, &task.completed_at, &task.status)
+        {
+            self.finished
+                .entry(agent.clone())
+                .or_default()
+                .insert((at.clone(), id.clone()), status.clone());
+            self.finished_entry
+                .insert(id.clone(), (agent.clone(), at.clone()));
+        }
+    }
+
     /// Adds the rows a batch writes.
     fn record(&mut self, w: &Writes) {
         fn add<'a>(set: &mut HashSet<String>, keys: impl Iterator<Item = Option<&'a str>>) {
@@ -348,6 +460,9 @@ impl Written {
         add(&mut self.failures, w.failures.iter().map(FailureRow::key));
         add(&mut self.agents, w.agents.iter().map(AgentRow::key));
         add(&mut self.tasks, w.tasks.iter().map(TaskRow::key));
+        for task in &w.tasks {
+            self.record_finished(task);
+        }
         add(
             &mut self.finished_by,
             w.tasks.iter().map(|t| t.agent_id.as_deref()),
@@ -455,17 +570,26 @@ impl StoreTx {
             w.restrict(&mut keys);
         }
         let t = phases::lap(Phase::Keys, t);
-        let mut state = self.load(&keys).await?;
+        let mut state = self.load(&keys, written.as_deref()).await?;
         let t = phases::lap(Phase::Load, t);
         for op in &ops {
             state.apply(op);
         }
         let writes = state.into_writes();
-        if let Some(w) = written {
-            w.record(&writes);
+        match written {
+            Some(w) => {
+                // Rows no earlier batch wrote cannot be in the fresh tables: they are
+                // appended with COPY, the others updated in place.
+                let (existing, new) = w.split(writes);
+                phases::lap(Phase::Fold, t);
+                self.write(existing).await?;
+                self.append_new(new).await?;
+            }
+            None => {
+                phases::lap(Phase::Fold, t);
+                self.write(writes).await?;
+            }
         }
-        phases::lap(Phase::Fold, t);
-        self.write(writes).await?;
         Ok(outcome)
     }
 
@@ -483,8 +607,9 @@ impl StoreTx {
         Ok(outcome)
     }
 
-    /// Loads every row `keys` names (locking them on PostgreSQL).
-    async fn load(&mut self, keys: &Keys) -> Result<State> {
+    /// Loads every row `keys` names (locking them on PostgreSQL); the agents' latest
+    /// finished tasks come from `written` when it is given (fresh tables).
+    async fn load(&mut self, keys: &Keys, written: Option<&Written>) -> Result<State> {
         let mut state = State::default();
         for row in self
             .load_rows(Stmt::LoadFailures, &keys.failures, FailureRow::from_row)
@@ -539,6 +664,13 @@ impl StoreTx {
         // above, the health window is still full.
         let limit = i64::try_from(HEALTH_WINDOW + keys.tasks.len()).unwrap_or(i64::MAX);
         for agent in &keys.health {
+            if let Some(w) = written {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                for (id, status, at) in w.latest_finished(agent, limit) {
+                    state.load_finished(agent, id, &status, at);
+                }
+                continue;
+            }
             let params = vec![text(agent), Param::Int(Some(limit))];
             let rows = self
                 .fetch(Stmt::LoadAgentFinished, &params, |r| {
@@ -615,16 +747,10 @@ impl StoreTx {
     /// Writes each table's final rows: one statement per table on PostgreSQL, chunks of
     /// multi-row upserts on SQLite.
     async fn write(&mut self, w: Writes) -> Result<()> {
-        fn params<T>(rows: Vec<T>, f: impl Fn(T) -> Vec<Param>) -> Vec<Vec<Param>> {
-            let t = Instant::now();
-            let out = rows.into_iter().map(f).collect();
-            phases::lap(Phase::Encode, t);
-            out
-        }
         self.upsert(
             Phase::UpsertFailures,
             Stmt::UpsertFailures,
-            params(w.failures, FailureRow::into_params),
+            encode(w.failures, FailureRow::into_params),
         )
         .await?;
         if !w.decisions.is_empty() {
@@ -647,39 +773,96 @@ impl StoreTx {
         self.upsert(
             Phase::UpsertAgents,
             Stmt::UpsertAgents,
-            params(w.agents, AgentRow::into_params),
+            encode(w.agents, AgentRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertTasks,
             Stmt::UpsertTasks,
-            params(w.tasks, TaskRow::into_params),
+            encode(w.tasks, TaskRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertFixes,
             Stmt::UpsertFixes,
-            params(w.fixes, FixRow::into_params),
+            encode(w.fixes, FixRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertPullRequests,
             Stmt::UpsertPullRequests,
-            params(w.pull_requests, PullRequestRow::into_params),
+            encode(w.pull_requests, PullRequestRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertReviews,
             Stmt::UpsertReviews,
-            params(w.reviews, ReviewRow::into_params),
+            encode(w.reviews, ReviewRow::into_params),
         )
         .await?;
         self.upsert(
             Phase::UpsertRollbacks,
             Stmt::UpsertRollbacks,
-            params(w.rollbacks, RollbackRow::into_params),
+            encode(w.rollbacks, RollbackRow::into_params),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Writes rows that are not in the tables yet (a fresh shadow's): one `COPY` per table
+    /// on PostgreSQL, into the columns the table's batched upsert names; the upserts on
+    /// SQLite.
+    async fn append_new(&mut self, w: Writes) -> Result<()> {
+        if matches!(self.inner, TxInner::Sqlite(_)) {
+            return self.write(w).await;
+        }
+        let tables: [(Stmt, Vec<Vec<Param>>); 8] = [
+            (
+                Stmt::UpsertFailures,
+                encode(w.failures, FailureRow::into_params),
+            ),
+            (Stmt::InsertDecision, w.decisions),
+            (Stmt::UpsertAgents, encode(w.agents, AgentRow::into_params)),
+            (Stmt::UpsertTasks, encode(w.tasks, TaskRow::into_params)),
+            (Stmt::UpsertFixes, encode(w.fixes, FixRow::into_params)),
+            (
+                Stmt::UpsertPullRequests,
+                encode(w.pull_requests, PullRequestRow::into_params),
+            ),
+            (
+                Stmt::UpsertReviews,
+                encode(w.reviews, ReviewRow::into_params),
+            ),
+            (
+                Stmt::UpsertRollbacks,
+                encode(w.rollbacks, RollbackRow::into_params),
+            ),
+        ];
+        for (stmt, rows) in tables {
+            if rows.is_empty() {
+                continue;
+            }
+            let statement = match stmt {
+                Stmt::InsertDecision => batch_sql(stmt)?,
+                _ => sql(Backend::Postgres, stmt)?,
+            };
+            let copy = crate::copy::statement(statement).ok_or(Error::MissingStatement {
+                name: stmt.name(),
+                backend: "postgres (INSERT column list for COPY)",
+            })?;
+            let t = Instant::now();
+            let data = crate::copy::encode_text(&rows);
+            let t = phases::lap(Phase::Encode, t);
+            let TxInner::Postgres(tx) = &mut self.inner else {
+                return Err(Error::CorruptRow("COPY on SQLite".into()));
+            };
+            let mut sink = tx.copy_in_raw(&copy).await?;
+            for chunk in data.chunks(crate::copy::CHUNK) {
+                sink.send(chunk).await?;
+            }
+            sink.finish().await?;
+            phases::lap(Phase::Copy, t);
+        }
         Ok(())
     }
 
@@ -851,6 +1034,14 @@ impl StoreTx {
         }
         Ok(())
     }
+}
+
+/// Rows as statement parameters (timed as encoding).
+fn encode<T>(rows: Vec<T>, f: impl Fn(T) -> Vec<Param>) -> Vec<Vec<Param>> {
+    let t = Instant::now();
+    let out = rows.into_iter().map(f).collect();
+    phases::lap(Phase::Encode, t);
+    out
 }
 
 /// One parameter across many rows, for `UNNEST`.

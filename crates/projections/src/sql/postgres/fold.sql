@@ -307,9 +307,11 @@ FOR UPDATE
 
 -- name: load_agent_finished
 -- An agent's latest finished tasks, for its health score (agent_health).
--- $1 agent id, $2 how many
+-- $1 agent id, $2 how many. Ordered by the uuid column (same order as its text), not
+-- the `id` output alias: that lets the agent_tasks_agent_finished index stop after $2
+-- rows instead of sorting every finished task of the agent.
 SELECT id::text AS id, status, completed_at
 FROM agent_tasks
 WHERE agent_id = $1::uuid AND status IN ('completed', 'partial', 'failed')
-ORDER BY completed_at DESC, id DESC
+ORDER BY agent_tasks.completed_at DESC, agent_tasks.id DESC
 LIMIT $2
