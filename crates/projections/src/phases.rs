@@ -26,6 +26,7 @@ phases! {
     Read => "read (log)",
     Decode => "decode",
     Wait => "wait for read-ahead",
+    WaitWrite => "wait for the batch before",
     Begin => "begin + checkpoint",
     Plan => "plan",
     Keys => "keys",

@@ -14,8 +14,9 @@ use sentinel_runtime::metrics::names::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::fold::Writes;
 use crate::phases::{self, Phase};
-use crate::store::{Planned, Store, Written};
+use crate::store::{ApplyOutcome, Planned, Recent, Store, Written};
 use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
 /// How a [`Projector`] runs. The defaults suit both deployments.
@@ -107,6 +108,8 @@ pub struct Projector {
     /// Set when the store's tables were empty at creation and only this projector writes
     /// them (a rebuild's shadow): the rows written so far, so only those are loaded.
     fresh: Option<Arc<tokio::sync::Mutex<Written>>>,
+    /// First batches already being read ([`Projector::with_primed`]).
+    primed: Arc<std::sync::Mutex<HashMap<i32, Prefetch>>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -133,6 +136,7 @@ impl Projector {
             config,
             counters: Arc::new(Counters::default()),
             fresh: None,
+            primed: Arc::default(),
         }
     }
 
@@ -141,6 +145,13 @@ impl Projector {
     /// those, instead of looking up every row a batch touches.
     pub(crate) fn for_fresh_tables(mut self) -> Self {
         self.fresh = Some(Arc::default());
+        self
+    }
+
+    /// Hands over first batches read by [`prime`] (a rebuild reads them while it creates
+    /// its shadow tables); used where they start where this projector does.
+    pub(crate) fn with_primed(self, primed: Primed) -> Self {
+        *self.primed.lock().unwrap_or_else(|p| p.into_inner()) = primed.0;
         self
     }
 
@@ -282,6 +293,9 @@ impl Projector {
         targets: Option<&HashMap<i32, i64>>,
         on_batch: &(dyn Fn(i32, i64) + Send + Sync),
     ) -> Result<usize> {
+        if let Some(written) = &self.fresh {
+            return self.catch_up_fresh(written, targets, on_batch).await;
+        }
         let partitions = self.log.partitions(&self.config.topic).await?;
         let mut pending: Vec<i32> = (0..partitions)
             .filter(|p| targets.is_none_or(|t| t.contains_key(p)))
@@ -312,34 +326,28 @@ impl Projector {
         Ok(applied)
     }
 
-    /// Reads one batch of a partition from its checkpoint (stopping before `until`, when
-    /// given) and applies it. The batch after it is read and decoded on another task
-    /// meanwhile (kept in `ahead`), and used by the next step if the checkpoint is then
-    /// where that batch starts — it is dropped otherwise (another projector moved it).
-    async fn step(
+    /// The batch of `partition` from `from` on (stopping before `until`), taken from the
+    /// read-ahead in `ahead` when it starts there, and the offset after it; `None` at the
+    /// end. Starts reading the batch after it.
+    #[allow(clippy::too_many_arguments)]
+    async fn next_batch(
         &self,
         partition: i32,
+        from: i64,
         until: Option<i64>,
+        size: usize,
+        next_size: usize,
         ahead: &mut HashMap<i32, Prefetch>,
-    ) -> Result<Step> {
-        let cfg = &self.config;
-        // Read the checkpoint afresh each time: another projector may have moved it.
-        let from = self
-            .store
-            .checkpoints(&cfg.name, &cfg.topic)
-            .await?
-            .into_iter()
-            .find(|c| c.partition == partition)
-            .map_or(0, |c| c.next_offset);
+    ) -> Result<Option<(i64, Fetched)>> {
         let max = match until {
             Some(until) => {
                 let left = usize::try_from(until - from).unwrap_or(0);
                 if left == 0 {
-                    return Ok(Step::AtEnd);
+                    return Ok(None);
                 }
-                cfg.batch_size.max(1).min(left)
+                size.max(1).min(left)
             }
-            None => cfg.batch_size.max(1),
+            None => size.max(1),
         };
         let waited = Instant::now();
         let fetched = match ahead.remove(&partition) {
@@ -354,15 +362,14 @@ impl Projector {
             _ => self.fetcher().fetch(partition, from, max, until).await?,
         };
         let Some(next) = fetched.next else {
-            return Ok(Step::AtEnd);
+            return Ok(None);
         };
         // Read ahead while this batch is written.
         let next_max = match until {
-            Some(until) => cfg
-                .batch_size
+            Some(until) => next_size
                 .max(1)
                 .min(usize::try_from(until - next).unwrap_or(0)),
-            None => cfg.batch_size.max(1),
+            None => next_size.max(1),
         };
         if next_max > 0 {
             let fetcher = self.fetcher();
@@ -377,48 +384,20 @@ impl Projector {
                 },
             );
         }
-        let Fetched {
-            planned,
-            undecodable,
-            ..
-        } = fetched;
+        Ok(Some((next, fetched)))
+    }
 
-        let started = Instant::now();
-        let mut tx = self.store.begin().await?;
-        // The checkpoint first: on PostgreSQL this locks its row, queueing a concurrent
-        // projector of the same partition until we commit.
-        if !tx
-            .advance_checkpoint(&cfg.name, &cfg.topic, partition, from, next, 0)
-            .await?
-        {
-            tx.rollback().await?;
-            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
-            debug!(
-                partition,
-                from, "Checkpoint moved by another projector; re-reading."
-            );
-            return Ok(Step::Conflict);
-        }
-        phases::lap(Phase::Begin, started);
-        let outcome = match &self.fresh {
-            Some(written) => {
-                let mut written = written.lock().await;
-                tx.apply_planned(planned, Some(&mut written)).await?
-            }
-            None => tx.apply_planned(planned, None).await?,
-        };
-        let skipped = undecodable + outcome.invalid;
-        if skipped > 0 {
-            // Count what was skipped with the checkpoint, in the same transaction.
-            let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
-            tx.advance_checkpoint(&cfg.name, &cfg.topic, partition, next, next, skipped)
-                .await?;
-        }
-        let committing = Instant::now();
-        tx.commit().await?;
-        phases::lap(Phase::Commit, committing);
-
-        let name = cfg.name.clone();
+    /// Counts a committed batch in the metrics and the projector's counters.
+    fn account(
+        &self,
+        partition: i32,
+        from: i64,
+        next: i64,
+        outcome: &ApplyOutcome,
+        skipped: usize,
+        started: Instant,
+    ) {
+        let name = self.config.name.clone();
         metrics::histogram!(PROJECTION_BATCH_DURATION, "projection" => name.clone())
             .record(started.elapsed().as_secs_f64());
         for (outcome, n) in [
@@ -449,6 +428,158 @@ impl Projector {
             skipped,
             "Projected a batch."
         );
+    }
+
+    /// [`Projector::catch_up_to`] for fresh tables (a rebuild's shadow, see
+    /// [`Projector::for_fresh_tables`]): three stages overlap. The next batch is read and
+    /// decoded ahead, this batch is folded ([`StoreTx::fold_fresh`]: rows no earlier
+    /// batch wrote need no lookup, rows of the batch still being written come from memory),
+    /// and the batch before is written and committed with its checkpoint on another
+    /// connection. One batch is written at a time, in log order, so the committed tables
+    /// and checkpoints always match a prefix of the log.
+    async fn catch_up_fresh(
+        &self,
+        written: &tokio::sync::Mutex<Written>,
+        targets: Option<&HashMap<i32, i64>>,
+        on_batch: &(dyn Fn(i32, i64) + Send + Sync),
+    ) -> Result<usize> {
+        let cfg = &self.config;
+        let partitions = self.log.partitions(&cfg.topic).await?;
+        let mut pending: Vec<i32> = (0..partitions)
+            .filter(|p| targets.is_none_or(|t| t.contains_key(p)))
+            .collect();
+        let mut from: HashMap<i32, i64> = self
+            .store
+            .checkpoints(&cfg.name, &cfg.topic)
+            .await?
+            .into_iter()
+            .map(|c| (c.partition, c.next_offset))
+            .collect();
+        let mut written = written.lock().await;
+        // The first batches, possibly being read since before the tables were created.
+        let mut ahead = std::mem::take(&mut *self.primed.lock().unwrap_or_else(|p| p.into_inner()));
+        // Batches start small and double up to the batch size, so the stages overlap
+        // from the start (a small rebuild is otherwise one batch, read, folded and
+        // written one after the other).
+        let mut sizes: HashMap<i32, usize> = HashMap::new();
+        let mut recent = Recent::default();
+        let mut writing: Option<WriteJob> = None;
+        let mut applied = 0;
+        while !pending.is_empty() {
+            let mut still = Vec::with_capacity(pending.len());
+            for partition in pending {
+                let until = targets.and_then(|t| t.get(&partition).copied());
+                let start = from.get(&partition).copied().unwrap_or(0);
+                let size = *sizes
+                    .entry(partition)
+                    .or_insert_with(|| first_batch(cfg.batch_size));
+                let next_size = (size * 2).min(cfg.batch_size.max(1));
+                sizes.insert(partition, next_size);
+                let Some((next, fetched)) = self
+                    .next_batch(partition, start, until, size, next_size, &mut ahead)
+                    .await?
+                else {
+                    continue;
+                };
+                let started = Instant::now();
+                // Loads only read (the batch being written holds no lock on what they read:
+                // its rows come from `recent`).
+                let mut tx = self.store.begin().await?;
+                let (existing, new, outcome) = tx
+                    .fold_fresh(fetched.planned, &mut written, &recent)
+                    .await?;
+                tx.rollback().await?;
+                let next_recent = Recent::of(&existing, &new);
+                if let Some(job) = writing.take() {
+                    applied += job.finish(self, on_batch).await?;
+                }
+                recent = next_recent;
+                writing = Some(WriteJob::start(
+                    self,
+                    Batch {
+                        partition,
+                        from: start,
+                        next,
+                        outcome,
+                        skipped: fetched.undecodable + outcome.invalid,
+                        started,
+                    },
+                    existing,
+                    new,
+                ));
+                from.insert(partition, next);
+                still.push(partition);
+            }
+            pending = still;
+        }
+        if let Some(job) = writing.take() {
+            applied += job.finish(self, on_batch).await?;
+        }
+        Ok(applied)
+    }
+
+    /// Reads one batch of a partition from its checkpoint (stopping before `until`, when
+    /// given) and applies it. The batch after it is read and decoded on another task
+    /// meanwhile (kept in `ahead`), and used by the next step if the checkpoint is then
+    /// where that batch starts — it is dropped otherwise (another projector moved it).
+    async fn step(
+        &self,
+        partition: i32,
+        until: Option<i64>,
+        ahead: &mut HashMap<i32, Prefetch>,
+    ) -> Result<Step> {
+        let cfg = &self.config;
+        // Read the checkpoint afresh each time: another projector may have moved it.
+        let from = self
+            .store
+            .checkpoints(&cfg.name, &cfg.topic)
+            .await?
+            .into_iter()
+            .find(|c| c.partition == partition)
+            .map_or(0, |c| c.next_offset);
+        let size = cfg.batch_size.max(1);
+        let Some((next, fetched)) = self
+            .next_batch(partition, from, until, size, size, ahead)
+            .await?
+        else {
+            return Ok(Step::AtEnd);
+        };
+        let Fetched {
+            planned,
+            undecodable,
+            ..
+        } = fetched;
+
+        let started = Instant::now();
+        let mut tx = self.store.begin().await?;
+        // The checkpoint first: on PostgreSQL this locks its row, queueing a concurrent
+        // projector of the same partition until we commit.
+        if !tx
+            .advance_checkpoint(&cfg.name, &cfg.topic, partition, from, next, 0)
+            .await?
+        {
+            tx.rollback().await?;
+            self.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                partition,
+                from, "Checkpoint moved by another projector; re-reading."
+            );
+            return Ok(Step::Conflict);
+        }
+        phases::lap(Phase::Begin, started);
+        let outcome = tx.apply_planned(planned).await?;
+        let skipped = undecodable + outcome.invalid;
+        if skipped > 0 {
+            // Count what was skipped with the checkpoint, in the same transaction.
+            let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
+            tx.advance_checkpoint(&cfg.name, &cfg.topic, partition, next, next, skipped)
+                .await?;
+        }
+        let committing = Instant::now();
+        tx.commit().await?;
+        phases::lap(Phase::Commit, committing);
+
+        self.account(partition, from, next, &outcome, skipped, started);
         Ok(Step::Applied(outcome.applied, next))
     }
 }
@@ -466,6 +597,129 @@ impl Projector {
             topic: self.config.topic.clone(),
             confluent_envelope_id: self.config.confluent_envelope_id,
         }
+    }
+}
+
+/// The first batch of a fresh-table catch-up: a sixteenth of the batch size (it doubles
+/// from there).
+fn first_batch(batch_size: usize) -> usize {
+    (batch_size / 16).max(1)
+}
+
+/// First batches being read ahead of a fresh-table projector (see [`prime`]).
+pub(crate) struct Primed(HashMap<i32, Prefetch>);
+
+/// Starts reading the first batch of every partition of `config.topic` from offset 0, as a
+/// fresh-table projector with `config` will ask for it.
+///
+/// # Errors
+///
+/// Log errors (the topic's partitions).
+pub(crate) async fn prime(log: Arc<dyn EventLog>, config: &ProjectorConfig) -> Result<Primed> {
+    let partitions = log.partitions(&config.topic).await?;
+    let fetcher = Fetcher {
+        log,
+        topic: config.topic.clone(),
+        confluent_envelope_id: config.confluent_envelope_id,
+    };
+    let max = first_batch(config.batch_size);
+    Ok(Primed(
+        (0..partitions)
+            .map(|partition| {
+                let fetcher = fetcher.clone();
+                let prefetch = Prefetch {
+                    from: 0,
+                    max,
+                    handle: tokio::spawn(
+                        async move { fetcher.fetch(partition, 0, max, None).await },
+                    ),
+                };
+                (partition, prefetch)
+            })
+            .collect(),
+    ))
+}
+
+/// A batch of a rebuild, folded and being written.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    partition: i32,
+    from: i64,
+    next: i64,
+    outcome: ApplyOutcome,
+    skipped: usize,
+    started: Instant,
+}
+
+/// The write of one folded batch on its own task (and connection); abandoned when dropped
+/// unfinished (the rebuild failed, its shadow is dropped).
+struct WriteJob {
+    batch: Batch,
+    handle: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl WriteJob {
+    fn start(projector: &Projector, batch: Batch, existing: Writes, new: Writes) -> WriteJob {
+        let store = projector.store.clone();
+        let name = projector.config.name.clone();
+        let topic = projector.config.topic.clone();
+        let handle = tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            let skipped = i64::try_from(batch.skipped).unwrap_or(i64::MAX);
+            let moved = tx
+                .advance_checkpoint(
+                    &name,
+                    &topic,
+                    batch.partition,
+                    batch.from,
+                    batch.next,
+                    skipped,
+                )
+                .await?;
+            if !moved {
+                return Err(Error::CorruptRow(format!(
+                    "the rebuild's checkpoint of partition {} moved: something else writes \
+                     its fresh tables",
+                    batch.partition
+                )));
+            }
+            tx.write_fresh(existing, new).await?;
+            let committing = Instant::now();
+            tx.commit().await?;
+            phases::lap(Phase::Commit, committing);
+            Ok(())
+        });
+        WriteJob { batch, handle }
+    }
+
+    /// Waits for the write to commit, then counts the batch and reports it.
+    async fn finish(
+        mut self,
+        projector: &Projector,
+        on_batch: &(dyn Fn(i32, i64) + Send + Sync),
+    ) -> Result<usize> {
+        let waited = Instant::now();
+        (&mut self.handle)
+            .await
+            .map_err(|e| Error::CorruptRow(format!("rebuild write task: {e}")))??;
+        phases::lap(Phase::WaitWrite, waited);
+        let b = self.batch;
+        projector.account(
+            b.partition,
+            b.from,
+            b.next,
+            &b.outcome,
+            b.skipped,
+            b.started,
+        );
+        on_batch(b.partition, b.next);
+        Ok(b.outcome.applied)
+    }
+}
+
+impl Drop for WriteJob {
+    fn drop(&mut self) {
+        self.handle.abort();
     }
 }
 

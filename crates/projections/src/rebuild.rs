@@ -116,8 +116,18 @@ pub async fn rebuild(
     options: &RebuildOptions,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport> {
+    let config = ProjectorConfig {
+        name: options.projector.clone(),
+        batch_size: options.batch_size.max(1),
+        ..ProjectorConfig::default()
+    };
+    // The first batches are read and decoded while the shadow is created.
+    let primed = crate::projector::prime(log.clone(), &config).await?;
     let shadow = Shadow::create(store).await?;
-    let result = rebuild_into(log, store, &shadow, options, progress).await;
+    let projector = Projector::with_config(log.clone(), shadow.store.clone(), config)
+        .for_fresh_tables()
+        .with_primed(primed);
+    let result = rebuild_into(log, store, &shadow, &projector, options, progress).await;
     shadow.remove().await;
     result
 }
@@ -126,6 +136,7 @@ async fn rebuild_into(
     log: Arc<dyn EventLog>,
     store: &Store,
     shadow: &Shadow,
+    projector: &Projector,
     options: &RebuildOptions,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport> {
@@ -140,16 +151,6 @@ async fn rebuild_into(
             });
         }
     };
-    let projector = Projector::with_config(
-        log.clone(),
-        shadow.store.clone(),
-        ProjectorConfig {
-            name: options.projector.clone(),
-            batch_size: options.batch_size.max(1),
-            ..ProjectorConfig::default()
-        },
-    )
-    .for_fresh_tables();
     let ends = log.end_offsets(EVENTS_TOPIC).await?;
     let total: u64 = ends.iter().map(|e| u64::try_from(*e).unwrap_or(0)).sum();
     let done: Vec<AtomicU64> = ends.iter().map(|_| AtomicU64::new(0)).collect();
@@ -190,7 +191,7 @@ async fn rebuild_into(
         swap_aligned(
             store,
             shadow,
-            &projector,
+            projector,
             &tables,
             &options.projector,
             &mut applied,
@@ -487,6 +488,8 @@ struct Shadow {
 }
 
 impl Shadow {
+    /// Creates the shadow tables; on PostgreSQL without the secondary indexes other than
+    /// [`LOOKUP_INDEXES`] (they are built after the load).
     async fn create(live: &Store) -> Result<Shadow> {
         let n = SHADOW_SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("sentinel_rebuild_{}_{n}", std::process::id());

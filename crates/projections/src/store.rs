@@ -488,6 +488,96 @@ impl Written {
     }
 }
 
+/// The rows of the batch being written while a rebuild folds the next one
+/// ([`StoreTx::fold_fresh`]): the newest version of each, which the store may not hold yet.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    failures: HashMap<String, FailureRow>,
+    agents: HashMap<String, AgentRow>,
+    tasks: HashMap<String, TaskRow>,
+    fixes: HashMap<String, FixRow>,
+    pull_requests: HashMap<String, PullRequestRow>,
+    reviews: HashMap<String, ReviewRow>,
+    rollbacks: HashMap<String, RollbackRow>,
+}
+
+impl Recent {
+    /// The rows of a batch's writes (both parts of [`Written::split`]).
+    pub(crate) fn of(existing: &Writes, new: &Writes) -> Recent {
+        fn index<T: Clone>(map: &mut HashMap<String, T>, rows: &[T], key: fn(&T) -> Option<&str>) {
+            for row in rows {
+                if let Some(k) = key(row) {
+                    map.insert(k.to_owned(), row.clone());
+                }
+            }
+        }
+        let mut r = Recent::default();
+        for w in [existing, new] {
+            index(&mut r.failures, &w.failures, FailureRow::key);
+            index(&mut r.agents, &w.agents, AgentRow::key);
+            index(&mut r.tasks, &w.tasks, TaskRow::key);
+            index(&mut r.fixes, &w.fixes, FixRow::key);
+            index(&mut r.pull_requests, &w.pull_requests, PullRequestRow::key);
+            index(&mut r.reviews, &w.reviews, ReviewRow::key);
+            index(&mut r.rollbacks, &w.rollbacks, RollbackRow::key);
+        }
+        r
+    }
+
+    fn has_fix(&self, id: &str) -> bool {
+        self.fixes.contains_key(id)
+    }
+
+    /// Puts the rows `keys` names that are here into `state` and drops them from `keys`
+    /// (the store need not load them), plus the fixes here that the failure and pull
+    /// request lookups of `keys` match (the store adds the others).
+    fn fill(&self, state: &mut State, keys: &mut Keys) {
+        fn take<T: Clone>(
+            rows: &HashMap<String, T>,
+            keys: &mut BTreeSet<String>,
+            mut load: impl FnMut(T),
+        ) {
+            keys.retain(|k| match rows.get(k) {
+                Some(row) => {
+                    load(row.clone());
+                    false
+                }
+                None => true,
+            });
+        }
+        take(&self.failures, &mut keys.failures, |r| {
+            state.load_failure(r)
+        });
+        take(&self.agents, &mut keys.agents, |r| state.load_agent(r));
+        // Tasks before anything reads the agents' finished tasks.
+        take(&self.tasks, &mut keys.tasks, |r| state.load_task(r));
+        take(&self.fixes, &mut keys.fixes, |r| state.load_fix(r));
+        take(&self.pull_requests, &mut keys.pull_requests, |r| {
+            state.load_pull_request(r);
+        });
+        take(&self.reviews, &mut keys.reviews, |r| state.load_review(r));
+        take(&self.rollbacks, &mut keys.rollbacks, |r| {
+            state.load_rollback(r)
+        });
+        if keys.fixes_by_failure.is_empty() && keys.fixes_by_pr.is_empty() {
+            return;
+        }
+        for fix in self.fixes.values() {
+            let by_failure = fix
+                .failure_id
+                .as_ref()
+                .is_some_and(|f| keys.fixes_by_failure.contains(f));
+            let by_pr = fix
+                .pr_url
+                .as_ref()
+                .is_some_and(|u| keys.fixes_by_pr.contains(u));
+            if by_failure || by_pr {
+                state.load_fix(fix.clone());
+            }
+        }
+    }
+}
+
 /// A batch of events turned into writes ([`Planned::of`]): pure, so the read-ahead does
 /// it while the previous batch is written.
 #[derive(Debug)]
@@ -546,51 +636,68 @@ impl StoreTx {
     ///
     /// Database errors; the transaction should then be dropped.
     pub async fn apply(&mut self, events: &[Event]) -> Result<ApplyOutcome> {
-        self.apply_planned(Planned::of(events), None).await
+        self.apply_planned(Planned::of(events)).await
     }
 
-    /// [`StoreTx::apply`] of a batch planned beforehand (by the read-ahead), into tables
-    /// that held nothing before the batches of `written` when it is given (a rebuild's
-    /// fresh shadow, written by nothing else): a row whose key no earlier batch wrote
-    /// cannot exist, so only rows `written` lists are loaded. `written` then records this
-    /// batch's rows (before the commit: if the transaction is dropped it lists rows that
-    /// do not exist, which only costs a lookup).
-    pub(crate) async fn apply_planned(
+    /// [`StoreTx::apply`] of a batch planned beforehand (by the read-ahead).
+    pub(crate) async fn apply_planned(&mut self, planned: Planned) -> Result<ApplyOutcome> {
+        let Planned { ops, outcome, keys } = planned;
+        let t = Instant::now();
+        let mut state = State::default();
+        self.load(&mut state, &keys, None, None).await?;
+        let t = phases::lap(Phase::Load, t);
+        for op in &ops {
+            state.apply(op);
+        }
+        let writes = state.into_writes();
+        phases::lap(Phase::Fold, t);
+        self.write(writes).await?;
+        Ok(outcome)
+    }
+
+    /// Folds a batch into tables that held nothing before the batches `written` lists (a
+    /// rebuild's fresh shadow, written by nothing else), while the batch before it may
+    /// still be being written (its rows are `recent`): a row no earlier batch wrote cannot
+    /// exist, a row of the batch before is taken from `recent`, and only the others are
+    /// loaded — from the store (committed), not in this transaction, which is only read.
+    /// Returns the rows to update and the rows to append ([`Written::split`]), recorded in
+    /// `written`.
+    pub(crate) async fn fold_fresh(
         &mut self,
         planned: Planned,
-        written: Option<&mut Written>,
-    ) -> Result<ApplyOutcome> {
+        written: &mut Written,
+        recent: &Recent,
+    ) -> Result<(Writes, Writes, ApplyOutcome)> {
         let Planned {
             ops,
             outcome,
             mut keys,
         } = planned;
         let t = Instant::now();
-        if let Some(w) = &written {
-            w.restrict(&mut keys);
-        }
+        written.restrict(&mut keys);
+        let mut state = State::default();
+        recent.fill(&mut state, &mut keys);
         let t = phases::lap(Phase::Keys, t);
-        let mut state = self.load(&keys, written.as_deref()).await?;
+        self.load(&mut state, &keys, Some(written), Some(recent))
+            .await?;
         let t = phases::lap(Phase::Load, t);
         for op in &ops {
             state.apply(op);
         }
-        let writes = state.into_writes();
-        match written {
-            Some(w) => {
-                // Rows no earlier batch wrote cannot be in the fresh tables: they are
-                // appended with COPY, the others updated in place.
-                let (existing, new) = w.split(writes);
-                phases::lap(Phase::Fold, t);
-                self.write(existing).await?;
-                self.append_new(new).await?;
-            }
-            None => {
-                phases::lap(Phase::Fold, t);
-                self.write(writes).await?;
-            }
-        }
-        Ok(outcome)
+        let (existing, new) = written.split(state.into_writes());
+        phases::lap(Phase::Fold, t);
+        Ok((existing, new, outcome))
+    }
+
+    /// Writes a batch folded by [`StoreTx::fold_fresh`]: updates rows earlier batches
+    /// wrote, appends the new ones (`COPY` on PostgreSQL).
+    ///
+    /// # Errors
+    ///
+    /// Database errors; the transaction should then be dropped.
+    pub(crate) async fn write_fresh(&mut self, existing: Writes, new: Writes) -> Result<()> {
+        self.write(existing).await?;
+        self.append_new(new).await
     }
 
     /// Applies events in order with one statement per write, as the projections did
@@ -607,10 +714,16 @@ impl StoreTx {
         Ok(outcome)
     }
 
-    /// Loads every row `keys` names (locking them on PostgreSQL); the agents' latest
-    /// finished tasks come from `written` when it is given (fresh tables).
-    async fn load(&mut self, keys: &Keys, written: Option<&Written>) -> Result<State> {
-        let mut state = State::default();
+    /// Loads every row `keys` names into `state` (locking them on PostgreSQL); the agents'
+    /// latest finished tasks come from `written` when it is given (fresh tables), and fixes
+    /// in `recent` are not taken from the store.
+    async fn load(
+        &mut self,
+        state: &mut State,
+        keys: &Keys,
+        written: Option<&Written>,
+        recent: Option<&Recent>,
+    ) -> Result<()> {
         for row in self
             .load_rows(Stmt::LoadFailures, &keys.failures, FailureRow::from_row)
             .await?
@@ -635,6 +748,11 @@ impl StoreTx {
             (Stmt::LoadFixesByPr, &keys.fixes_by_pr),
         ] {
             for row in self.load_rows(stmt, set, FixRow::from_row).await? {
+                // A fix of the batch being written is newer in `recent` (loaded there if
+                // it matches); the store's copy may match a lookup the newer one does not.
+                if recent.is_some_and(|r| row.key().is_some_and(|k| r.has_fix(k))) {
+                    continue;
+                }
                 state.load_fix(row);
             }
         }
@@ -687,7 +805,7 @@ impl StoreTx {
                 }
             }
         }
-        Ok(state)
+        Ok(())
     }
 
     /// Runs a `load_<table>` statement for `keys` (nothing when there are none).
