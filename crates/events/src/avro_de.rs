@@ -191,14 +191,12 @@ impl<'de> de::Deserializer<'de> for Datum<'_, 'de> {
             }),
             Schema::Array(array) => visitor.visit_seq(Items {
                 schema: &array.items,
-                left: 0,
-                done: false,
+                blocks: Blocks::default(),
                 input,
             }),
             Schema::Map(map) => visitor.visit_map(Entries {
                 schema: &map.types,
-                left: 0,
-                done: false,
+                blocks: Blocks::default(),
                 input,
             }),
             _ => fail("schema type without a fast path"),
@@ -292,11 +290,37 @@ impl<'de> de::MapAccess<'de> for Fields<'_, 'de> {
     }
 }
 
+/// Where an array or map is in its blocks of items.
+#[derive(Default)]
+struct Blocks {
+    /// Items left in the current block.
+    left: usize,
+    /// The empty block that ends the value was read.
+    done: bool,
+}
+
+impl Blocks {
+    /// Moves to the next item: false at the end of the value.
+    fn next(&mut self, input: &mut Input<'_>) -> Result<bool> {
+        if self.done {
+            return Ok(false);
+        }
+        if self.left == 0 {
+            self.left = input.block()?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(false);
+            }
+        }
+        self.left -= 1;
+        Ok(true)
+    }
+}
+
 /// An array's items, block by block.
 struct Items<'a, 'de> {
     schema: &'a Schema,
-    left: usize,
-    done: bool,
+    blocks: Blocks,
     input: &'a mut Input<'de>,
 }
 
@@ -304,17 +328,9 @@ impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
     type Error = Unsupported;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        if self.done {
+        if !self.blocks.next(self.input)? {
             return Ok(None);
         }
-        if self.left == 0 {
-            self.left = self.input.block()?;
-            if self.left == 0 {
-                self.done = true;
-                return Ok(None);
-            }
-        }
-        self.left -= 1;
         seed.deserialize(Datum {
             schema: self.schema,
             input: self.input,
@@ -326,8 +342,7 @@ impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
 /// A map's entries, block by block; keys are strings.
 struct Entries<'a, 'de> {
     schema: &'a Schema,
-    left: usize,
-    done: bool,
+    blocks: Blocks,
     input: &'a mut Input<'de>,
 }
 
@@ -335,17 +350,9 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
     type Error = Unsupported;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        if self.done {
+        if !self.blocks.next(self.input)? {
             return Ok(None);
         }
-        if self.left == 0 {
-            self.left = self.input.block()?;
-            if self.left == 0 {
-                self.done = true;
-                return Ok(None);
-            }
-        }
-        self.left -= 1;
         let key = self.input.str()?;
         seed.deserialize(de::value::BorrowedStrDeserializer::new(key))
             .map(Some)
@@ -356,5 +363,57 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
             schema: self.schema,
             input: self.input,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(json: &str) -> Schema {
+        Schema::parse_str(json).expect("schema")
+    }
+
+    /// Arrays and maps may come in several blocks, and a block may give its size in
+    /// bytes after a negative count (writers other than ours do both).
+    #[test]
+    fn arrays_and_maps_in_several_blocks() {
+        let array = schema(r#"{"type": "array", "items": "long"}"#);
+        // Block of 2 (zig-zag 4): 1, 2; block of -1 (zig-zag 1) with its byte size 1
+        // (zig-zag 2): 3; the end (0).
+        let bytes = [4, 2, 4, 1, 2, 6, 0];
+        assert_eq!(
+            from_datum::<Vec<i64>>(&array, &bytes).expect("array"),
+            [1, 2, 3]
+        );
+        let map = schema(r#"{"type": "map", "values": "string"}"#);
+        // One entry "a" → "x", then another block with "b" → "y", then the end.
+        let bytes = [2, 2, b'a', 2, b'x', 2, 2, b'b', 2, b'y', 0];
+        let got: std::collections::BTreeMap<String, String> =
+            from_datum(&map, &bytes).expect("map");
+        assert_eq!(got.get("a").map(String::as_str), Some("x"));
+        assert_eq!(got.get("b").map(String::as_str), Some("y"));
+        // Without its end marker the array is truncated.
+        assert!(from_datum::<Vec<i64>>(&array, &[2, 2]).is_err());
+    }
+
+    #[test]
+    fn bad_data_is_refused() {
+        let union = schema(r#"["null", "string"]"#);
+        assert_eq!(
+            from_datum::<Option<String>>(&union, &[0]).expect("null"),
+            None
+        );
+        assert_eq!(
+            from_datum::<Option<String>>(&union, &[2, 2, b'x']).expect("string"),
+            Some("x".to_owned())
+        );
+        // Branch 2 does not exist; a string that is not UTF-8; a varint that never ends.
+        assert!(from_datum::<Option<String>>(&union, &[4]).is_err());
+        assert!(from_datum::<String>(&schema(r#""string""#), &[2, 0xff]).is_err());
+        assert!(from_datum::<i64>(&schema(r#""long""#), &[0xff; 11]).is_err());
+        // Schema types without a fast path are refused (the caller falls back).
+        let fixed = schema(r#"{"type": "fixed", "name": "f", "size": 1}"#);
+        assert!(from_datum::<Vec<u8>>(&fixed, &[1]).is_err());
     }
 }
