@@ -416,6 +416,21 @@ fn required_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Ap
     })
 }
 
+/// The answer to a recorded (or duplicate) delivery, serialised straight from borrowed
+/// fields (no `serde_json::Value` tree per request).
+#[derive(serde::Serialize)]
+struct RecordedBody<'a> {
+    /// The chain the delivery's first fact starts.
+    correlation_id: Option<Uuid>,
+    /// Present (and true) only for a redelivery that appended nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+    /// The first fact's id.
+    event_id: Option<&'a Uuid>,
+    /// Every fact's id.
+    event_ids: &'a [Uuid],
+}
+
 /// Appends the outcome's facts (unless they were appended recently) and answers.
 async fn record(state: &AppState, outcome: Outcome) -> Result<(&'static str, Response), ApiError> {
     let accepted = match outcome {
@@ -442,16 +457,14 @@ async fn record(state: &AppState, outcome: Outcome) -> Result<(&'static str, Res
         .map(|a| a.to_event(&state.producer))
         .collect();
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let correlation_id = events.first().map(|e| e.correlation_id);
     let body = |duplicate: bool| {
-        let mut b = json!({
-            "event_id": ids.first(),
-            "event_ids": ids,
-            "correlation_id": events.first().map(|e| e.correlation_id),
-        });
-        if duplicate {
-            b["duplicate"] = json!(true);
-        }
-        axum::Json(b)
+        axum::Json(RecordedBody {
+            correlation_id,
+            duplicate,
+            event_id: ids.first(),
+            event_ids: &ids,
+        })
     };
     if state.appender.all_known(&ids) {
         return Ok(("duplicate", (StatusCode::OK, body(true)).into_response()));

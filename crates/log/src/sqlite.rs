@@ -1,7 +1,8 @@
 //! The embedded event log: one SQLite file in WAL mode.
 //!
-//! Every topic has one partition (0). Offsets come from one `AUTOINCREMENT` sequence shared
-//! by all topics, so within a topic they strictly increase but are not contiguous. Appends
+//! Every topic has one partition (0). Offsets are the rowids of one table shared by all
+//! topics (rows are never deleted, so they are never reused), so within a topic they
+//! strictly increase but are not contiguous. Appends
 //! are deduplicated on the `event_id` header per topic, which makes redelivered webhooks and
 //! re-run stages idempotent. Subscribers in this process are woken as soon as a batch is
 //! committed; subscribers in other processes poll.
@@ -24,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -467,23 +468,21 @@ fn write_batch(
             let mut positions = Vec::with_capacity(req.records.len());
             for record in &req.records {
                 let event_id = record.header(HEADER_EVENT_ID);
-                let inserted: Option<i64> = insert
-                    .query_row(
-                        params![
-                            req.topic,
-                            record.key,
-                            event_id,
-                            encode_headers(&record.headers),
-                            record.value,
-                            now
-                        ],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                let offset = match inserted {
-                    Some(o) => o,
-                    // A duplicate event id: the record is already in the log.
-                    None => existing.query_row(params![req.topic, event_id], |row| row.get(0))?,
+                // No `RETURNING`: SQLite buffers returned rows in an ephemeral table per
+                // statement. One row inserted means the new row's offset is the rowid just
+                // assigned; none means a duplicate event id, already in the log.
+                let inserted = insert.execute(params![
+                    req.topic,
+                    record.key,
+                    event_id,
+                    encode_headers(&record.headers),
+                    record.value,
+                    now
+                ])?;
+                let offset = if inserted == 1 {
+                    tx.last_insert_rowid()
+                } else {
+                    existing.query_row(params![req.topic, event_id], |row| row.get(0))?
                 };
                 positions.push(Position {
                     partition: 0,
@@ -550,7 +549,69 @@ impl Subscription for SqliteSubscription {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            key: "acme/api".to_owned(),
+            value: id.as_bytes().to_vec(),
+            headers: vec![(HEADER_EVENT_ID.to_owned(), id.as_bytes().to_vec())],
+        }
+    }
+
+    async fn table_sql(log: &SqliteLog) -> String {
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'log_records'")
+            .fetch_one(log.pool())
+            .await
+            .unwrap()
+    }
+
+    /// A new log numbers records by rowid; a log created when the table had
+    /// `AUTOINCREMENT` keeps that table, so an offset freed by a deleted last row is still
+    /// never handed out again there.
+    #[tokio::test]
+    async fn new_logs_use_rowid_offsets_and_older_logs_keep_autoincrement() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let log = SqliteLog::open(&dir.path().join("new.db")).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        assert!(!table_sql(&log).await.contains("AUTOINCREMENT"));
+        let first = log
+            .append("t", vec![record("a"), record("b")])
+            .await
+            .unwrap();
+        let again = log
+            .append("t", vec![record("a"), record("c")])
+            .await
+            .unwrap();
+        assert_eq!(again[0], first[0], "a duplicate gets the earlier offset");
+        assert!(again[1].offset > first[1].offset && first[1].offset > first[0].offset);
+
+        let old = dir.path().join("old.db");
+        let old_schema =
+            SCHEMA.replace("INTEGER PRIMARY KEY,", "INTEGER PRIMARY KEY AUTOINCREMENT,");
+        assert_ne!(old_schema, SCHEMA);
+        {
+            let conn = rusqlite::Connection::open(&old).unwrap();
+            conn.execute_batch(&old_schema).unwrap();
+        }
+        let log = SqliteLog::open(&old).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        assert!(table_sql(&log).await.contains("AUTOINCREMENT"));
+        let written = log
+            .append("t", vec![record("a"), record("b")])
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM log_records WHERE \"offset\" = ?1")
+            .bind(written[1].offset)
+            .execute(log.pool())
+            .await
+            .unwrap();
+        let next = log.append("t", vec![record("c")]).await.unwrap();
+        assert_eq!(next[0].offset, written[1].offset + 1);
+    }
 
     #[test]
     fn headers_round_trip_including_binary() {
