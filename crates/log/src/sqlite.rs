@@ -368,8 +368,9 @@ fn open_writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection>
 /// writer's commits, where they would hold up every append queued meanwhile: after about
 /// [`CHECKPOINT_PAGES`] pages of appends the writer wakes a checkpointer thread with its own
 /// connection that runs a `PASSIVE` checkpoint beside the appends (the writer's own
-/// automatic checkpoint is only a backstop, see [`WRITER_AUTOCHECKPOINT_PAGES`]). Durability is unchanged: an append is acknowledged after
-/// its commit's WAL fsync, checkpointed or not.
+/// automatic checkpoint is only a backstop, see [`WRITER_AUTOCHECKPOINT_PAGES`]; the pages
+/// are estimated by [`estimated_wal_pages`]). Durability is unchanged: an append is
+/// acknowledged after its commit's WAL fsync, checkpointed or not.
 fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let mut conn = open_writer_connection(path).map_err(|e| append_error(&e))?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
@@ -381,14 +382,13 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let page_size: i64 = conn
         .pragma_query_value(None, "page_size", |row| row.get(0))
         .map_err(|e| append_error(&e))?;
-    let checkpoint_bytes = CHECKPOINT_PAGES * u64::try_from(page_size.max(512)).unwrap_or(4096);
+    let page_size = u64::try_from(page_size.max(512)).unwrap_or(4096);
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteRequest>();
     std::thread::Builder::new()
         .name("sentinel-log-writer".into())
         .spawn(move || {
             let mut batch: Vec<WriteRequest> = Vec::new();
-            // Bytes appended since the last checkpoint request (records plus a page-ish
-            // allowance per record for the indexes).
+            // WAL pages written since the last checkpoint request (estimated).
             let mut since_checkpoint: u64 = 0;
             while let Some(first) = rx.blocking_recv() {
                 batch.push(first);
@@ -400,11 +400,7 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
                 }
                 let result = write_batch(&mut conn, &batch);
                 if result.is_ok() {
-                    since_checkpoint += batch
-                        .iter()
-                        .flat_map(|r| &r.records)
-                        .map(|r| (r.value.len() + r.key.len() + 200) as u64)
-                        .sum::<u64>();
+                    since_checkpoint += estimated_wal_pages(&batch, page_size);
                 }
                 match result {
                     Ok(all) => {
@@ -418,7 +414,7 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
                         }
                     }
                 }
-                if since_checkpoint >= checkpoint_bytes {
+                if since_checkpoint >= CHECKPOINT_PAGES {
                     since_checkpoint = 0;
                     // Full: a checkpoint is already pending, which will take these pages too.
                     let _ = checkpointer.try_send(());
@@ -426,6 +422,32 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
             }
         })?;
     Ok(tx)
+}
+
+/// Pages written per commit besides the records' own: the last, partly filled leaf of the
+/// table and of the `(topic, offset)` index (rewritten by every commit) and the interior
+/// pages above the leaves that changed.
+const COMMIT_OVERHEAD_PAGES: u64 = 4;
+
+/// The WAL pages (frames) a commit of `batch` writes, roughly: the records' own bytes in
+/// table pages, plus one leaf of the `(topic, event_id)` index per record (event ids are
+/// random, so consecutive records land on different leaves once the index has more leaves
+/// than a commit has records), plus [`COMMIT_OVERHEAD_PAGES`]. Counting bytes alone
+/// underestimates small records several times over, which let the WAL grow to the
+/// writer's own checkpoint far ahead of the checkpointer.
+fn estimated_wal_pages(batch: &[WriteRequest], page_size: u64) -> u64 {
+    let (records, bytes) =
+        batch
+            .iter()
+            .flat_map(|r| &r.records)
+            .fold((0u64, 0u64), |(n, bytes), r| {
+                let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+                (
+                    n + 1,
+                    bytes + (r.value.len() + r.key.len() + headers) as u64,
+                )
+            });
+    COMMIT_OVERHEAD_PAGES + records + bytes.div_ceil(page_size.max(1))
 }
 
 /// Starts the checkpointer thread: one `PASSIVE` checkpoint per request from the writer; it
@@ -611,6 +633,25 @@ mod tests {
             .unwrap();
         let next = log.append("t", vec![record("c")]).await.unwrap();
         assert_eq!(next[0].offset, written[1].offset + 1);
+    }
+
+    /// Checkpoints are requested by WAL pages: small records still cost an index leaf each,
+    /// large ones their bytes.
+    #[test]
+    fn wal_page_estimate_counts_an_index_leaf_per_record() {
+        let request = |records: Vec<Record>| WriteRequest {
+            topic: "t".to_owned(),
+            records,
+            reply: oneshot::channel().0,
+        };
+        let small: Vec<Record> = (0..10).map(|i| record(&format!("id-{i}"))).collect();
+        let pages = estimated_wal_pages(&[request(small)], 4096);
+        assert!((10 + COMMIT_OVERHEAD_PAGES..=11 + COMMIT_OVERHEAD_PAGES).contains(&pages));
+        let mut large = record("big");
+        large.value = vec![0; 10 * 4096];
+        let pages =
+            estimated_wal_pages(&[request(vec![large.clone()]), request(vec![large])], 4096);
+        assert!((22 + COMMIT_OVERHEAD_PAGES..=23 + COMMIT_OVERHEAD_PAGES).contains(&pages));
     }
 
     #[test]
