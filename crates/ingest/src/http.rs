@@ -63,7 +63,8 @@ struct AppendRequest {
 /// Group commit: concurrent deliveries are appended together, one durable append (one
 /// fsync on the embedded log) for all of them, and each is answered only after it. A
 /// delivery waits for no timer: the writer takes whatever is queued when the previous
-/// append finishes.
+/// append finishes, after letting the tasks that are ready run once (so deliveries in the
+/// middle of being parsed join the same commit).
 ///
 /// The writer also owns deduplication: it remembers the event ids of the last
 /// `dedupe_window` facts (seeded from the log's tail when it starts, so a restarted receiver
@@ -101,6 +102,19 @@ impl Appender {
                 if !waited {
                     waited = true;
                     wait_for_seed(&mut seeded, deadline).await;
+                }
+                // Let the tasks that are ready run once before committing: deliveries being
+                // authenticated and parsed right now join this commit instead of waiting
+                // for the next one (fuller commits, fewer commits and fsyncs per delivery).
+                // No timer: when nothing else is ready this returns at once.
+                if batch.len() < GROUP_COMMIT_MAX {
+                    tokio::task::yield_now().await;
+                    while batch.len() < GROUP_COMMIT_MAX {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 write_batch(log.as_ref(), &known, &mut batch).await;
             }
