@@ -63,7 +63,8 @@ struct AppendRequest {
 /// Group commit: concurrent deliveries are appended together, one durable append (one
 /// fsync on the embedded log) for all of them, and each is answered only after it. A
 /// delivery waits for no timer: the writer takes whatever is queued when the previous
-/// append finishes.
+/// append finishes, after letting the tasks that are ready run once (so deliveries in the
+/// middle of being parsed join the same commit).
 ///
 /// The writer also owns deduplication: it remembers the event ids of the last
 /// `dedupe_window` facts (seeded from the log's tail when it starts, so a restarted receiver
@@ -101,6 +102,19 @@ impl Appender {
                 if !waited {
                     waited = true;
                     wait_for_seed(&mut seeded, deadline).await;
+                }
+                // Let the tasks that are ready run once before committing: deliveries being
+                // authenticated and parsed right now join this commit instead of waiting
+                // for the next one (fuller commits, fewer commits and fsyncs per delivery).
+                // No timer: when nothing else is ready this returns at once.
+                if batch.len() < GROUP_COMMIT_MAX {
+                    tokio::task::yield_now().await;
+                    while batch.len() < GROUP_COMMIT_MAX {
+                        match rx.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 write_batch(log.as_ref(), &known, &mut batch).await;
             }
@@ -416,6 +430,21 @@ fn required_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Ap
     })
 }
 
+/// The answer to a recorded (or duplicate) delivery, serialised straight from borrowed
+/// fields (no `serde_json::Value` tree per request).
+#[derive(serde::Serialize)]
+struct RecordedBody<'a> {
+    /// The chain the delivery's first fact starts.
+    correlation_id: Option<Uuid>,
+    /// Present (and true) only for a redelivery that appended nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+    /// The first fact's id.
+    event_id: Option<&'a Uuid>,
+    /// Every fact's id.
+    event_ids: &'a [Uuid],
+}
+
 /// Appends the outcome's facts (unless they were appended recently) and answers.
 async fn record(state: &AppState, outcome: Outcome) -> Result<(&'static str, Response), ApiError> {
     let accepted = match outcome {
@@ -442,16 +471,14 @@ async fn record(state: &AppState, outcome: Outcome) -> Result<(&'static str, Res
         .map(|a| a.to_event(&state.producer))
         .collect();
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let correlation_id = events.first().map(|e| e.correlation_id);
     let body = |duplicate: bool| {
-        let mut b = json!({
-            "event_id": ids.first(),
-            "event_ids": ids,
-            "correlation_id": events.first().map(|e| e.correlation_id),
-        });
-        if duplicate {
-            b["duplicate"] = json!(true);
-        }
-        axum::Json(b)
+        axum::Json(RecordedBody {
+            correlation_id,
+            duplicate,
+            event_id: ids.first(),
+            event_ids: &ids,
+        })
     };
     if state.appender.all_known(&ids) {
         return Ok(("duplicate", (StatusCode::OK, body(true)).into_response()));

@@ -1,7 +1,8 @@
 //! The embedded event log: one SQLite file in WAL mode.
 //!
-//! Every topic has one partition (0). Offsets come from one `AUTOINCREMENT` sequence shared
-//! by all topics, so within a topic they strictly increase but are not contiguous. Appends
+//! Every topic has one partition (0). Offsets are the rowids of one table shared by all
+//! topics (rows are never deleted, so they are never reused), so within a topic they
+//! strictly increase but are not contiguous. Appends
 //! are deduplicated on the `event_id` header per topic, which makes redelivered webhooks and
 //! re-run stages idempotent. Subscribers in this process are woken as soon as a batch is
 //! committed; subscribers in other processes poll.
@@ -24,7 +25,7 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::Notify;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -466,8 +467,9 @@ fn open_writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection>
 /// writer's commits, where they would hold up every append queued meanwhile: after about
 /// [`CHECKPOINT_PAGES`] pages of appends the writer wakes a checkpointer thread with its own
 /// connection that runs a `PASSIVE` checkpoint beside the appends (the writer's own
-/// automatic checkpoint is only a backstop, see [`WRITER_AUTOCHECKPOINT_PAGES`]). Durability is unchanged: an append is acknowledged after
-/// its commit's WAL fsync, checkpointed or not.
+/// automatic checkpoint is only a backstop, see [`WRITER_AUTOCHECKPOINT_PAGES`]; the pages
+/// are estimated by [`estimated_wal_pages`]). Durability is unchanged: an append is
+/// acknowledged after its commit's WAL fsync, checkpointed or not.
 fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let mut conn = open_writer_connection(path).map_err(|e| append_error(&e))?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
@@ -479,14 +481,13 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let page_size: i64 = conn
         .pragma_query_value(None, "page_size", |row| row.get(0))
         .map_err(|e| append_error(&e))?;
-    let checkpoint_bytes = CHECKPOINT_PAGES * u64::try_from(page_size.max(512)).unwrap_or(4096);
+    let page_size = u64::try_from(page_size.max(512)).unwrap_or(4096);
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteRequest>();
     std::thread::Builder::new()
         .name("sentinel-log-writer".into())
         .spawn(move || {
             let mut batch: Vec<WriteRequest> = Vec::new();
-            // Bytes appended since the last checkpoint request (records plus a page-ish
-            // allowance per record for the indexes).
+            // WAL pages written since the last checkpoint request (estimated).
             let mut since_checkpoint: u64 = 0;
             while let Some(first) = rx.blocking_recv() {
                 batch.push(first);
@@ -498,11 +499,7 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
                 }
                 let result = write_batch(&mut conn, &batch);
                 if result.is_ok() {
-                    since_checkpoint += batch
-                        .iter()
-                        .flat_map(|r| &r.records)
-                        .map(|r| (r.value.len() + r.key.len() + 200) as u64)
-                        .sum::<u64>();
+                    since_checkpoint += estimated_wal_pages(&batch, page_size);
                 }
                 match result {
                     Ok(all) => {
@@ -516,7 +513,7 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
                         }
                     }
                 }
-                if since_checkpoint >= checkpoint_bytes {
+                if since_checkpoint >= CHECKPOINT_PAGES {
                     since_checkpoint = 0;
                     // Full: a checkpoint is already pending, which will take these pages too.
                     let _ = checkpointer.try_send(());
@@ -524,6 +521,32 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
             }
         })?;
     Ok(tx)
+}
+
+/// Pages written per commit besides the records' own: the last, partly filled leaf of the
+/// table and of the `(topic, offset)` index (rewritten by every commit) and the interior
+/// pages above the leaves that changed.
+const COMMIT_OVERHEAD_PAGES: u64 = 4;
+
+/// The WAL pages (frames) a commit of `batch` writes, roughly: the records' own bytes in
+/// table pages, plus one leaf of the `(topic, event_id)` index per record (event ids are
+/// random, so consecutive records land on different leaves once the index has more leaves
+/// than a commit has records), plus [`COMMIT_OVERHEAD_PAGES`]. Counting bytes alone
+/// underestimates small records several times over, which let the WAL grow to the
+/// writer's own checkpoint far ahead of the checkpointer.
+fn estimated_wal_pages(batch: &[WriteRequest], page_size: u64) -> u64 {
+    let (records, bytes) =
+        batch
+            .iter()
+            .flat_map(|r| &r.records)
+            .fold((0u64, 0u64), |(n, bytes), r| {
+                let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+                (
+                    n + 1,
+                    bytes + (r.value.len() + r.key.len() + headers) as u64,
+                )
+            });
+    COMMIT_OVERHEAD_PAGES + records + bytes.div_ceil(page_size.max(1))
 }
 
 /// Starts the checkpointer thread: one `PASSIVE` checkpoint per request from the writer; it
@@ -566,23 +589,21 @@ fn write_batch(
             let mut positions = Vec::with_capacity(req.records.len());
             for record in &req.records {
                 let event_id = record.header(HEADER_EVENT_ID);
-                let inserted: Option<i64> = insert
-                    .query_row(
-                        params![
-                            req.topic,
-                            record.key,
-                            event_id,
-                            encode_headers(&record.headers),
-                            record.value,
-                            now
-                        ],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                let offset = match inserted {
-                    Some(o) => o,
-                    // A duplicate event id: the record is already in the log.
-                    None => existing.query_row(params![req.topic, event_id], |row| row.get(0))?,
+                // No `RETURNING`: SQLite buffers returned rows in an ephemeral table per
+                // statement. One row inserted means the new row's offset is the rowid just
+                // assigned; none means a duplicate event id, already in the log.
+                let inserted = insert.execute(params![
+                    req.topic,
+                    record.key,
+                    event_id,
+                    encode_headers(&record.headers),
+                    record.value,
+                    now
+                ])?;
+                let offset = if inserted == 1 {
+                    tx.last_insert_rowid()
+                } else {
+                    existing.query_row(params![req.topic, event_id], |row| row.get(0))?
                 };
                 positions.push(Position {
                     partition: 0,
@@ -649,7 +670,88 @@ impl Subscription for SqliteSubscription {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            key: "acme/api".to_owned(),
+            value: id.as_bytes().to_vec(),
+            headers: vec![(HEADER_EVENT_ID.to_owned(), id.as_bytes().to_vec())],
+        }
+    }
+
+    async fn table_sql(log: &SqliteLog) -> String {
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'log_records'")
+            .fetch_one(log.pool())
+            .await
+            .unwrap()
+    }
+
+    /// A new log numbers records by rowid; a log created when the table had
+    /// `AUTOINCREMENT` keeps that table, so an offset freed by a deleted last row is still
+    /// never handed out again there.
+    #[tokio::test]
+    async fn new_logs_use_rowid_offsets_and_older_logs_keep_autoincrement() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let log = SqliteLog::open(&dir.path().join("new.db")).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        assert!(!table_sql(&log).await.contains("AUTOINCREMENT"));
+        let first = log
+            .append("t", vec![record("a"), record("b")])
+            .await
+            .unwrap();
+        let again = log
+            .append("t", vec![record("a"), record("c")])
+            .await
+            .unwrap();
+        assert_eq!(again[0], first[0], "a duplicate gets the earlier offset");
+        assert!(again[1].offset > first[1].offset && first[1].offset > first[0].offset);
+
+        let old = dir.path().join("old.db");
+        let old_schema =
+            SCHEMA.replace("INTEGER PRIMARY KEY,", "INTEGER PRIMARY KEY AUTOINCREMENT,");
+        assert_ne!(old_schema, SCHEMA);
+        {
+            let conn = rusqlite::Connection::open(&old).unwrap();
+            conn.execute_batch(&old_schema).unwrap();
+        }
+        let log = SqliteLog::open(&old).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        assert!(table_sql(&log).await.contains("AUTOINCREMENT"));
+        let written = log
+            .append("t", vec![record("a"), record("b")])
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM log_records WHERE \"offset\" = ?1")
+            .bind(written[1].offset)
+            .execute(log.pool())
+            .await
+            .unwrap();
+        let next = log.append("t", vec![record("c")]).await.unwrap();
+        assert_eq!(next[0].offset, written[1].offset + 1);
+    }
+
+    /// Checkpoints are requested by WAL pages: small records still cost an index leaf each,
+    /// large ones their bytes.
+    #[test]
+    fn wal_page_estimate_counts_an_index_leaf_per_record() {
+        let request = |records: Vec<Record>| WriteRequest {
+            topic: "t".to_owned(),
+            records,
+            reply: oneshot::channel().0,
+        };
+        let small: Vec<Record> = (0..10).map(|i| record(&format!("id-{i}"))).collect();
+        let pages = estimated_wal_pages(&[request(small)], 4096);
+        assert!((10 + COMMIT_OVERHEAD_PAGES..=11 + COMMIT_OVERHEAD_PAGES).contains(&pages));
+        let mut large = record("big");
+        large.value = vec![0; 10 * 4096];
+        let pages =
+            estimated_wal_pages(&[request(vec![large.clone()]), request(vec![large])], 4096);
+        assert!((22 + COMMIT_OVERHEAD_PAGES..=23 + COMMIT_OVERHEAD_PAGES).contains(&pages));
+    }
 
     #[test]
     fn headers_round_trip_including_binary() {

@@ -44,6 +44,9 @@ async fn workflow_run_failure_is_recorded_once_per_delivery() {
     let events = env.events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(b["event_id"], json!(events[0].event_id));
+    assert_eq!(b["event_ids"], json!([events[0].event_id]));
+    assert_eq!(b["correlation_id"], json!(events[0].correlation_id));
+    assert!(b.get("duplicate").is_none(), "{b}");
     let f = failure(&events[0]);
     assert_eq!(f.source, "github");
     assert_eq!(f.repository, "https://github.com/octo-org/octo-repo.git");

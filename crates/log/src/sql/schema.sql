@@ -1,6 +1,11 @@
 -- Embedded event log (SQLite, WAL). Append-only: rows are never updated or deleted.
+-- "offset" is the rowid: a new row gets the largest offset so far plus one. Because no row
+-- is ever deleted, offsets are never reused and strictly increase, the guarantee that
+-- AUTOINCREMENT gave logs created before it was dropped (those keep their table, which
+-- is only created here when missing) at the cost of a sqlite_sequence read and write per
+-- append. Anything that ever deletes rows must keep the row with the largest offset.
 CREATE TABLE IF NOT EXISTS log_records (
-    "offset"   INTEGER PRIMARY KEY AUTOINCREMENT,
+    "offset"   INTEGER PRIMARY KEY,
     topic      TEXT    NOT NULL,
     key        TEXT    NOT NULL,
     event_id   TEXT,
