@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
-use apache_avro::types::Value;
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,14 +134,18 @@ fn encode_fact_resolved(fact: &Fact, schema: &Schema) -> Result<Vec<u8>> {
 pub fn decode_fact(event_type: &str, version: i32, mut bytes: &[u8]) -> Result<Fact> {
     let writer = fact_schema(event_type, version)?;
     let current = current_version(event_type)?;
-    // Written with the current schema: read straight into the Rust type. Anything that
-    // path does not cover (or that is invalid) takes the general path, which also
-    // resolves older writer schemas and reports the real error.
-    if current == version
-        && let Ok(fact) = Fact::from_avro_datum_direct(event_type, writer, bytes)
-    {
-        return Ok(fact);
+    // Written with the current schema: read straight into the Rust type (a test proves
+    // this covers every fact type's schema).
+    if current == version {
+        return Fact::from_avro_datum_direct(event_type, writer, bytes)
+            .map_err(|e| Error::Invalid(format!("{event_type} v{version}: {e}")));
     }
+    // An older writer schema is resolved by apache-avro's general decoder, which reserves
+    // memory by the item counts it reads: untrusted bytes could ask for tens of GB (found
+    // by fuzzing). The structure is checked first without allocating, so only counts the
+    // datum really holds reach it.
+    crate::avro_de::from_datum::<serde::de::IgnoredAny>(writer, bytes)
+        .map_err(|e| Error::Invalid(format!("{event_type} v{version}: {e}")))?;
     let reader = (current != version)
         .then(|| fact_schema(event_type, current))
         .transpose()?;
@@ -198,17 +201,11 @@ fn micros(field: &'static str, v: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(v).ok_or_else(|| Error::Invalid(format!("{field}: {v}")))
 }
 
-fn from_envelope_datum(mut bytes: &[u8]) -> Result<Event> {
+fn from_envelope_datum(bytes: &[u8]) -> Result<Event> {
     let schema = envelope_schema()?;
-    // Straight into the wire struct; the general path (a `Value` tree) only for what the
-    // direct path refuses, so its error is the one reported.
-    let wire: EnvelopeWire = match crate::avro_de::from_datum(schema, bytes) {
-        Ok(wire) => wire,
-        Err(_) => {
-            let value = from_avro_datum(schema, &mut bytes, None)?;
-            apache_avro::from_value(&normalise_timestamps(value))?
-        }
-    };
+    // Straight into the wire struct (no `Value` tree; see `avro_de`).
+    let wire: EnvelopeWire = crate::avro_de::from_datum(schema, bytes)
+        .map_err(|e| Error::Invalid(format!("envelope: {e}")))?;
     let fact = decode_fact(&wire.event_type, wire.schema_version, &wire.payload)?;
     Ok(Event {
         event_id: parse_uuid("event_id", &wire.event_id)?,
@@ -224,20 +221,6 @@ fn from_envelope_datum(mut bytes: &[u8]) -> Result<Event> {
         producer: wire.producer,
         fact,
     })
-}
-
-/// Turns logical timestamp values back into plain longs for serde.
-fn normalise_timestamps(value: Value) -> Value {
-    match value {
-        Value::Record(fields) => Value::Record(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k, normalise_timestamps(v)))
-                .collect(),
-        ),
-        Value::TimestampMicros(v) | Value::TimestampMillis(v) => Value::Long(v),
-        other => other,
-    }
 }
 
 /// Encodes an event with Avro single-object encoding.
@@ -388,6 +371,7 @@ pub fn from_json(value: &serde_json::Value) -> Result<Event> {
 mod tests {
     use super::*;
     use apache_avro::schema::{RecordSchema, UnionSchema};
+    use apache_avro::types::Value;
     use chrono::TimeZone;
 
     /// A deterministic sample value for a schema: every field filled, unions take their
@@ -649,6 +633,26 @@ mod tests {
         let mut so = to_single_object(&e).expect("encode");
         so.truncate(so.len() - 3);
         assert!(decode(&so, None).is_err(), "truncated body must not decode");
+    }
+
+    /// A record found by fuzzing (`fuzz/`, target `event_decode`): as a fact payload it
+    /// declared an array of about 500 million items, for which apache-avro's general
+    /// decoder reserved 30 GB and aborted the process. Every fact type now refuses it.
+    #[test]
+    fn huge_declared_counts_are_refused_without_allocating() {
+        let crash: &[u8] = &[
+            0xf8, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0xff,
+            0x03, 0x36, 0x31, 0x32, 0x2d, 0x35, 0x36, 0x34, 0x39, 0x37, 0x37, 0x33, 0x66, 0x35,
+            0x20, 0x00, 0x36, 0x34, 0x36, 0x22, 0x2c, 0x22, 0x63, 0x6f, 0x72, 0x72, 0x65, 0x6c,
+            0x61, 0x74, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x22, 0x3a, 0x72, 0x72, 0x65, 0x6c,
+            0x61, 0x74, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x00,
+        ];
+        assert!(decode(crash, Some(7)).is_err());
+        for ty in Fact::TYPES {
+            for payload in [crash, &crash[1..]] {
+                assert!(decode_fact(ty, 1, payload).is_err(), "{ty}");
+            }
+        }
     }
 
     #[test]
