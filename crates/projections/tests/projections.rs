@@ -1714,6 +1714,26 @@ async fn kafka_projector_resumes_each_partition_from_its_stored_offset(backend: 
 /// the row-by-row statements leave, whatever the batch size: rows set in one batch and
 /// patched in later ones, lookups by failure and by pull request across batches, health
 /// scores over tasks of several batches, duplicates and out-of-order facts.
+/// Every table of `got` holds exactly the rows of `expected`; `context` names the case.
+fn assert_same_tables(
+    expected: &[(
+        &'static str,
+        Vec<std::collections::BTreeMap<String, String>>,
+    )],
+    got: &[(
+        &'static str,
+        Vec<std::collections::BTreeMap<String, String>>,
+    )],
+    context: &str,
+) {
+    for ((table, want), (_, have)) in expected.iter().zip(got) {
+        assert_eq!(want.len(), have.len(), "{context}: {table}");
+        for (w, h) in want.iter().zip(have) {
+            assert_eq!(w, h, "{context}: a {table} row differs");
+        }
+    }
+}
+
 async fn batched_writes_match_row_by_row_statements(backend: Backend) {
     for seed in [1_u64, 2] {
         let events = testing::messy_log(36, seed);
@@ -1752,16 +1772,7 @@ async fn batched_writes_match_row_by_row_statements(backend: Backend) {
                 tx.commit().await.expect("commit");
             }
             let got = tables(db.store()).await;
-            for ((table, want), (_, have)) in expected.iter().zip(&got) {
-                assert_eq!(
-                    want.len(),
-                    have.len(),
-                    "seed {seed}, batch {batch}: {table}"
-                );
-                for (w, h) in want.iter().zip(have) {
-                    assert_eq!(w, h, "seed {seed}, batch {batch}: a {table} row differs");
-                }
-            }
+            assert_same_tables(&expected, &got, &format!("seed {seed}, batch {batch}"));
         }
     }
 }
@@ -1794,19 +1805,7 @@ async fn rebuilds_of_a_messy_log_match_the_live_projection(backend: Backend) {
             .await
             .expect("rebuild");
             let got = tables(env.store()).await;
-            for ((table, want), (_, have)) in expected.iter().zip(&got) {
-                assert_eq!(
-                    want.len(),
-                    have.len(),
-                    "seed {seed}, batch {batch_size}: {table}"
-                );
-                for (w, h) in want.iter().zip(have) {
-                    assert_eq!(
-                        w, h,
-                        "seed {seed}, batch {batch_size}: a {table} row differs"
-                    );
-                }
-            }
+            assert_same_tables(&expected, &got, &format!("seed {seed}, batch {batch_size}"));
         }
     }
 }
