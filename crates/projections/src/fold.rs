@@ -55,6 +55,20 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
+    /// Whether any row must be looked up (every set but `health`, which is scored from
+    /// rows loaded or written).
+    pub(crate) fn needs_rows(&self) -> bool {
+        !(self.failures.is_empty()
+            && self.agents.is_empty()
+            && self.tasks.is_empty()
+            && self.fixes.is_empty()
+            && self.fixes_by_failure.is_empty()
+            && self.fixes_by_pr.is_empty()
+            && self.pull_requests.is_empty()
+            && self.reviews.is_empty()
+            && self.rollbacks.is_empty())
+    }
+
     /// Every key `ops` reads or writes.
     pub(crate) fn of(ops: &[Op]) -> Keys {
         let mut k = Keys::default();

@@ -2,10 +2,13 @@
 //! once, to the store.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use sentinel_events::codec;
 use sentinel_log::EventLog;
 use sentinel_runtime::metrics::names::{
@@ -110,6 +113,43 @@ pub struct Projector {
     fresh: Option<Arc<tokio::sync::Mutex<Written>>>,
     /// First batches already being read ([`Projector::with_primed`]).
     primed: Arc<std::sync::Mutex<HashMap<i32, Prefetch>>>,
+    /// When the fresh tables exist ([`Projector::for_fresh_tables`]).
+    ready: Ready,
+}
+
+/// Completes when a fresh projector's tables exist. A rebuild creates its shadow tables on
+/// a task of their own while the first batches are read, decoded and folded (which need no
+/// table: nothing was written yet); loads and writes wait for this first.
+#[derive(Clone)]
+pub(crate) struct Ready(Shared<BoxFuture<'static, std::result::Result<(), String>>>);
+
+impl Ready {
+    /// Already complete.
+    pub(crate) fn now() -> Ready {
+        Ready(futures::future::ready(Ok(())).boxed().shared())
+    }
+
+    /// Complete when `setup`, started now on a task of its own (it runs whether or not
+    /// anything waits), has succeeded.
+    pub(crate) fn after(setup: impl Future<Output = Result<()>> + Send + 'static) -> Ready {
+        let task = tokio::spawn(setup);
+        Ready(
+            async move {
+                match task.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("the set-up task failed: {e}")),
+                }
+            }
+            .boxed()
+            .shared(),
+        )
+    }
+
+    /// Waits for the set-up; its error as [`Error::ShadowSetup`].
+    pub(crate) async fn wait(&self) -> Result<()> {
+        self.0.clone().await.map_err(Error::ShadowSetup)
+    }
 }
 
 impl std::fmt::Debug for Projector {
@@ -137,14 +177,17 @@ impl Projector {
             counters: Arc::new(Counters::default()),
             fresh: None,
             primed: Arc::default(),
+            ready: Ready::now(),
         }
     }
 
     /// A projector for tables that are empty now and that nothing else writes (a
     /// rebuild's shadow): it remembers the keys of the rows it writes and loads only
-    /// those, instead of looking up every row a batch touches.
-    pub(crate) fn for_fresh_tables(mut self) -> Self {
+    /// those, instead of looking up every row a batch touches. The tables may still be
+    /// being created: nothing touches the store before `ready` completes.
+    pub(crate) fn for_fresh_tables(mut self, ready: Ready) -> Self {
         self.fresh = Some(Arc::default());
+        self.ready = ready;
         self
     }
 
@@ -448,14 +491,10 @@ impl Projector {
         let mut pending: Vec<i32> = (0..partitions)
             .filter(|p| targets.is_none_or(|t| t.contains_key(p)))
             .collect();
-        let mut from: HashMap<i32, i64> = self
-            .store
-            .checkpoints(&cfg.name, &cfg.topic)
-            .await?
-            .into_iter()
-            .map(|c| (c.partition, c.next_offset))
-            .collect();
         let mut written = written.lock().await;
+        // Where the fresh tables' checkpoints are: nothing else writes them, so they are
+        // known here without reading them (the tables may not even exist yet).
+        let mut from = written.next.clone();
         // The first batches, possibly being read since before the tables were created.
         let mut ahead = std::mem::take(&mut *self.primed.lock().unwrap_or_else(|p| p.into_inner()));
         // Batches start small and double up to the batch size, so the stages overlap
@@ -482,13 +521,10 @@ impl Projector {
                     continue;
                 };
                 let started = Instant::now();
-                // Loads only read (the batch being written holds no lock on what they read:
-                // its rows come from `recent`).
-                let mut tx = self.store.begin().await?;
-                let (existing, new, outcome) = tx
-                    .fold_fresh(fetched.planned, &mut written, &recent)
+                let (existing, new, outcome) = self
+                    .store
+                    .fold_fresh(fetched.planned, &mut written, &recent, &self.ready)
                     .await?;
-                tx.rollback().await?;
                 let next_recent = Recent::of(&existing, &new);
                 if let Some(job) = writing.take() {
                     applied += job.finish(self, on_batch).await?;
@@ -515,6 +551,7 @@ impl Projector {
         if let Some(job) = writing.take() {
             applied += job.finish(self, on_batch).await?;
         }
+        written.next = from;
         Ok(applied)
     }
 
@@ -663,7 +700,9 @@ impl WriteJob {
         let store = projector.store.clone();
         let name = projector.config.name.clone();
         let topic = projector.config.topic.clone();
+        let ready = projector.ready.clone();
         let handle = tokio::spawn(async move {
+            ready.wait().await?;
             let mut tx = store.begin().await?;
             let skipped = i64::try_from(batch.skipped).unwrap_or(i64::MAX);
             let moved = tx

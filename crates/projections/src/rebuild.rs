@@ -10,6 +10,11 @@
 //!   the shadow's (`ATTACH`, `DELETE`, `INSERT … SELECT`); readers keep their snapshot
 //!   (WAL) until it commits.
 //!
+//! On PostgreSQL the shadow schema and its tables are created on a task of their own while
+//! the first batches are read, decoded and folded (which need no table: nothing was
+//! written yet); loads and writes wait for it. Its secondary indexes are built after the
+//! load, a few at a time, and the swap's statements go in one round trip.
+//!
 //! A full rebuild swaps every projection table **and** the checkpoint table, so the live
 //! projector continues from where the replay stopped. Rebuilding one projection (one
 //! table) instead stops the live projector for the swap (it locks the checkpoint table),
@@ -29,7 +34,7 @@ use sqlx::{Connection, Row};
 use tracing::info;
 
 use crate::migrate::migrations;
-use crate::projector::{Projector, ProjectorConfig};
+use crate::projector::{Projector, ProjectorConfig, Ready};
 use crate::store::{Backend, Store};
 use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
@@ -87,9 +92,10 @@ pub struct RebuildReport {
 
 static SHADOW_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Connections of a PostgreSQL shadow's pool: the replay uses one (plus one for the
-/// checkpoint reads), index builds run this many at a time.
-const SHADOW_CONNECTIONS: u32 = 2;
+/// Connections of a PostgreSQL shadow's pool: the replay folds on one and writes on
+/// another, the secondary indexes are built this many at a time after the load (each
+/// build ends with an fsync of its file, so they overlap on the disk).
+const SHADOW_CONNECTIONS: u32 = 4;
 
 /// Default records per replay transaction of a rebuild.
 pub const DEFAULT_REBUILD_BATCH: usize = 20_000;
@@ -121,11 +127,11 @@ pub async fn rebuild(
         batch_size: options.batch_size.max(1),
         ..ProjectorConfig::default()
     };
-    // The first batches are read and decoded while the shadow is created.
+    // The first batches are read, decoded and folded while the shadow is created.
     let primed = crate::projector::prime(log.clone(), &config).await?;
     let shadow = Shadow::create(store).await?;
     let projector = Projector::with_config(log.clone(), shadow.store.clone(), config)
-        .for_fresh_tables()
+        .for_fresh_tables(shadow.ready.clone())
         .with_primed(primed);
     let result = rebuild_into(log, store, &shadow, &projector, options, progress).await;
     shadow.remove().await;
@@ -140,17 +146,17 @@ async fn rebuild_into(
     options: &RebuildOptions,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport> {
-    let all = shadow.tables().await?;
-    let tables: Vec<String> = match &options.projection {
-        None => all.clone(),
-        Some(p) if p != CHECKPOINTS && all.contains(p) => vec![p.clone()],
-        Some(p) => {
+    // One projection: checked before the replay (the shadow's tables must exist for
+    // that). Every projection: listed after it, which the shadow's creation overlaps.
+    if let Some(p) = &options.projection {
+        let all = shadow.tables().await?;
+        if p == CHECKPOINTS || !all.contains(p) {
             return Err(Error::UnknownProjection {
                 name: p.clone(),
                 known: all.iter().filter(|t| *t != CHECKPOINTS).cloned().collect(),
             });
         }
-    };
+    }
     let ends = log.end_offsets(EVENTS_TOPIC).await?;
     let total: u64 = ends.iter().map(|e| u64::try_from(*e).unwrap_or(0)).sum();
     let done: Vec<AtomicU64> = ends.iter().map(|_| AtomicU64::new(0)).collect();
@@ -181,6 +187,10 @@ async fn rebuild_into(
         .await? as u64;
     let replay = started.elapsed();
     info!(applied, ?replay, "Rebuild replayed the log.");
+    let tables = match &options.projection {
+        Some(p) => vec![p.clone()],
+        None => shadow.tables().await?,
+    };
     // Like pg_restore: the secondary indexes are built once over the loaded tables.
     let indexes_started = Instant::now();
     shadow.create_deferred_indexes().await?;
@@ -336,48 +346,39 @@ async fn checkpoint_rows_pg(
 }
 
 /// Moves `tables` from the live schema into a retired one and the shadow's in, then drops
-/// the retired schema — inside the caller's transaction, except the drop's cascade.
+/// the retired schema, inside the caller's transaction and in one round trip.
 async fn swap_pg(
     tx: &mut sqlx::PgConnection,
     shadow: &str,
     live: &str,
     tables: &[String],
 ) -> Result<()> {
-    let retired = format!("{shadow}_retired");
-    sqlx::query(&format!("CREATE SCHEMA {}", ident(&retired)))
-        .execute(&mut *tx)
-        .await?;
-    for t in tables {
-        sqlx::query(&format!(
-            "LOCK TABLE {}.{} IN ACCESS EXCLUSIVE MODE",
-            ident(live),
-            ident(t)
-        ))
-        .execute(&mut *tx)
-        .await?;
-    }
-    for t in tables {
-        sqlx::query(&format!(
-            "ALTER TABLE IF EXISTS {}.{} SET SCHEMA {}",
-            ident(live),
-            ident(t),
-            ident(&retired)
-        ))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "ALTER TABLE {}.{} SET SCHEMA {}",
-            ident(shadow),
-            ident(t),
-            ident(live)
-        ))
-        .execute(&mut *tx)
-        .await?;
-    }
-    sqlx::query(&format!("DROP SCHEMA {} CASCADE", ident(&retired)))
+    sqlx::raw_sql(&swap_pg_script(shadow, live, tables))
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// The statements of [`swap_pg`]: every live table is locked before any is moved.
+fn swap_pg_script(shadow: &str, live: &str, tables: &[String]) -> String {
+    let retired = ident(&format!("{shadow}_retired"));
+    let (shadow, live) = (ident(shadow), ident(live));
+    let mut script = format!("CREATE SCHEMA {retired};\n");
+    for t in tables {
+        script.push_str(&format!(
+            "LOCK TABLE {live}.{} IN ACCESS EXCLUSIVE MODE;\n",
+            ident(t)
+        ));
+    }
+    for t in tables {
+        let t = ident(t);
+        script.push_str(&format!(
+            "ALTER TABLE IF EXISTS {live}.{t} SET SCHEMA {retired};\n\
+             ALTER TABLE {shadow}.{t} SET SCHEMA {live};\n"
+        ));
+    }
+    script.push_str(&format!("DROP SCHEMA {retired} CASCADE;\n"));
+    script
 }
 
 async fn attach(conn: &mut sqlx::SqliteConnection, shadow: &Shadow) -> Result<()> {
@@ -482,9 +483,12 @@ struct Shadow {
     store: Store,
     /// The live store (to drop the shadow schema with).
     live: Store,
-    /// `CREATE INDEX` statements of the secondary indexes dropped while the shadow is
-    /// filled (PostgreSQL).
+    /// `CREATE INDEX` statements of the secondary indexes left out while the shadow is
+    /// filled (PostgreSQL): those of the migrations, then any the set-up dropped.
     deferred_indexes: Vec<String>,
+    dropped_indexes: Arc<std::sync::Mutex<Vec<String>>>,
+    /// When the shadow's tables exist (PostgreSQL creates them on a task of their own).
+    ready: Ready,
 }
 
 impl Shadow {
@@ -495,9 +499,6 @@ impl Shadow {
         let name = format!("sentinel_rebuild_{}_{n}", std::process::id());
         match live {
             Store::Postgres(pool) => {
-                sqlx::query(&format!("CREATE SCHEMA {}", ident(&name)))
-                    .execute(pool)
-                    .await?;
                 // The shadow is thrown away if anything fails before the swap, and the swap
                 // commits on the live pool (durably, after everything written here): its
                 // own commits need not wait for the disk.
@@ -507,33 +508,35 @@ impl Shadow {
                 ]);
                 let shadow_pool = PgPoolOptions::new()
                     .max_connections(SHADOW_CONNECTIONS)
-                    .connect_with(options)
-                    .await?;
-                let mut shadow = Shadow {
+                    .connect_lazy_with(options);
+                // The schema and every migration in one round trip, without the secondary
+                // indexes built after the load (rather than created and dropped again).
+                let (ddl, deferred_indexes) = shadow_ddl(migrations(Backend::Postgres));
+                let script = format!("CREATE SCHEMA {};\n{ddl}", ident(&name));
+                let dropped_indexes = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let ready = Ready::after({
+                    let (pool, name, dropped) =
+                        (shadow_pool.clone(), name.clone(), dropped_indexes.clone());
+                    async move {
+                        sqlx::raw_sql(&script).execute(&pool).await?;
+                        // Any other secondary index (none today) is dropped the slow way.
+                        let more = drop_secondary_indexes(&pool, &name).await?;
+                        dropped
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend(more);
+                        Ok(())
+                    }
+                });
+                Ok(Shadow {
                     name,
                     path: None,
-                    store: Store::Postgres(shadow_pool.clone()),
+                    store: Store::Postgres(shadow_pool),
                     live: live.clone(),
-                    deferred_indexes: Vec::new(),
-                };
-                let prepared = async {
-                    // Every migration in one round trip, without the secondary indexes
-                    // built after the load (rather than created and dropped again).
-                    let (ddl, deferred) = shadow_ddl(migrations(Backend::Postgres));
-                    sqlx::raw_sql(&ddl).execute(&shadow_pool).await?;
-                    shadow.deferred_indexes = deferred;
-                    // Any other secondary index (none today) is dropped the slow way.
-                    shadow
-                        .deferred_indexes
-                        .extend(drop_secondary_indexes(&shadow_pool, &shadow.name).await?);
-                    Ok::<_, Error>(())
-                }
-                .await;
-                if let Err(e) = prepared {
-                    shadow.remove().await;
-                    return Err(e);
-                }
-                Ok(shadow)
+                    deferred_indexes,
+                    dropped_indexes,
+                    ready,
+                })
             }
             Store::Sqlite(pool) => {
                 let live_path = pool.connect_options().get_filename().to_owned();
@@ -567,18 +570,24 @@ impl Shadow {
                     store: Store::Sqlite(shadow_pool),
                     live: live.clone(),
                     deferred_indexes: Vec::new(),
+                    dropped_indexes: Arc::default(),
+                    ready: Ready::now(),
                 })
             }
         }
     }
 
-    /// Builds the secondary indexes dropped at creation.
-    /// Builds the secondary indexes dropped at creation, two at a time (the shadow pool's
-    /// connections).
+    /// Builds the secondary indexes left out at creation, [`SHADOW_CONNECTIONS`] at a time.
     async fn create_deferred_indexes(&self) -> Result<()> {
+        self.ready.wait().await?;
         if let Store::Postgres(pool) = &self.store {
             use futures::StreamExt;
-            let mut builds = futures::stream::iter(self.deferred_indexes.iter())
+            let dropped = self
+                .dropped_indexes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mut builds = futures::stream::iter(self.deferred_indexes.iter().chain(&dropped))
                 .map(|sql| async move { sqlx::query(sql).execute(pool).await })
                 .buffer_unordered(SHADOW_CONNECTIONS as usize);
             while let Some(built) = builds.next().await {
@@ -590,6 +599,7 @@ impl Shadow {
 
     /// The shadow's tables (those the migrations create), sorted.
     async fn tables(&self) -> Result<Vec<String>> {
+        self.ready.wait().await?;
         let mut names: Vec<String> = match &self.store {
             Store::Postgres(pool) => {
                 sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
@@ -612,6 +622,7 @@ impl Shadow {
 
     /// Swaps every table of `tables` in (full rebuild).
     async fn swap(&self, live: &Store, tables: &[String]) -> Result<()> {
+        self.ready.wait().await?;
         match live {
             Store::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
@@ -644,8 +655,10 @@ impl Shadow {
         }
     }
 
-    /// Drops whatever is left of the shadow.
+    /// Drops whatever is left of the shadow (once its set-up has ended, whatever its
+    /// outcome, so that nothing creates it again afterwards).
     async fn remove(&self) {
+        let _ = self.ready.wait().await;
         self.store.close().await;
         match (&self.live, &self.path) {
             (Store::Postgres(pool), _) => {

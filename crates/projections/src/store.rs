@@ -91,6 +91,50 @@ pub struct ApplyOutcome {
 }
 
 impl Store {
+    /// Folds a batch into tables that held nothing before the batches `written` lists (a
+    /// rebuild's fresh shadow, written by nothing else), while the batch before it may
+    /// still be being written (its rows are `recent`): a row no earlier batch wrote cannot
+    /// exist, a row of the batch before is taken from `recent`, and only the others are
+    /// loaded — from the store (committed), in a transaction that is only read, and only
+    /// once `ready` says the tables exist. Returns the rows to update and the rows to
+    /// append ([`Written::split`]), recorded in `written`.
+    pub(crate) async fn fold_fresh(
+        &self,
+        planned: Planned,
+        written: &mut Written,
+        recent: &Recent,
+        ready: &crate::projector::Ready,
+    ) -> Result<(Writes, Writes, ApplyOutcome)> {
+        let Planned {
+            ops,
+            outcome,
+            mut keys,
+        } = planned;
+        let t = Instant::now();
+        written.restrict(&mut keys);
+        let mut state = State::default();
+        recent.fill(&mut state, &mut keys);
+        let t = phases::lap(Phase::Keys, t);
+        if keys.needs_rows() {
+            ready.wait().await?;
+            // Loads only read (the batch being written holds no lock on what they read:
+            // its rows come from `recent`).
+            let mut tx = self.begin().await?;
+            tx.load(&mut state, &keys, Some(written), Some(recent))
+                .await?;
+            tx.rollback().await?;
+        } else {
+            load_finished_written(&mut state, &keys, written);
+        }
+        let t = phases::lap(Phase::Load, t);
+        for op in &ops {
+            state.apply(op);
+        }
+        let (existing, new) = written.split(state.into_writes());
+        phases::lap(Phase::Fold, t);
+        Ok((existing, new, outcome))
+    }
+
     /// Connects to `sqlite://PATH` (relative; `sqlite:///abs/path` for an absolute path),
     /// `sqlite::memory:`, or `postgres://…` / `postgresql://…`. Does not migrate.
     ///
@@ -330,6 +374,20 @@ pub(crate) struct Written {
     finished: HashMap<String, BTreeMap<(String, String), String>>,
     /// task id → (agent id, completed_at) of its entry in `finished`.
     finished_entry: HashMap<String, (String, String)>,
+    /// Partition → the next offset of the tables' checkpoint (what the last committed
+    /// batch moved it to; absent: 0).
+    pub(crate) next: HashMap<i32, i64>,
+}
+
+/// Enough of each health-scored agent's latest finished tasks, from `written` (fresh
+/// tables), that without the tasks `keys` loads the health window is still full.
+fn load_finished_written(state: &mut State, keys: &Keys, written: &Written) {
+    let limit = HEALTH_WINDOW + keys.tasks.len();
+    for agent in &keys.health {
+        for (id, status, at) in written.latest_finished(agent, limit) {
+            state.load_finished(agent, id, &status, at);
+        }
+    }
 }
 
 impl Written {
@@ -489,7 +547,7 @@ impl Written {
 }
 
 /// The rows of the batch being written while a rebuild folds the next one
-/// ([`StoreTx::fold_fresh`]): the newest version of each, which the store may not hold yet.
+/// ([`Store::fold_fresh`]): the newest version of each, which the store may not hold yet.
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
     failures: HashMap<String, FailureRow>,
@@ -655,41 +713,7 @@ impl StoreTx {
         Ok(outcome)
     }
 
-    /// Folds a batch into tables that held nothing before the batches `written` lists (a
-    /// rebuild's fresh shadow, written by nothing else), while the batch before it may
-    /// still be being written (its rows are `recent`): a row no earlier batch wrote cannot
-    /// exist, a row of the batch before is taken from `recent`, and only the others are
-    /// loaded — from the store (committed), not in this transaction, which is only read.
-    /// Returns the rows to update and the rows to append ([`Written::split`]), recorded in
-    /// `written`.
-    pub(crate) async fn fold_fresh(
-        &mut self,
-        planned: Planned,
-        written: &mut Written,
-        recent: &Recent,
-    ) -> Result<(Writes, Writes, ApplyOutcome)> {
-        let Planned {
-            ops,
-            outcome,
-            mut keys,
-        } = planned;
-        let t = Instant::now();
-        written.restrict(&mut keys);
-        let mut state = State::default();
-        recent.fill(&mut state, &mut keys);
-        let t = phases::lap(Phase::Keys, t);
-        self.load(&mut state, &keys, Some(written), Some(recent))
-            .await?;
-        let t = phases::lap(Phase::Load, t);
-        for op in &ops {
-            state.apply(op);
-        }
-        let (existing, new) = written.split(state.into_writes());
-        phases::lap(Phase::Fold, t);
-        Ok((existing, new, outcome))
-    }
-
-    /// Writes a batch folded by [`StoreTx::fold_fresh`]: updates rows earlier batches
+    /// Writes a batch folded by [`Store::fold_fresh`]: updates rows earlier batches
     /// wrote, appends the new ones (`COPY` on PostgreSQL).
     ///
     /// # Errors
@@ -780,15 +804,12 @@ impl StoreTx {
         }
         // Enough of each agent's latest finished tasks that, without the tasks loaded
         // above, the health window is still full.
+        if let Some(w) = written {
+            load_finished_written(state, keys, w);
+            return Ok(());
+        }
         let limit = i64::try_from(HEALTH_WINDOW + keys.tasks.len()).unwrap_or(i64::MAX);
         for agent in &keys.health {
-            if let Some(w) = written {
-                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                for (id, status, at) in w.latest_finished(agent, limit) {
-                    state.load_finished(agent, id, &status, at);
-                }
-                continue;
-            }
             let params = vec![text(agent), Param::Int(Some(limit))];
             let rows = self
                 .fetch(Stmt::LoadAgentFinished, &params, |r| {

@@ -2089,3 +2089,54 @@ fn projector_emits_its_required_metrics() {
     assert_eq!(lag.len(), 1);
     assert_eq!(lag[0].value, 0.0);
 }
+
+/// The PostgreSQL shadow is created on a task of its own while the first batches are
+/// folded. When that fails (here: a role that may not create schemas), the rebuild reports
+/// the cause, the live tables are untouched and no shadow schema is left behind.
+#[tokio::test]
+async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_tables() {
+    let env = Env::new(Backend::Postgres).await;
+    env.append(
+        &chains(3, t_rebuild())
+            .iter()
+            .flat_map(FixChain::events)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    env.projector().run_once().await.expect("project");
+    let before = snapshot(env.store()).await;
+
+    let role = format!("sentinel_test_nocreate_{}", Uuid::new_v4().simple());
+    execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
+    // The same database as that role (the test server trusts local connections).
+    let (scheme, rest) = env.db.url().split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let restricted = Store::connect(&format!("{scheme}://{role}@{host}"))
+        .await
+        .expect("connect as the restricted role");
+    let result = sentinel_projections::rebuild(
+        env.log.clone(),
+        &restricted,
+        &sentinel_projections::RebuildOptions {
+            batch_size: 4,
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .await;
+    restricted.close().await;
+    execute(env.store(), &format!("DROP ROLE {role}")).await;
+
+    match result {
+        Err(Error::ShadowSetup(cause)) => {
+            assert!(cause.contains("permission denied"), "{cause}");
+        }
+        other => panic!("expected the shadow's set-up error, got {other:?}"),
+    }
+    assert_eq!(snapshot(env.store()).await, before);
+    assert!(
+        leftovers(&env).await.is_empty(),
+        "{:?}",
+        leftovers(&env).await
+    );
+}
