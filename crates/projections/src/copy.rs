@@ -1,7 +1,14 @@
-//! PostgreSQL `COPY … FROM STDIN` in the text format, for rows appended to a rebuild's
-//! fresh tables: the server parses each value with the column type's input function (the
-//! same as the `::uuid`, `::timestamptz`, `::jsonb` casts of the batched upserts) and
-//! inserts the rows in bulk, with no conflict check per row.
+//! PostgreSQL `COPY … FROM STDIN` for rows appended to a rebuild's fresh tables: the rows
+//! are inserted in bulk, with no conflict check per row.
+//!
+//! The binary format is used where every column has a type [`Column`] covers (all of the
+//! projections' today): values go in the types' wire representation, so the server does
+//! not parse UUIDs, times and numbers from text (about a third of a text `COPY`'s time).
+//! Otherwise — an unknown column type, or a value the binary encoder will not vouch for —
+//! the text format, where the server parses each value with the column type's input
+//! function (as the `::uuid`, `::timestamptz`, `::jsonb` casts of the batched upserts do).
+
+use chrono::{DateTime, Timelike};
 
 use crate::plan::Param;
 
@@ -30,6 +37,15 @@ pub(crate) fn statement(insert: &str) -> Option<String> {
         return None;
     }
     Some(format!("COPY {table} ({}) FROM STDIN", columns.join(", ")))
+}
+
+/// The table and the columns of a `COPY <table> (<columns>) FROM STDIN` statement made by
+/// [`statement`].
+pub(crate) fn table_and_columns(copy: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = copy.strip_prefix("COPY ")?;
+    let (table, rest) = rest.split_once(" (")?;
+    let (columns, _) = rest.split_once(')')?;
+    Some((table, columns.split(", ").collect()))
 }
 
 /// The rows in `COPY`'s text format: values separated by tabs, rows ended by newlines,
@@ -66,6 +82,115 @@ pub(crate) fn encode_text(rows: &[Vec<Param>]) -> Vec<u8> {
     out
 }
 
+/// A column type written in `COPY`'s binary format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Column {
+    /// `text`, `varchar`: the UTF-8 bytes.
+    Text,
+    /// `uuid`: 16 bytes.
+    Uuid,
+    /// `timestamptz`: microseconds since 2000-01-01 UTC, big-endian `i64`.
+    Timestamptz,
+    /// `jsonb`: version 1, then the JSON text.
+    Jsonb,
+    /// `json`: the JSON text.
+    Json,
+    /// `bigint`.
+    Int8,
+    /// `integer`.
+    Int4,
+    /// `double precision`.
+    Float8,
+    /// `boolean`.
+    Bool,
+}
+
+impl Column {
+    /// The column type named `pg_type` (as `format_type` prints it); `None` for a type
+    /// written as text only.
+    pub(crate) fn of(pg_type: &str) -> Option<Column> {
+        Some(match pg_type {
+            "text" | "character varying" => Column::Text,
+            "uuid" => Column::Uuid,
+            "timestamp with time zone" => Column::Timestamptz,
+            "jsonb" => Column::Jsonb,
+            "json" => Column::Json,
+            "bigint" => Column::Int8,
+            "integer" => Column::Int4,
+            "double precision" => Column::Float8,
+            "boolean" => Column::Bool,
+            _ => return None,
+        })
+    }
+}
+
+/// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
+
+/// The rows in `COPY`'s binary format for columns of the types `columns`; `None` when a
+/// value does not fit its column (wrong kind, out of range, an unparsable UUID or time, a
+/// time finer than microseconds), for the caller to send the text format instead, whose
+/// parse by the server reports what is wrong.
+pub(crate) fn encode_binary(rows: &[Vec<Param>], columns: &[Column]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(19 + rows.len() * 256);
+    // Signature, flags (no OIDs), header extension length.
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0_i32.to_be_bytes());
+    out.extend_from_slice(&0_i32.to_be_bytes());
+    let width = i16::try_from(columns.len()).ok()?;
+    for row in rows {
+        if row.len() != columns.len() {
+            return None;
+        }
+        out.extend_from_slice(&width.to_be_bytes());
+        for (value, column) in row.iter().zip(columns) {
+            field(&mut out, value, *column)?;
+        }
+    }
+    out.extend_from_slice(&(-1_i16).to_be_bytes());
+    Some(out)
+}
+
+/// Appends one field (length, then bytes; length -1 for NULL).
+fn field(out: &mut Vec<u8>, value: &Param, column: Column) -> Option<()> {
+    fn sized(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+        out.extend_from_slice(&i32::try_from(bytes.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(bytes);
+        Some(())
+    }
+    match (value, column) {
+        (Param::Text(None) | Param::Int(None) | Param::Float(None) | Param::Bool(None), _) => {
+            out.extend_from_slice(&(-1_i32).to_be_bytes());
+            Some(())
+        }
+        (Param::Text(Some(s)), Column::Text | Column::Json) => sized(out, s.as_bytes()),
+        (Param::Text(Some(s)), Column::Jsonb) => {
+            out.extend_from_slice(&i32::try_from(s.len() + 1).ok()?.to_be_bytes());
+            out.push(1);
+            out.extend_from_slice(s.as_bytes());
+            Some(())
+        }
+        (Param::Text(Some(s)), Column::Uuid) => {
+            sized(out, uuid::Uuid::try_parse(s).ok()?.as_bytes())
+        }
+        (Param::Text(Some(s)), Column::Timestamptz) => {
+            let t = DateTime::parse_from_rfc3339(s).ok()?;
+            if t.nanosecond() % 1_000 != 0 {
+                return None;
+            }
+            let micros = (t.timestamp() - PG_EPOCH_UNIX_SECONDS)
+                .checked_mul(1_000_000)?
+                .checked_add(i64::from(t.timestamp_subsec_micros()))?;
+            sized(out, &micros.to_be_bytes())
+        }
+        (Param::Int(Some(n)), Column::Int8) => sized(out, &n.to_be_bytes()),
+        (Param::Int(Some(n)), Column::Int4) => sized(out, &i32::try_from(*n).ok()?.to_be_bytes()),
+        (Param::Float(Some(f)), Column::Float8) => sized(out, &f.to_bits().to_be_bytes()),
+        (Param::Bool(Some(b)), Column::Bool) => sized(out, &[u8::from(*b)]),
+        _ => None,
+    }
+}
+
 fn escape(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut from = 0;
@@ -96,10 +221,90 @@ mod tests {
             statement(insert).as_deref(),
             Some("COPY failures (id, tenant, recorded_at) FROM STDIN")
         );
+        assert_eq!(
+            table_and_columns("COPY failures (id, tenant, recorded_at) FROM STDIN"),
+            Some(("failures", vec!["id", "tenant", "recorded_at"]))
+        );
         assert_eq!(statement("SELECT 1"), None);
         assert_eq!(
             statement("INSERT INTO t (a; DROP TABLE x) VALUES (1)"),
             None
+        );
+    }
+
+    #[test]
+    fn binary_format_writes_each_type_in_its_wire_form() {
+        let rows = vec![vec![
+            Param::Text(Some("a\tb".into())),
+            Param::Text(Some("67e55044-10b1-426f-9247-bb680e5fe0c8".into())),
+            Param::Text(Some("2000-01-01T00:00:01.000002Z".into())),
+            Param::Text(Some("{\"k\": 1}".into())),
+            Param::Int(Some(-2)),
+            Param::Int(Some(7)),
+            Param::Float(Some(0.5)),
+            Param::Bool(Some(true)),
+            Param::Text(None),
+        ]];
+        let columns = [
+            Column::Text,
+            Column::Uuid,
+            Column::Timestamptz,
+            Column::Jsonb,
+            Column::Int8,
+            Column::Int4,
+            Column::Float8,
+            Column::Bool,
+            Column::Uuid,
+        ];
+        let bytes = encode_binary(&rows, &columns).expect("encodable");
+        let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        expected.extend_from_slice(&9_i16.to_be_bytes());
+        for field in [
+            &b"a\tb"[..],
+            &[
+                0x67, 0xe5, 0x50, 0x44, 0x10, 0xb1, 0x42, 0x6f, 0x92, 0x47, 0xbb, 0x68, 0x0e, 0x5f,
+                0xe0, 0xc8,
+            ],
+            &1_000_002_i64.to_be_bytes(),
+            b"\x01{\"k\": 1}",
+            &(-2_i64).to_be_bytes(),
+            &7_i32.to_be_bytes(),
+            &0.5_f64.to_bits().to_be_bytes(),
+            &[1],
+        ] {
+            expected.extend_from_slice(&i32::try_from(field.len()).expect("short").to_be_bytes());
+            expected.extend_from_slice(field);
+        }
+        expected.extend_from_slice(&(-1_i32).to_be_bytes());
+        expected.extend_from_slice(&(-1_i16).to_be_bytes());
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn binary_format_refuses_what_it_cannot_vouch_for() {
+        for (value, column) in [
+            (Param::Text(Some("not-a-uuid".into())), Column::Uuid),
+            (Param::Text(Some("yesterday".into())), Column::Timestamptz),
+            // Finer than PostgreSQL keeps: the server rounds, which text COPY leaves to it.
+            (
+                Param::Text(Some("2024-01-01T00:00:00.0000001Z".into())),
+                Column::Timestamptz,
+            ),
+            (Param::Int(Some(i64::from(i32::MAX) + 1)), Column::Int4),
+            (Param::Int(Some(1)), Column::Text),
+            (Param::Text(Some("1".into())), Column::Int8),
+        ] {
+            assert_eq!(
+                encode_binary(&[vec![value.clone()]], &[column]),
+                None,
+                "{value:?} as {column:?}"
+            );
+        }
+        assert_eq!(encode_binary(&[vec![]], &[Column::Text]), None, "row width");
+        assert_eq!(Column::of("numeric"), None);
+        assert_eq!(
+            Column::of("timestamp with time zone"),
+            Some(Column::Timestamptz)
         );
     }
 

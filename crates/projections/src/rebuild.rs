@@ -3,8 +3,8 @@
 //!
 //! - **PostgreSQL**: the fresh tables live in a shadow schema (`sentinel_rebuild_<pid>_<n>`)
 //!   of the same database, created from the same migrations. The swap is one transaction
-//!   of `ALTER TABLE … SET SCHEMA` renames — instant whatever the size — after which the
-//!   old tables are dropped with their retired schema.
+//!   of `ALTER TABLE … SET SCHEMA` renames — instant whatever the size — after whose
+//!   commit the old tables are dropped with their retired schema.
 //! - **SQLite**: the fresh tables live in a shadow database file beside the live one. The
 //!   swap is one write transaction on the live file that replaces each table's rows with
 //!   the shadow's (`ATTACH`, `DELETE`, `INSERT … SELECT`); readers keep their snapshot
@@ -345,8 +345,9 @@ async fn checkpoint_rows_pg(
     Ok(out)
 }
 
-/// Moves `tables` from the live schema into a retired one and the shadow's in, then drops
-/// the retired schema, inside the caller's transaction and in one round trip.
+/// Moves `tables` from the live schema into a retired one and the shadow's in, inside the
+/// caller's transaction and in one round trip. The retired schema is dropped after the
+/// commit ([`Shadow::remove`]).
 async fn swap_pg(
     tx: &mut sqlx::PgConnection,
     shadow: &str,
@@ -377,7 +378,6 @@ fn swap_pg_script(shadow: &str, live: &str, tables: &[String]) -> String {
              ALTER TABLE {shadow}.{t} SET SCHEMA {live};\n"
         ));
     }
-    script.push_str(&format!("DROP SCHEMA {retired} CASCADE;\n"));
     script
 }
 
@@ -525,6 +525,13 @@ impl Shadow {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .extend(more);
+                        // Open the pool's other connections now, beside the replay, rather
+                        // than when the index builds need them all at once.
+                        let opened = futures::future::try_join_all(
+                            (1..SHADOW_CONNECTIONS).map(|_| pool.acquire()),
+                        )
+                        .await?;
+                        drop(opened);
                         Ok(())
                     }
                 });
@@ -662,11 +669,26 @@ impl Shadow {
         self.store.close().await;
         match (&self.live, &self.path) {
             (Store::Postgres(pool), _) => {
-                for schema in [self.name.clone(), format!("{}_retired", self.name)] {
-                    let _ =
-                        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&schema)))
-                            .execute(pool)
-                            .await;
+                // No wait for the disk: were this commit lost, only unused schemas would be
+                // left (the swap, if any, committed durably before).
+                let script = format!(
+                    "SET LOCAL synchronous_commit TO off; \
+                     DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE;",
+                    ident(&self.name),
+                    ident(&format!("{}_retired", self.name))
+                );
+                let dropped = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::raw_sql(&script).execute(&mut *tx).await?;
+                    tx.commit().await
+                }
+                .await;
+                if let Err(error) = dropped {
+                    tracing::warn!(
+                        %error,
+                        schema = %self.name,
+                        "Could not drop a rebuild's shadow schemas."
+                    );
                 }
             }
             (Store::Sqlite(_), Some(path)) => {

@@ -2,6 +2,7 @@
 //! transaction in which a batch of facts and its checkpoint are written together.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -377,6 +378,95 @@ pub(crate) struct Written {
     /// Partition → the next offset of the tables' checkpoint (what the last committed
     /// batch moved it to; absent: 0).
     pub(crate) next: HashMap<i32, i64>,
+}
+
+/// The `COPY … FROM STDIN` statement appending rows of `stmt`'s table, into the columns its
+/// batched `INSERT` names.
+fn copy_statement(stmt: Stmt) -> Result<String> {
+    let statement = match stmt {
+        Stmt::InsertDecision => batch_sql(stmt)?,
+        _ => sql(Backend::Postgres, stmt)?,
+    };
+    crate::copy::statement(statement).ok_or(Error::MissingStatement {
+        name: stmt.name(),
+        backend: "postgres (INSERT column list for COPY)",
+    })
+}
+
+/// The statements whose rows a rebuild appends with `COPY`, one per table.
+const APPENDED: [Stmt; 8] = [
+    Stmt::UpsertFailures,
+    Stmt::InsertDecision,
+    Stmt::UpsertAgents,
+    Stmt::UpsertTasks,
+    Stmt::UpsertFixes,
+    Stmt::UpsertPullRequests,
+    Stmt::UpsertReviews,
+    Stmt::UpsertRollbacks,
+];
+
+impl Store {
+    /// For each `COPY` a rebuild appends rows with (PostgreSQL), whether every column has
+    /// a binary encoder, so the binary format is used: the statement and the answer.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`Error::InvalidUrl`] on SQLite, which appends without `COPY`.
+    #[cfg(feature = "testing")]
+    pub async fn binary_copy_support(&self) -> Result<Vec<(String, bool)>> {
+        let Store::Postgres(pool) = self else {
+            return Err(Error::InvalidUrl {
+                url: "sqlite".into(),
+                reason: "SQLite appends without COPY".into(),
+            });
+        };
+        let mut conn = pool.acquire().await?;
+        let mut out = Vec::new();
+        for stmt in APPENDED {
+            let copy = copy_statement(stmt)?;
+            let binary = copy_columns(&mut conn, &copy).await?.is_some();
+            out.push((copy, binary));
+        }
+        Ok(out)
+    }
+}
+
+/// The binary `COPY` column types of `copy` (a `COPY <table> (<columns>) FROM STDIN`
+/// statement), looked up in the catalogue once per process and statement (every store
+/// has the tables of the same migrations); `None` when a column's type has no binary
+/// encoder ([`crate::copy::Column`]), so the text format is used.
+async fn copy_columns(
+    tx: &mut sqlx::PgConnection,
+    copy: &str,
+) -> Result<Option<Arc<[crate::copy::Column]>>> {
+    type Cache = std::sync::Mutex<HashMap<String, Option<Arc<[crate::copy::Column]>>>>;
+    static CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::default);
+    if let Some(hit) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(copy) {
+        return Ok(hit.clone());
+    }
+    let (table, columns) = crate::copy::table_and_columns(copy).ok_or_else(|| {
+        Error::CorruptRow(format!("not a COPY statement with a column list: {copy}"))
+    })?;
+    let types: Vec<Option<String>> =
+        sqlx::query_scalar(include_str!("sql/postgres/copy_column_types.sql"))
+            .bind(table)
+            .bind(&columns)
+            .fetch_all(&mut *tx)
+            .await?;
+    let found = if types.len() == columns.len() {
+        types
+            .iter()
+            .map(|t| t.as_deref().and_then(crate::copy::Column::of))
+            .collect::<Option<Vec<_>>>()
+            .map(Arc::from)
+    } else {
+        None
+    };
+    CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(copy.to_owned(), found.clone());
+    Ok(found)
 }
 
 /// Enough of each health-scored agent's latest finished tasks, from `written` (fresh
@@ -981,20 +1071,20 @@ impl StoreTx {
             if rows.is_empty() {
                 continue;
             }
-            let statement = match stmt {
-                Stmt::InsertDecision => batch_sql(stmt)?,
-                _ => sql(Backend::Postgres, stmt)?,
-            };
-            let copy = crate::copy::statement(statement).ok_or(Error::MissingStatement {
-                name: stmt.name(),
-                backend: "postgres (INSERT column list for COPY)",
-            })?;
-            let t = Instant::now();
-            let data = crate::copy::encode_text(&rows);
-            let t = phases::lap(Phase::Encode, t);
+            let copy = copy_statement(stmt)?;
             let TxInner::Postgres(tx) = &mut self.inner else {
                 return Err(Error::CorruptRow("COPY on SQLite".into()));
             };
+            let columns = copy_columns(tx, &copy).await?;
+            let t = Instant::now();
+            let binary = columns
+                .as_deref()
+                .and_then(|columns| crate::copy::encode_binary(&rows, columns));
+            let (copy, data) = match binary {
+                Some(data) => (format!("{copy} (FORMAT binary)"), data),
+                None => (copy, crate::copy::encode_text(&rows)),
+            };
+            let t = phases::lap(Phase::Encode, t);
             let mut sink = tx.copy_in_raw(&copy).await?;
             for chunk in data.chunks(crate::copy::CHUNK) {
                 sink.send(chunk).await?;
