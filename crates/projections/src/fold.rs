@@ -55,6 +55,20 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
+    /// Adds every key of `other`.
+    pub(crate) fn append(&mut self, mut other: Keys) {
+        self.failures.append(&mut other.failures);
+        self.agents.append(&mut other.agents);
+        self.tasks.append(&mut other.tasks);
+        self.fixes.append(&mut other.fixes);
+        self.fixes_by_failure.append(&mut other.fixes_by_failure);
+        self.fixes_by_pr.append(&mut other.fixes_by_pr);
+        self.pull_requests.append(&mut other.pull_requests);
+        self.reviews.append(&mut other.reviews);
+        self.rollbacks.append(&mut other.rollbacks);
+        self.health.append(&mut other.health);
+    }
+
     /// Whether any row must be looked up (every set but `health`, which is scored from
     /// rows loaded or written).
     pub(crate) fn needs_rows(&self) -> bool {

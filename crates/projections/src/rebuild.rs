@@ -525,13 +525,8 @@ impl Shadow {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .extend(more);
-                        // Open the pool's other connections now, beside the replay, rather
-                        // than when the index builds need them all at once.
-                        let opened = futures::future::try_join_all(
-                            (1..SHADOW_CONNECTIONS).map(|_| pool.acquire()),
-                        )
-                        .await?;
-                        drop(opened);
+                        // The binary COPY's column types, looked up beside the replay.
+                        crate::store::prefetch_copy_columns(&pool).await?;
                         Ok(())
                     }
                 });

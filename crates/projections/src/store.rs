@@ -405,6 +405,20 @@ const APPENDED: [Stmt; 8] = [
     Stmt::UpsertRollbacks,
 ];
 
+/// Looks up (and caches) the binary `COPY` column types of every table a rebuild appends
+/// to, with the tables `pool`'s search path resolves.
+///
+/// # Errors
+///
+/// Database errors.
+pub(crate) async fn prefetch_copy_columns(pool: &sqlx::PgPool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    for stmt in APPENDED {
+        copy_columns(&mut conn, &copy_statement(stmt)?).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// For each `COPY` a rebuild appends rows with (PostgreSQL), whether every column has
     /// a binary encoder, so the binary format is used: the statement and the answer.
@@ -744,6 +758,16 @@ impl Planned {
         let keys = Keys::of(&ops);
         phases::lap(Phase::Keys, t);
         Planned { ops, outcome, keys }
+    }
+
+    /// The plan of this batch's events followed by `later`'s (planning is per event, so
+    /// planning two halves and appending equals planning the whole).
+    pub(crate) fn append(&mut self, later: Planned) {
+        self.ops.extend(later.ops);
+        self.outcome.applied += later.outcome.applied;
+        self.outcome.ignored += later.outcome.ignored;
+        self.outcome.invalid += later.outcome.invalid;
+        self.keys.append(later.keys);
     }
 }
 
