@@ -486,6 +486,8 @@ struct Shadow {
     /// `CREATE INDEX` statements of the secondary indexes left out while the shadow is
     /// filled (PostgreSQL): those of the migrations, then any the set-up dropped.
     deferred_indexes: Vec<String>,
+    /// `CREATE INDEX` statements of secondary indexes the set-up found and dropped (none
+    /// today: every migration's index is in `deferred_indexes` or kept).
     dropped_indexes: Arc<std::sync::Mutex<Vec<String>>>,
     /// When the shadow's tables exist (PostgreSQL creates them on a task of their own).
     ready: Ready,
