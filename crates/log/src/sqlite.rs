@@ -435,8 +435,13 @@ fn append_error(e: &rusqlite::Error) -> crate::Error {
 }
 
 /// WAL pages (of the default 4 KiB) after which the writer asks the checkpointer to copy
-/// the WAL back into the database: SQLite's own `wal_autocheckpoint` default.
-const CHECKPOINT_PAGES: u64 = 1000;
+/// the WAL back into the database. A quarter of SQLite's own `wal_autocheckpoint` default
+/// (1000): each checkpoint ends with an fsync of the database file, and the appends' WAL
+/// fsyncs queue behind its writes on the device, so smaller, more frequent checkpoints
+/// keep that stall short. In `sentinel bench ingest --requests 20000` (docs/ingestion.md),
+/// the p99 at half of peak went from 11.6–21.9 ms at 1000 pages to 7.9–12.1 ms at 250;
+/// larger checkpoints (8000) had made it worse.
+const CHECKPOINT_PAGES: u64 = 250;
 
 /// The writer's own `wal_autocheckpoint`, a backstop: a WAL only restarts from its
 /// beginning when it was checkpointed completely as a write transaction begins, which a
