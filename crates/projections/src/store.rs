@@ -380,109 +380,6 @@ pub(crate) struct Written {
     pub(crate) next: HashMap<i32, i64>,
 }
 
-/// The `COPY … FROM STDIN` statement appending rows of `stmt`'s table, into the columns its
-/// batched `INSERT` names.
-fn copy_statement(stmt: Stmt) -> Result<String> {
-    let statement = match stmt {
-        Stmt::InsertDecision => batch_sql(stmt)?,
-        _ => sql(Backend::Postgres, stmt)?,
-    };
-    crate::copy::statement(statement).ok_or(Error::MissingStatement {
-        name: stmt.name(),
-        backend: "postgres (INSERT column list for COPY)",
-    })
-}
-
-/// The statements whose rows a rebuild appends with `COPY`, one per table.
-const APPENDED: [Stmt; 8] = [
-    Stmt::UpsertFailures,
-    Stmt::InsertDecision,
-    Stmt::UpsertAgents,
-    Stmt::UpsertTasks,
-    Stmt::UpsertFixes,
-    Stmt::UpsertPullRequests,
-    Stmt::UpsertReviews,
-    Stmt::UpsertRollbacks,
-];
-
-/// Looks up (and caches) the binary `COPY` column types of every table a rebuild appends
-/// to, with the tables `pool`'s search path resolves.
-///
-/// # Errors
-///
-/// Database errors.
-pub(crate) async fn prefetch_copy_columns(pool: &sqlx::PgPool) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    for stmt in APPENDED {
-        copy_columns(&mut conn, &copy_statement(stmt)?).await?;
-    }
-    Ok(())
-}
-
-impl Store {
-    /// For each `COPY` a rebuild appends rows with (PostgreSQL), whether every column has
-    /// a binary encoder, so the binary format is used: the statement and the answer.
-    ///
-    /// # Errors
-    ///
-    /// Database errors; [`Error::InvalidUrl`] on SQLite, which appends without `COPY`.
-    #[cfg(feature = "testing")]
-    pub async fn binary_copy_support(&self) -> Result<Vec<(String, bool)>> {
-        let Store::Postgres(pool) = self else {
-            return Err(Error::InvalidUrl {
-                url: "sqlite".into(),
-                reason: "SQLite appends without COPY".into(),
-            });
-        };
-        let mut conn = pool.acquire().await?;
-        let mut out = Vec::new();
-        for stmt in APPENDED {
-            let copy = copy_statement(stmt)?;
-            let binary = copy_columns(&mut conn, &copy).await?.is_some();
-            out.push((copy, binary));
-        }
-        Ok(out)
-    }
-}
-
-/// The binary `COPY` column types of `copy` (a `COPY <table> (<columns>) FROM STDIN`
-/// statement), looked up in the catalogue once per process and statement (every store
-/// has the tables of the same migrations); `None` when a column's type has no binary
-/// encoder ([`crate::copy::Column`]), so the text format is used.
-async fn copy_columns(
-    tx: &mut sqlx::PgConnection,
-    copy: &str,
-) -> Result<Option<Arc<[crate::copy::Column]>>> {
-    type Cache = std::sync::Mutex<HashMap<String, Option<Arc<[crate::copy::Column]>>>>;
-    static CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::default);
-    if let Some(hit) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(copy) {
-        return Ok(hit.clone());
-    }
-    let (table, columns) = crate::copy::table_and_columns(copy).ok_or_else(|| {
-        Error::CorruptRow(format!("not a COPY statement with a column list: {copy}"))
-    })?;
-    let types: Vec<Option<String>> =
-        sqlx::query_scalar(include_str!("sql/postgres/copy_column_types.sql"))
-            .bind(table)
-            .bind(&columns)
-            .fetch_all(&mut *tx)
-            .await?;
-    let found = if types.len() == columns.len() {
-        types
-            .iter()
-            .map(|t| t.as_deref().and_then(crate::copy::Column::of))
-            .collect::<Option<Vec<_>>>()
-            .map(Arc::from)
-    } else {
-        None
-    };
-    CACHE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(copy.to_owned(), found.clone());
-    Ok(found)
-}
-
 /// Enough of each health-scored agent's latest finished tasks, from `written` (fresh
 /// tables), that without the tasks `keys` loads the health window is still full.
 fn load_finished_written(state: &mut State, keys: &Keys, written: &Written) {
@@ -1507,6 +1404,109 @@ impl RowRaw for PgRow {
         let t: Option<DateTime<Utc>> = self.try_get(col)?;
         Ok(t.map(crate::plan::time))
     }
+}
+
+/// The `COPY … FROM STDIN` statement appending rows of `stmt`'s table, into the columns its
+/// batched `INSERT` names.
+fn copy_statement(stmt: Stmt) -> Result<String> {
+    let statement = match stmt {
+        Stmt::InsertDecision => batch_sql(stmt)?,
+        _ => sql(Backend::Postgres, stmt)?,
+    };
+    crate::copy::statement(statement).ok_or(Error::MissingStatement {
+        name: stmt.name(),
+        backend: "postgres (INSERT column list for COPY)",
+    })
+}
+
+/// The statements whose rows a rebuild appends with `COPY`, one per table.
+const APPENDED: [Stmt; 8] = [
+    Stmt::UpsertFailures,
+    Stmt::InsertDecision,
+    Stmt::UpsertAgents,
+    Stmt::UpsertTasks,
+    Stmt::UpsertFixes,
+    Stmt::UpsertPullRequests,
+    Stmt::UpsertReviews,
+    Stmt::UpsertRollbacks,
+];
+
+/// Looks up (and caches) the binary `COPY` column types of every table a rebuild appends
+/// to, with the tables `pool`'s search path resolves.
+///
+/// # Errors
+///
+/// Database errors.
+pub(crate) async fn prefetch_copy_columns(pool: &sqlx::PgPool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    for stmt in APPENDED {
+        copy_columns(&mut conn, &copy_statement(stmt)?).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// For each `COPY` a rebuild appends rows with (PostgreSQL), whether every column has
+    /// a binary encoder, so the binary format is used: the statement and the answer.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`Error::InvalidUrl`] on SQLite, which appends without `COPY`.
+    #[cfg(feature = "testing")]
+    pub async fn binary_copy_support(&self) -> Result<Vec<(String, bool)>> {
+        let Store::Postgres(pool) = self else {
+            return Err(Error::InvalidUrl {
+                url: "sqlite".into(),
+                reason: "SQLite appends without COPY".into(),
+            });
+        };
+        let mut conn = pool.acquire().await?;
+        let mut out = Vec::new();
+        for stmt in APPENDED {
+            let copy = copy_statement(stmt)?;
+            let binary = copy_columns(&mut conn, &copy).await?.is_some();
+            out.push((copy, binary));
+        }
+        Ok(out)
+    }
+}
+
+/// The binary `COPY` column types of `copy` (a `COPY <table> (<columns>) FROM STDIN`
+/// statement), looked up in the catalogue once per process and statement (every store
+/// has the tables of the same migrations); `None` when a column's type has no binary
+/// encoder ([`crate::copy::Column`]), so the text format is used.
+async fn copy_columns(
+    tx: &mut sqlx::PgConnection,
+    copy: &str,
+) -> Result<Option<Arc<[crate::copy::Column]>>> {
+    type Cache = std::sync::Mutex<HashMap<String, Option<Arc<[crate::copy::Column]>>>>;
+    static CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Cache::default);
+    if let Some(hit) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(copy) {
+        return Ok(hit.clone());
+    }
+    let (table, columns) = crate::copy::table_and_columns(copy).ok_or_else(|| {
+        Error::CorruptRow(format!("not a COPY statement with a column list: {copy}"))
+    })?;
+    let types: Vec<Option<String>> =
+        sqlx::query_scalar(include_str!("sql/postgres/copy_column_types.sql"))
+            .bind(table)
+            .bind(&columns)
+            .fetch_all(&mut *tx)
+            .await?;
+    let found = if types.len() == columns.len() {
+        types
+            .iter()
+            .map(|t| t.as_deref().and_then(crate::copy::Column::of))
+            .collect::<Option<Vec<_>>>()
+            .map(Arc::from)
+    } else {
+        None
+    };
+    CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(copy.to_owned(), found.clone());
+    Ok(found)
 }
 
 #[cfg(test)]

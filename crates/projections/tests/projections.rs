@@ -86,6 +86,12 @@ impl Env {
         append(self.log.as_ref(), events).await;
     }
 
+    /// Appends every fact of `chains`, chain after chain.
+    async fn append_chains(&self, chains: &[FixChain]) {
+        self.append(&chains.iter().flat_map(FixChain::events).collect::<Vec<_>>())
+            .await;
+    }
+
     async fn end_offset(&self) -> i64 {
         self.log
             .end_offsets(EVENTS_TOPIC)
@@ -1385,13 +1391,7 @@ async fn reference(env: &Env, backend: Backend) -> TestDb {
 async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Backend) {
     let env = Env::new(backend).await;
     let all = chains(12, t_rebuild());
-    env.append(
-        &all[..8]
-            .iter()
-            .flat_map(FixChain::events)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.append_chains(&all[..8]).await;
     env.projector().run_once().await.expect("project");
     // Drift: rows lost and rows edited by hand.
     execute(
@@ -1451,13 +1451,7 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
     );
 
     // The live projector continues from the swapped-in checkpoint.
-    env.append(
-        &all[8..]
-            .iter()
-            .flat_map(FixChain::events)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.append_chains(&all[8..]).await;
     assert_eq!(env.projector().run_once().await.expect("continue"), 4 * 10);
     assert_eq!(
         snapshot(env.store()).await,
@@ -1467,13 +1461,7 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
 
 async fn rebuilding_one_projection_swaps_only_its_table(backend: Backend) {
     let env = Env::new(backend).await;
-    env.append(
-        &chains(6, t_rebuild())
-            .iter()
-            .flat_map(FixChain::events)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.append_chains(&chains(6, t_rebuild())).await;
     env.projector().run_once().await.expect("project");
     let before = count(env.store(), "failures").await;
     execute(env.store(), "DELETE FROM failures").await;
@@ -1524,13 +1512,7 @@ async fn rebuilding_one_projection_swaps_only_its_table(backend: Backend) {
 async fn readers_never_see_a_half_built_table(backend: Backend) {
     let env = Env::new(backend).await;
     let n = 60;
-    env.append(
-        &chains(n, t_rebuild())
-            .iter()
-            .flat_map(FixChain::events)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.append_chains(&chains(n, t_rebuild())).await;
     env.projector().run_once().await.expect("project");
     execute(env.store(), "DELETE FROM failure_fixes").await;
 
@@ -1574,13 +1556,7 @@ async fn readers_never_see_a_half_built_table(backend: Backend) {
 async fn rebuild_while_the_live_projector_runs_loses_nothing(backend: Backend) {
     let env = Env::new(backend).await;
     let all = chains(40, t_rebuild());
-    env.append(
-        &all[..20]
-            .iter()
-            .flat_map(FixChain::events)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.append_chains(&all[..20]).await;
     let stop = CancellationToken::new();
     let live = {
         let projector = env.projector_with(5);
@@ -2100,13 +2076,7 @@ fn projector_emits_its_required_metrics() {
 #[tokio::test]
 async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_tables() {
     let env = Env::new(Backend::Postgres).await;
-    env.append(
-        &chains(3, t_rebuild())
-            .iter()
-            .flat_map(FixChain::events)
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    env.append_chains(&chains(3, t_rebuild())).await;
     env.projector().run_once().await.expect("project");
     let before = snapshot(env.store()).await;
 
