@@ -208,6 +208,10 @@ enum BenchCommand {
         /// Records per replay transaction.
         #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
+        /// Rounds: every size is measured this many times (one size after the other in
+        /// each round) and judged on its medians; use 3 or more on a noisy machine.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        repeat: u16,
         /// Also print where each rebuild's time went (per batch phase, set-up, swap).
         #[arg(long)]
         verbose: bool,
@@ -550,11 +554,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     postgres,
                     sizes,
                     batch_size,
+                    repeat,
                     verbose,
                 },
         } => {
             init_tracing(false, "warn");
-            crate::projections::bench_cmd(&postgres, &sizes, batch_size, verbose).await
+            crate::projections::bench_cmd(
+                &postgres,
+                &sizes,
+                batch_size,
+                usize::from(repeat),
+                verbose,
+            )
+            .await
         }
         Command::Log {
             command:

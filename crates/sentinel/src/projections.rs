@@ -129,6 +129,10 @@ pub async fn status_cmd(settings: &Settings, json: bool) -> Result<ExitCode> {
 
 /// `sentinel bench projections`: the P3 benchmark; prints rates, ratios and scaling.
 ///
+/// With `repeat` > 1 every size is measured that many times, in rounds (each round runs
+/// every size once, so a slow spell of the machine hits all sizes alike), and the scaling
+/// and the goal are judged on each size's median ([`summarise`]).
+///
 /// # Errors
 ///
 /// Unreachable PostgreSQL, log errors.
@@ -136,9 +140,18 @@ pub async fn bench_cmd(
     postgres: &str,
     sizes: &[u64],
     batch_size: usize,
+    repeat: usize,
     verbose: bool,
 ) -> Result<ExitCode> {
-    println!("P3: rebuild into PostgreSQL vs binary COPY of the same rows (batch {batch_size})");
+    let repeat = repeat.max(1);
+    println!(
+        "P3: rebuild into PostgreSQL vs binary COPY of the same rows (batch {batch_size}{})",
+        if repeat > 1 {
+            format!(", {repeat} rounds")
+        } else {
+            String::new()
+        }
+    );
     println!(
         "{:>9} {:>9} {:>11} {:>13} {:>11} {:>13} {:>7} {:>9} {:>9}",
         "events",
@@ -152,71 +165,210 @@ pub async fn bench_cmd(
         "index s"
     );
     let mut rows = Vec::new();
-    for &n in sizes {
-        let bar = bar(&format!("{n} events"))?;
-        let row = bench::run(postgres, n, batch_size, &|p| advance(&bar, p)).await;
-        bar.finish_and_clear();
-        let row = row.with_context(|| format!("benchmark of {n} events"))?;
-        println!(
-            "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3} {:>9.2} {:>9.2}",
-            row.events,
-            row.rows,
-            row.rebuild.as_secs_f64(),
-            row.rebuild_rate(),
-            row.copy.as_secs_f64(),
-            row.copy_rate(),
-            row.ratio(),
-            row.replay.as_secs_f64(),
-            row.indexes.as_secs_f64()
-        );
-        if verbose {
-            let fixed = row
-                .rebuild
-                .saturating_sub(row.replay + row.indexes + row.swap);
-            println!(
-                "          set-up {:.3} s, swap {:.3} s; per phase (µs/event, share of replay):",
-                fixed.as_secs_f64(),
-                row.swap.as_secs_f64()
-            );
-            let replay = row.replay.as_secs_f64().max(1e-9);
-            for (phase, d) in &row.phases {
-                println!(
-                    "          {:<26} {:>9.3} s {:>8.2} µs {:>6.1}%",
-                    phase,
-                    d.as_secs_f64(),
-                    d.as_secs_f64() * 1e6 / row.events.max(1) as f64,
-                    100.0 * d.as_secs_f64() / replay
-                );
-            }
+    for _ in 0..repeat {
+        for &n in sizes {
+            let bar = bar(&format!("{n} events"))?;
+            let row = bench::run(postgres, n, batch_size, &|p| advance(&bar, p)).await;
+            bar.finish_and_clear();
+            let row = row.with_context(|| format!("benchmark of {n} events"))?;
+            print_row(&row, verbose);
+            rows.push(row);
         }
-        rows.push(row);
     }
-    if let Some(first) = rows.first() {
+    let summary = summarise(&rows);
+    if repeat > 1 {
+        println!("median of {repeat} rounds per size (ratio range in brackets):");
+        for s in &summary {
+            println!(
+                "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3} [{:.3}–{:.3}]",
+                s.events,
+                "",
+                s.rebuild_s,
+                s.events as f64 / s.rebuild_s.max(1e-9),
+                s.copy_s,
+                s.events as f64 / s.copy_s.max(1e-9),
+                s.ratio,
+                s.ratio_min,
+                s.ratio_max
+            );
+        }
+    }
+    if let Some(first) = summary.first() {
         println!(
-            "scaling (rebuild rate relative to {} events; linear = 1.00 ± 0.20):",
-            first.events
+            "scaling (rebuild rate relative to {} events{}; linear = 1.00 ± 0.20):",
+            first.events,
+            if repeat > 1 { ", medians" } else { "" }
         );
-        for r in &rows {
-            let s = r.rebuild_rate() / first.rebuild_rate();
+        for s in &summary {
+            let scale = s.scaling(first);
             println!(
                 "  {:>9} events: {:.2} {}",
-                r.events,
-                s,
-                if (0.8..=1.2).contains(&s) {
+                s.events,
+                scale,
+                if (0.8..=1.2).contains(&scale) {
                     "linear"
                 } else {
                     "NOT linear"
                 }
             );
         }
-        let worst = rows
+        let worst = summary
             .iter()
-            .map(bench::BenchRow::ratio)
+            .map(|s| s.ratio)
             .fold(f64::INFINITY, f64::min);
         println!(
-            "goal: ratio >= 0.50 — worst {worst:.3} ({})",
+            "goal: ratio >= 0.50 — worst {}{worst:.3} ({})",
+            if repeat > 1 { "median " } else { "" },
             if worst >= 0.5 { "met" } else { "NOT met" }
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_row(row: &bench::BenchRow, verbose: bool) {
+    println!(
+        "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3} {:>9.2} {:>9.2}",
+        row.events,
+        row.rows,
+        row.rebuild.as_secs_f64(),
+        row.rebuild_rate(),
+        row.copy.as_secs_f64(),
+        row.copy_rate(),
+        row.ratio(),
+        row.replay.as_secs_f64(),
+        row.indexes.as_secs_f64()
+    );
+    if verbose {
+        let fixed = row
+            .rebuild
+            .saturating_sub(row.replay + row.indexes + row.swap);
+        println!(
+            "          set-up {:.3} s, swap {:.3} s; per phase (µs/event, share of replay):",
+            fixed.as_secs_f64(),
+            row.swap.as_secs_f64()
+        );
+        let replay = row.replay.as_secs_f64().max(1e-9);
+        for (phase, d) in &row.phases {
+            println!(
+                "          {:<26} {:>9.3} s {:>8.2} µs {:>6.1}%",
+                phase,
+                d.as_secs_f64(),
+                d.as_secs_f64() * 1e6 / row.events.max(1) as f64,
+                100.0 * d.as_secs_f64() / replay
+            );
+        }
+    }
+}
+
+/// One size's measurements, summarised over the rounds of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SizeSummary {
+    /// Facts in the log.
+    pub events: u64,
+    /// Median rebuild wall time, seconds.
+    pub rebuild_s: f64,
+    /// Median COPY wall time, seconds.
+    pub copy_s: f64,
+    /// Median of the rounds' ratios (each round's rebuild against the COPY beside it).
+    pub ratio: f64,
+    /// Lowest ratio of the rounds.
+    pub ratio_min: f64,
+    /// Highest ratio of the rounds.
+    pub ratio_max: f64,
+}
+
+impl SizeSummary {
+    /// This size's median rebuild rate over `base`'s (1.00 = linear).
+    pub fn scaling(&self, base: &SizeSummary) -> f64 {
+        let rate = |s: &SizeSummary| s.events as f64 / s.rebuild_s.max(1e-9);
+        rate(self) / rate(base)
+    }
+}
+
+/// Groups `rows` by size (in order of first appearance) and takes each size's medians.
+pub fn summarise(rows: &[bench::BenchRow]) -> Vec<SizeSummary> {
+    let mut sizes: Vec<u64> = Vec::new();
+    for r in rows {
+        if !sizes.contains(&r.events) {
+            sizes.push(r.events);
+        }
+    }
+    sizes
+        .into_iter()
+        .map(|events| {
+            let of: Vec<&bench::BenchRow> = rows.iter().filter(|r| r.events == events).collect();
+            let ratios: Vec<f64> = of.iter().map(|r| r.ratio()).collect();
+            SizeSummary {
+                events,
+                rebuild_s: median(of.iter().map(|r| r.rebuild.as_secs_f64()).collect()),
+                copy_s: median(of.iter().map(|r| r.copy.as_secs_f64()).collect()),
+                ratio: median(ratios.clone()),
+                ratio_min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratio_max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            }
+        })
+        .collect()
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[mid]
+    } else {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(events: u64, rebuild_ms: u64, copy_ms: u64) -> bench::BenchRow {
+        bench::BenchRow {
+            events,
+            rows: events / 2,
+            rebuild: Duration::from_millis(rebuild_ms),
+            replay: Duration::from_millis(rebuild_ms / 2),
+            indexes: Duration::ZERO,
+            swap: Duration::ZERO,
+            copy: Duration::from_millis(copy_ms),
+            phases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn medians_per_size_in_order_of_first_appearance() {
+        // Two rounds of (10k, 100k), plus a third 10k: odd and even counts.
+        let rows = [
+            row(10_000, 200, 100),
+            row(100_000, 1_000, 500),
+            row(10_000, 100, 60),
+            row(100_000, 1_400, 600),
+            row(10_000, 300, 90),
+        ];
+        let s = summarise(&rows);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].events, 10_000);
+        assert!((s[0].rebuild_s - 0.2).abs() < 1e-9, "{s:?}");
+        assert!((s[0].copy_s - 0.09).abs() < 1e-9, "{s:?}");
+        // Ratios 0.5, 0.6, 0.3: median 0.5, range 0.3–0.6.
+        assert!((s[0].ratio - 0.5).abs() < 1e-9, "{s:?}");
+        assert!((s[0].ratio_min - 0.3).abs() < 1e-9, "{s:?}");
+        assert!((s[0].ratio_max - 0.6).abs() < 1e-9, "{s:?}");
+        // Even count: the mean of the middle two.
+        assert!((s[1].rebuild_s - 1.2).abs() < 1e-9, "{s:?}");
+        // Rates 50k/s and 83.3k/s: ×1.67.
+        assert!((s[1].scaling(&s[0]) - (100_000.0 / 1.2) / 50_000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn median_of_nothing_is_zero() {
+        assert_eq!(median(Vec::new()), 0.0);
+        assert_eq!(median(vec![3.0]), 3.0);
+    }
 }

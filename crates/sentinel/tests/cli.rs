@@ -851,3 +851,63 @@ fn serve_exports_spans_with_the_correlation_id_over_otlp() {
     assert_eq!(found.1.as_deref(), Some("sentinel"));
     assert_eq!(found.2, 16, "a 16-byte trace id");
 }
+
+/// `sentinel bench projections` end to end on the real PostgreSQL server of the tests
+/// (`SENTINEL_TEST_DATABASE_URL`, default the local one): two rounds of two small sizes,
+/// each a real rebuild and COPY in a scratch database that is dropped afterwards; the
+/// medians, the scaling and the goal line are printed, and every row holds rows.
+#[test]
+fn bench_projections_repeats_rounds_and_prints_medians() {
+    let admin = std::env::var("SENTINEL_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = sentinel()
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "projections",
+            "--postgres",
+            &admin,
+            "--sizes",
+            "40,80",
+            "--repeat",
+            "2",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 rounds"), "{stdout}");
+    // The log holds whole fix chains, so a size can come out a fact or so above the one
+    // asked for. Measured rows: events, rows, then numbers; median rows end in a range.
+    let numbers = |l: &str| -> Vec<f64> {
+        l.split_whitespace()
+            .take(2)
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    let measured: Vec<&str> = stdout
+        .lines()
+        .filter(|l| numbers(l).len() == 2 && !l.contains('['))
+        .collect();
+    assert_eq!(measured.len(), 4, "two rounds of two sizes:\n{stdout}");
+    for line in &measured {
+        let n = numbers(line);
+        assert!(n[0] >= 40.0 && n[0] < 90.0, "{line}");
+        assert!(n[1] > 0.0, "rows projected: {line}");
+    }
+    let medians = stdout.lines().filter(|l| l.contains('[')).count();
+    assert_eq!(medians, 2, "{stdout}");
+    assert!(stdout.contains("median of 2 rounds per size"), "{stdout}");
+    assert_eq!(stdout.matches(" events: ").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("goal: ratio >= 0.50 — worst median"),
+        "{stdout}"
+    );
+}
