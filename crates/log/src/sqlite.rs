@@ -294,8 +294,10 @@ impl Readers {
     }
 }
 
-/// Most records a read allocates room for up front.
-const READ_PREALLOCATE: usize = 4096;
+/// Most records a read allocates room for up front: a projection rebuild's batch (20 000)
+/// then fills its vector without regrowing it (each regrowth copied every record read so
+/// far); a read of fewer records leaves the rest of the room untouched.
+const READ_PREALLOCATE: usize = 20_000;
 
 fn read_error(e: &rusqlite::Error) -> crate::Error {
     crate::Error::Read {

@@ -797,31 +797,34 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    /// Decodes `records` in order; `None` for one that does not decode (logged).
+    /// Decodes `records` in order, skipping (and logging) those that do not decode; the
+    /// events and how many were skipped. The events go straight into a vector of the
+    /// batch's size: events are large, and growing the vector by doubling copied each
+    /// one several times.
     fn decode(
         &self,
         partition: i32,
         records: &[sentinel_log::Stored],
-    ) -> Vec<Option<sentinel_events::Event>> {
-        records
-            .iter()
-            .map(
-                |stored| match codec::decode(&stored.record.value, self.confluent_envelope_id) {
-                    Ok(event) => Some(event),
-                    Err(error) => {
-                        warn!(
-                            %error,
-                            topic = %self.topic,
-                            partition,
-                            offset = stored.position.offset,
-                            event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
-                            "Skipping an undecodable record."
-                        );
-                        None
-                    }
-                },
-            )
-            .collect()
+    ) -> (Vec<sentinel_events::Event>, usize) {
+        let mut events = Vec::with_capacity(records.len());
+        let mut undecodable = 0;
+        for stored in records {
+            match codec::decode(&stored.record.value, self.confluent_envelope_id) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    warn!(
+                        %error,
+                        topic = %self.topic,
+                        partition,
+                        offset = stored.position.offset,
+                        event_type = stored.header(sentinel_log::HEADER_EVENT_TYPE).unwrap_or("?"),
+                        "Skipping an undecodable record."
+                    );
+                    undecodable += 1;
+                }
+            }
+        }
+        (events, undecodable)
     }
 
     async fn fetch(
@@ -868,9 +871,7 @@ impl Fetcher {
         records: &[sentinel_log::Stored],
     ) -> (Planned, usize) {
         let started = Instant::now();
-        let decoded = self.decode(partition, records);
-        let undecodable = decoded.iter().filter(|e| e.is_none()).count();
-        let events: Vec<_> = decoded.into_iter().flatten().collect();
+        let (events, undecodable) = self.decode(partition, records);
         phases::lap(Phase::Decode, started);
         (Planned::of(&events), undecodable)
     }

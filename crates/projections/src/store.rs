@@ -1262,7 +1262,8 @@ fn repeat_values(template: &str, n: usize) -> Option<String> {
 /// Plans every event: the ops to run, and what was applied, ignored or invalid.
 fn plan_all(events: &[Event]) -> (Vec<Op>, ApplyOutcome) {
     let mut outcome = ApplyOutcome::default();
-    let mut ops = Vec::new();
+    // At least one write per event for most facts: room for that up front.
+    let mut ops = Vec::with_capacity(events.len());
     for event in events {
         match plan(event) {
             Ok(planned) if planned.is_empty() => outcome.ignored += 1,
