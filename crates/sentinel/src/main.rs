@@ -14,12 +14,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long freed memory stays mapped before mimalloc returns it to the OS, in ms (like
-/// jemalloc's 10 s dirty-page decay). With mimalloc's own default (1 s, and transparent
-/// huge pages) a rebuild kept faulting in and zeroing fresh pages: the kernel's
-/// `clear_page_erms` was 26% of a 100k-event rebuild's samples. With 10 s, `sentinel bench
-/// projections` takes 37% fewer page faults at 100k events and 70% fewer at 1M; its wall
-/// time moved within the machine's noise (README, P3). An idle process still returns its
-/// memory after this delay. `MIMALLOC_PURGE_DELAY` in the environment overrides it.
+/// jemalloc's 10 s dirty-page decay; mimalloc's own default is 1 s). A rebuild frees and
+/// allocates a batch's worth of memory every few milliseconds; with 10 s, `sentinel bench
+/// projections` took 29–40% fewer page faults over a 10k+100k run and 70% fewer at 1M,
+/// while its wall time moved within the machine's noise (README, P3). An idle process
+/// still returns its memory after this delay. `MIMALLOC_PURGE_DELAY` in the environment
+/// overrides it.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// Sets mimalloc's purge delay to [`PURGE_DELAY_MS`] unless the environment sets it.
