@@ -180,14 +180,14 @@ pub async fn bench_cmd(
         println!("median of {repeat} rounds per size (ratio range in brackets):");
         for s in &summary {
             println!(
-                "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3} [{:.3}–{:.3}]",
-                s.events,
-                "",
-                s.rebuild_s,
-                s.events as f64 / s.rebuild_s.max(1e-9),
-                s.copy_s,
-                s.events as f64 / s.copy_s.max(1e-9),
-                s.ratio,
+                "{} [{:.3}–{:.3}]",
+                leading_columns(
+                    s.events,
+                    "",
+                    (s.rebuild_s, s.rebuild_rate()),
+                    (s.copy_s, s.copy_rate()),
+                    s.ratio
+                ),
                 s.ratio_min,
                 s.ratio_max
             );
@@ -225,16 +225,31 @@ pub async fn bench_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The columns a measured row and a median row share (events to ratio), in the header's
+/// widths; `rebuild` and `copy` are (seconds, events per second).
+fn leading_columns(
+    events: u64,
+    rows: &str,
+    rebuild: (f64, f64),
+    copy: (f64, f64),
+    ratio: f64,
+) -> String {
+    format!(
+        "{events:>9} {rows:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {ratio:>7.3}",
+        rebuild.0, rebuild.1, copy.0, copy.1
+    )
+}
+
 fn print_row(row: &bench::BenchRow, verbose: bool) {
     println!(
-        "{:>9} {:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {:>7.3} {:>9.2} {:>9.2}",
-        row.events,
-        row.rows,
-        row.rebuild.as_secs_f64(),
-        row.rebuild_rate(),
-        row.copy.as_secs_f64(),
-        row.copy_rate(),
-        row.ratio(),
+        "{} {:>9.2} {:>9.2}",
+        leading_columns(
+            row.events,
+            &row.rows.to_string(),
+            (row.rebuild.as_secs_f64(), row.rebuild_rate()),
+            (row.copy.as_secs_f64(), row.copy_rate()),
+            row.ratio()
+        ),
         row.replay.as_secs_f64(),
         row.indexes.as_secs_f64()
     );
@@ -278,10 +293,19 @@ pub struct SizeSummary {
 }
 
 impl SizeSummary {
+    /// Rebuild rate at the median rebuild time, facts per second.
+    pub fn rebuild_rate(&self) -> f64 {
+        self.events as f64 / self.rebuild_s.max(1e-9)
+    }
+
+    /// COPY rate at the median COPY time, facts per second.
+    pub fn copy_rate(&self) -> f64 {
+        self.events as f64 / self.copy_s.max(1e-9)
+    }
+
     /// This size's median rebuild rate over `base`'s (1.00 = linear).
     pub fn scaling(&self, base: &SizeSummary) -> f64 {
-        let rate = |s: &SizeSummary| s.events as f64 / s.rebuild_s.max(1e-9);
-        rate(self) / rate(base)
+        self.rebuild_rate() / base.rebuild_rate()
     }
 }
 
