@@ -2,10 +2,11 @@
 //!
 //! For each size, a fresh embedded log receives that many facts (whole fix chains:
 //! failure, classification, decision, task lifecycle, candidate, validation, branch, PR),
-//! a fresh PostgreSQL database is rebuilt from it with [`rebuild`] (shadow schema, swap),
-//! and then every row the rebuild produced is loaded again with
-//! `COPY … FROM STDIN (FORMAT binary)` into equivalent tables (same migrations, same
-//! indexes) in another schema of that database — the baseline, measured in the same run.
+//! a fresh PostgreSQL database is rebuilt from it with [`rebuild`] (in place or through a
+//! shadow schema, as the options choose), and then every row the rebuild produced is
+//! loaded again with `COPY … FROM STDIN (FORMAT binary)` into equivalent tables (same
+//! migrations, same indexes) in another schema of that database — the baseline, measured
+//! in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +72,8 @@ const TABLES: &[&str] = &[
 ];
 
 /// Runs the benchmark for `events` facts against the PostgreSQL server at `admin_url`
-/// (a database there is created and dropped). `progress` sees the rebuild's progress.
+/// (a database there is created and dropped), rebuilding with `options` (a full
+/// rebuild: their `projection` must be `None`). `progress` sees the rebuild's progress.
 ///
 /// # Errors
 ///
@@ -79,7 +81,7 @@ const TABLES: &[&str] = &[
 pub async fn run(
     admin_url: &str,
     events: u64,
-    batch_size: usize,
+    options: &RebuildOptions,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<BenchRow> {
     let dir = tempfile::tempdir().map_err(|e| Error::InvalidUrl {
@@ -101,7 +103,7 @@ pub async fn run(
         &with_database(admin_url, &name),
         log,
         appended,
-        batch_size,
+        options,
         progress,
     )
     .await;
@@ -115,23 +117,14 @@ async fn measure(
     url: &str,
     log: std::sync::Arc<dyn EventLog>,
     events: u64,
-    batch_size: usize,
+    options: &RebuildOptions,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<BenchRow> {
     let store = Store::connect(url).await?;
     store.migrate().await?;
     crate::phases::reset();
     let started = Instant::now();
-    let report = rebuild(
-        log,
-        &store,
-        &RebuildOptions {
-            batch_size,
-            ..RebuildOptions::default()
-        },
-        progress,
-    )
-    .await?;
+    let report = rebuild(log, &store, options, progress).await?;
     let rebuild_time = started.elapsed();
     let phases = crate::phases::snapshot();
     store.close().await;

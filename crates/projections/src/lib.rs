@@ -52,7 +52,10 @@ pub use read::{
     Agent, Cursor, DEFAULT_PAGE, Decision, DecisionFilter, Failure, FailureFilter, Fix, FixCursor,
     FixFilter, MAX_PAGE, Task,
 };
-pub use rebuild::{DEFAULT_REBUILD_BATCH, RebuildOptions, RebuildProgress, RebuildReport, rebuild};
+pub use rebuild::{
+    DEFAULT_IN_PLACE_MAX, DEFAULT_REBUILD_BATCH, RebuildOptions, RebuildProgress, RebuildReport,
+    rebuild,
+};
 pub use store::{ApplyOutcome, Backend, Checkpoint, Store, StoreTx};
 
 /// The fact log topic the projections read. A permanent identifier: renaming it breaks

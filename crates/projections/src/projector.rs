@@ -115,7 +115,14 @@ pub struct Projector {
     primed: Arc<std::sync::Mutex<HashMap<i32, Prefetch>>>,
     /// When the fresh tables exist ([`Projector::for_fresh_tables`]).
     ready: Ready,
+    /// The one transaction every load and write goes through, uncommitted
+    /// ([`Projector::in_transaction`]); `None`: each batch commits on its own.
+    shared: Option<SharedTx>,
 }
+
+/// A transaction shared by a fresh-table projector's loads and writes, which the caller
+/// commits once the replay is done (an in-place rebuild). `None` inside once taken.
+pub(crate) type SharedTx = Arc<tokio::sync::Mutex<Option<crate::store::StoreTx>>>;
 
 /// Completes when a fresh projector's tables exist. A rebuild creates its shadow tables on
 /// a task of their own while the first batches are read, decoded and folded (which need no
@@ -178,6 +185,7 @@ impl Projector {
             fresh: None,
             primed: Arc::default(),
             ready: Ready::now(),
+            shared: None,
         }
     }
 
@@ -188,6 +196,15 @@ impl Projector {
     pub(crate) fn for_fresh_tables(mut self, ready: Ready) -> Self {
         self.fresh = Some(Arc::default());
         self.ready = ready;
+        self
+    }
+
+    /// Makes a fresh-table projector ([`Projector::for_fresh_tables`]) load and write
+    /// through `tx` without committing it: the batches' rows and checkpoints become
+    /// visible when the caller commits `tx` (an in-place rebuild, whose tables `tx` has
+    /// emptied).
+    pub(crate) fn in_transaction(mut self, tx: SharedTx) -> Self {
+        self.shared = Some(tx);
         self
     }
 
@@ -523,7 +540,13 @@ impl Projector {
                 let started = Instant::now();
                 let (existing, new, outcome) = self
                     .store
-                    .fold_fresh(fetched.planned, &mut written, &recent, &self.ready)
+                    .fold_fresh(
+                        fetched.planned,
+                        &mut written,
+                        &recent,
+                        &self.ready,
+                        self.shared.as_ref(),
+                    )
                     .await?;
                 let next_recent = Recent::of(&existing, &new);
                 if let Some(job) = writing.take() {
@@ -704,32 +727,48 @@ impl WriteJob {
         let name = projector.config.name.clone();
         let topic = projector.config.topic.clone();
         let ready = projector.ready.clone();
+        let shared = projector.shared.clone();
         let handle = tokio::spawn(async move {
             ready.wait().await?;
-            let mut tx = store.begin().await?;
-            let skipped = i64::try_from(batch.skipped).unwrap_or(i64::MAX);
-            let moved = tx
-                .advance_checkpoint(
-                    &name,
-                    &topic,
-                    batch.partition,
-                    batch.from,
-                    batch.next,
-                    skipped,
-                )
-                .await?;
-            if !moved {
-                return Err(Error::CorruptRow(format!(
-                    "the rebuild's checkpoint of partition {} moved: something else writes \
-                     its fresh tables",
-                    batch.partition
-                )));
+            let write = async |tx: &mut crate::store::StoreTx| {
+                let skipped = i64::try_from(batch.skipped).unwrap_or(i64::MAX);
+                let moved = tx
+                    .advance_checkpoint(
+                        &name,
+                        &topic,
+                        batch.partition,
+                        batch.from,
+                        batch.next,
+                        skipped,
+                    )
+                    .await?;
+                if !moved {
+                    return Err(Error::CorruptRow(format!(
+                        "the rebuild's checkpoint of partition {} moved: something else \
+                         writes its fresh tables",
+                        batch.partition
+                    )));
+                }
+                tx.write_fresh(existing, new).await
+            };
+            match shared {
+                // The caller commits, after the last batch.
+                Some(shared) => {
+                    let mut guard = shared.lock().await;
+                    let tx = guard.as_mut().ok_or_else(|| {
+                        Error::CorruptRow("the rebuild's transaction has ended".into())
+                    })?;
+                    write(tx).await
+                }
+                None => {
+                    let mut tx = store.begin().await?;
+                    write(&mut tx).await?;
+                    let committing = Instant::now();
+                    tx.commit().await?;
+                    phases::lap(Phase::Commit, committing);
+                    Ok(())
+                }
             }
-            tx.write_fresh(existing, new).await?;
-            let committing = Instant::now();
-            tx.commit().await?;
-            phases::lap(Phase::Commit, committing);
-            Ok(())
         });
         WriteJob { batch, handle }
     }

@@ -105,6 +105,7 @@ impl Store {
         written: &mut Written,
         recent: &Recent,
         ready: &crate::projector::Ready,
+        shared: Option<&crate::projector::SharedTx>,
     ) -> Result<(Writes, Writes, ApplyOutcome)> {
         let Planned {
             ops,
@@ -118,12 +119,23 @@ impl Store {
         let t = phases::lap(Phase::Keys, t);
         if keys.needs_rows() {
             ready.wait().await?;
-            // Loads only read (the batch being written holds no lock on what they read:
-            // its rows come from `recent`).
-            let mut tx = self.begin().await?;
-            tx.load(&mut state, &keys, Some(written), Some(recent))
-                .await?;
-            tx.rollback().await?;
+            if let Some(shared) = shared {
+                // One transaction for everything: the rows earlier batches wrote are only
+                // visible in it (this waits for the batch being written).
+                let mut guard = shared.lock().await;
+                let tx = guard.as_mut().ok_or_else(|| {
+                    Error::CorruptRow("the rebuild's transaction has ended".into())
+                })?;
+                tx.load(&mut state, &keys, Some(written), Some(recent))
+                    .await?;
+            } else {
+                // Loads only read (the batch being written holds no lock on what they
+                // read: its rows come from `recent`).
+                let mut tx = self.begin().await?;
+                tx.load(&mut state, &keys, Some(written), Some(recent))
+                    .await?;
+                tx.rollback().await?;
+            }
         } else {
             load_finished_written(&mut state, &keys, written);
         }
@@ -1133,6 +1145,20 @@ impl StoreTx {
         match self.inner {
             TxInner::Sqlite(tx) => tx.rollback().await?,
             TxInner::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// Runs a script of statements without parameters in one round trip (a rebuild's
+    /// generated statements, whose table names come from the migrations).
+    pub(crate) async fn run_script(&mut self, script: &str) -> Result<()> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => {
+                sqlx::raw_sql(script).execute(&mut **tx).await?;
+            }
+            TxInner::Postgres(tx) => {
+                sqlx::raw_sql(script).execute(&mut **tx).await?;
+            }
         }
         Ok(())
     }

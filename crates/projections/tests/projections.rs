@@ -1379,6 +1379,16 @@ async fn leftovers(env: &Env) -> Vec<String> {
     }
 }
 
+/// The ways a full rebuild can go on `backend`: on PostgreSQL through a shadow schema
+/// (`in_place_max` 0) and in place (the default, for these small logs); SQLite always
+/// rebuilds through a shadow file.
+fn rebuild_modes(backend: Backend) -> Vec<u64> {
+    match backend {
+        Backend::Postgres => vec![0, sentinel_projections::DEFAULT_IN_PLACE_MAX],
+        Backend::Sqlite => vec![sentinel_projections::DEFAULT_IN_PLACE_MAX],
+    }
+}
+
 async fn reference(env: &Env, backend: Backend) -> TestDb {
     let fresh = TestDb::new(backend).await;
     Projector::new(env.log.clone(), fresh.store().clone())
@@ -1389,6 +1399,12 @@ async fn reference(env: &Env, backend: Backend) -> TestDb {
 }
 
 async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Backend) {
+    for in_place_max in rebuild_modes(backend) {
+        rebuild_replaces_drifted_tables(backend, in_place_max).await;
+    }
+}
+
+async fn rebuild_replaces_drifted_tables(backend: Backend, in_place_max: u64) {
     let env = Env::new(backend).await;
     let all = chains(12, t_rebuild());
     env.append_chains(&all[..8]).await;
@@ -1413,13 +1429,20 @@ async fn rebuild_replaces_drifted_tables_and_the_projector_continues(backend: Ba
         env.store(),
         &sentinel_projections::RebuildOptions {
             batch_size: 7,
+            in_place_max,
             ..Default::default()
         },
         &|p| seen.lock().expect("lock").push(p),
     )
     .await
     .expect("rebuild");
-    // The shadow's secondary indexes, built after the load, came along with the swap.
+    assert_eq!(
+        report.in_place,
+        backend == Backend::Postgres && in_place_max > 0,
+        "in place only on PostgreSQL, when asked"
+    );
+    // The shadow's secondary indexes, built after the load, came along with the swap
+    // (in place, the tables and their indexes stayed).
     assert_eq!(indexes(env.store()).await, indexes_before);
     assert!(
         indexes_before
@@ -1510,6 +1533,12 @@ async fn rebuilding_one_projection_swaps_only_its_table(backend: Backend) {
 }
 
 async fn readers_never_see_a_half_built_table(backend: Backend) {
+    for in_place_max in rebuild_modes(backend) {
+        readers_never_see_a_half_built_table_in(backend, in_place_max).await;
+    }
+}
+
+async fn readers_never_see_a_half_built_table_in(backend: Backend, in_place_max: u64) {
     let env = Env::new(backend).await;
     let n = 60;
     env.append_chains(&chains(n, t_rebuild())).await;
@@ -1535,6 +1564,7 @@ async fn readers_never_see_a_half_built_table(backend: Backend) {
         env.store(),
         &sentinel_projections::RebuildOptions {
             batch_size: 11,
+            in_place_max,
             ..Default::default()
         },
         &|_| {},
@@ -1554,6 +1584,12 @@ async fn readers_never_see_a_half_built_table(backend: Backend) {
 }
 
 async fn rebuild_while_the_live_projector_runs_loses_nothing(backend: Backend) {
+    for in_place_max in rebuild_modes(backend) {
+        rebuild_beside_the_live_projector(backend, in_place_max).await;
+    }
+}
+
+async fn rebuild_beside_the_live_projector(backend: Backend, in_place_max: u64) {
     let env = Env::new(backend).await;
     let all = chains(40, t_rebuild());
     env.append_chains(&all[..20]).await;
@@ -1580,6 +1616,7 @@ async fn rebuild_while_the_live_projector_runs_loses_nothing(backend: Backend) {
             &sentinel_projections::RebuildOptions {
                 batch_size: 13,
                 projection,
+                in_place_max,
                 ..Default::default()
             },
             &|_| {},
@@ -1772,20 +1809,27 @@ async fn rebuilds_of_a_messy_log_match_the_live_projection(backend: Backend) {
                 "seed {seed}: the log leaves {table} empty"
             );
         }
-        for batch_size in [1, 7, 64, 100_000] {
-            sentinel_projections::rebuild(
-                env.log.clone(),
-                env.store(),
-                &sentinel_projections::RebuildOptions {
-                    batch_size,
-                    ..Default::default()
-                },
-                &|_| {},
-            )
-            .await
-            .expect("rebuild");
-            let got = tables(env.store()).await;
-            assert_same_tables(&expected, &got, &format!("seed {seed}, batch {batch_size}"));
+        for in_place_max in rebuild_modes(backend) {
+            for batch_size in [1, 7, 64, 100_000] {
+                sentinel_projections::rebuild(
+                    env.log.clone(),
+                    env.store(),
+                    &sentinel_projections::RebuildOptions {
+                        batch_size,
+                        in_place_max,
+                        ..Default::default()
+                    },
+                    &|_| {},
+                )
+                .await
+                .expect("rebuild");
+                let got = tables(env.store()).await;
+                assert_same_tables(
+                    &expected,
+                    &got,
+                    &format!("seed {seed}, batch {batch_size}, in place up to {in_place_max}"),
+                );
+            }
         }
     }
 }
@@ -2093,6 +2137,7 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
         &restricted,
         &sentinel_projections::RebuildOptions {
             batch_size: 4,
+            in_place_max: 0,
             ..Default::default()
         },
         &|_| {},
@@ -2113,6 +2158,51 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
         "{:?}",
         leftovers(&env).await
     );
+}
+
+/// An in-place rebuild that fails (here: a role that may read the tables but not delete
+/// from them) rolls back whole: the live tables and checkpoints are as they were, and the
+/// live projector, which waited for it, goes on.
+#[tokio::test]
+async fn a_failed_in_place_rebuild_leaves_the_live_tables() {
+    let env = Env::new(Backend::Postgres).await;
+    let all = chains(4, t_rebuild());
+    env.append_chains(&all[..3]).await;
+    env.projector().run_once().await.expect("project");
+    let before = snapshot(env.store()).await;
+
+    let role = format!("sentinel_test_nodelete_{}", Uuid::new_v4().simple());
+    execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
+    execute(
+        env.store(),
+        &format!("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}"),
+    )
+    .await;
+    let (scheme, rest) = env.db.url().split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let restricted = Store::connect(&format!("{scheme}://{role}@{host}"))
+        .await
+        .expect("connect as the restricted role");
+    let result = sentinel_projections::rebuild(
+        env.log.clone(),
+        &restricted,
+        &sentinel_projections::RebuildOptions::default(),
+        &|_| {},
+    )
+    .await;
+    restricted.close().await;
+    execute(
+        env.store(),
+        &format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"),
+    )
+    .await;
+    execute(env.store(), &format!("DROP ROLE {role}")).await;
+
+    let err = result.expect_err("DELETE is not granted");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    assert_eq!(snapshot(env.store()).await, before);
+    env.append_chains(&all[3..]).await;
+    assert_eq!(env.projector().run_once().await.expect("continue"), 10);
 }
 
 /// A rebuild appends new rows with a binary `COPY` wherever every column has a binary

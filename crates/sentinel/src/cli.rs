@@ -208,6 +208,11 @@ enum BenchCommand {
         /// Records per replay transaction.
         #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
+        /// Logs of at most this many records are rebuilt in place, in one transaction on
+        /// the live tables, larger ones through a shadow schema (as `projections rebuild`);
+        /// 0: always a shadow.
+        #[arg(long, default_value_t = sentinel_projections::DEFAULT_IN_PLACE_MAX)]
+        in_place_max: u64,
         /// Rounds: every size is measured this many times (one size after the other in
         /// each round) and judged on its medians; use 3 or more on a noisy machine.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -243,6 +248,12 @@ enum ProjectionsCommand {
         /// Records per replay transaction.
         #[arg(long, default_value_t = sentinel_projections::DEFAULT_REBUILD_BATCH)]
         batch_size: usize,
+        /// PostgreSQL, full rebuilds: a log of at most this many records is replayed into
+        /// the live tables in one transaction (readers see the old rows until it commits;
+        /// the live projector waits), a larger one into a shadow schema that is then
+        /// swapped in. 0: always a shadow.
+        #[arg(long, default_value_t = sentinel_projections::DEFAULT_IN_PLACE_MAX)]
+        in_place_max: u64,
     },
     /// Show each projection's offset and lag per partition.
     Status {
@@ -542,7 +553,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ProjectionsCommand::Rebuild {
                     projection,
                     batch_size,
-                } => crate::projections::rebuild_cmd(&settings, projection, batch_size).await,
+                    in_place_max,
+                } => {
+                    crate::projections::rebuild_cmd(
+                        &settings,
+                        sentinel_projections::RebuildOptions {
+                            projection,
+                            batch_size,
+                            in_place_max,
+                            ..sentinel_projections::RebuildOptions::default()
+                        },
+                    )
+                    .await
+                }
                 ProjectionsCommand::Status { json } => {
                     crate::projections::status_cmd(&settings, json).await
                 }
@@ -554,6 +577,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     postgres,
                     sizes,
                     batch_size,
+                    in_place_max,
                     repeat,
                     verbose,
                 },
@@ -562,7 +586,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::projections::bench_cmd(
                 &postgres,
                 &sizes,
-                batch_size,
+                &sentinel_projections::RebuildOptions {
+                    batch_size,
+                    in_place_max,
+                    ..sentinel_projections::RebuildOptions::default()
+                },
                 usize::from(repeat),
                 verbose,
             )

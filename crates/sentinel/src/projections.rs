@@ -34,35 +34,26 @@ fn advance(bar: &ProgressBar, p: RebuildProgress) {
 /// # Errors
 ///
 /// Unreachable log or database, unknown projection.
-pub async fn rebuild_cmd(
-    settings: &Settings,
-    projection: Option<String>,
-    batch_size: usize,
-) -> Result<ExitCode> {
+pub async fn rebuild_cmd(settings: &Settings, options: RebuildOptions) -> Result<ExitCode> {
     let log = crate::app::open_log(settings).await?;
     let store = crate::app::open_store(settings).await?;
     let bar = bar(&format!(
         "rebuilding {}",
-        projection.as_deref().unwrap_or("every projection")
+        options.projection.as_deref().unwrap_or("every projection")
     ))?;
-    let report = rebuild(
-        log,
-        &store,
-        &RebuildOptions {
-            projection,
-            batch_size,
-            ..RebuildOptions::default()
-        },
-        &|p| advance(&bar, p),
-    )
-    .await;
+    let report = rebuild(log, &store, &options, &|p| advance(&bar, p)).await;
     bar.finish_and_clear();
     let report = report?;
     println!(
-        "rebuilt {} from the log: {} facts applied in {:.1?}, swapped in atomically in {:.1?}",
+        "rebuilt {} from the log: {} facts applied in {:.1?}, {} in {:.1?}",
         report.tables.join(", "),
         report.applied,
         report.replay,
+        if report.in_place {
+            "in place, committed in one transaction"
+        } else {
+            "swapped in atomically"
+        },
         report.swap
     );
     for (partition, next) in report.offsets {
@@ -139,13 +130,16 @@ pub async fn status_cmd(settings: &Settings, json: bool) -> Result<ExitCode> {
 pub async fn bench_cmd(
     postgres: &str,
     sizes: &[u64],
-    batch_size: usize,
+    options: &RebuildOptions,
     repeat: usize,
     verbose: bool,
 ) -> Result<ExitCode> {
     let repeat = repeat.max(1);
     println!(
-        "P3: rebuild into PostgreSQL vs binary COPY of the same rows (batch {batch_size}{})",
+        "P3: rebuild into PostgreSQL vs binary COPY of the same rows (batch {}, in place up \
+         to {} records{})",
+        options.batch_size,
+        options.in_place_max,
         if repeat > 1 {
             format!(", {repeat} rounds")
         } else {
@@ -168,7 +162,7 @@ pub async fn bench_cmd(
     for _ in 0..repeat {
         for &n in sizes {
             let bar = bar(&format!("{n} events"))?;
-            let row = bench::run(postgres, n, batch_size, &|p| advance(&bar, p)).await;
+            let row = bench::run(postgres, n, options, &|p| advance(&bar, p)).await;
             bar.finish_and_clear();
             let row = row.with_context(|| format!("benchmark of {n} events"))?;
             print_row(&row, verbose);
