@@ -12,6 +12,40 @@ use chrono::{DateTime, Timelike};
 
 use crate::plan::Param;
 
+/// A row's value, borrowed, as `COPY` writes it (the kinds of [`Param`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Value<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    Bool(Option<bool>),
+}
+
+impl<'a> From<&'a Param> for Value<'a> {
+    fn from(p: &'a Param) -> Value<'a> {
+        match p {
+            Param::Text(v) => Value::Text(v.as_deref()),
+            Param::Int(v) => Value::Int(*v),
+            Param::Float(v) => Value::Float(*v),
+            Param::Bool(v) => Value::Bool(*v),
+        }
+    }
+}
+
+/// A row `COPY` can write without taking it apart: its values, borrowed, in column order.
+/// The projection rows ([`crate::rows`]) are written straight from the folded state, so
+/// a rebuild keeps them (for the next batch's fold) without copying every one.
+pub(crate) trait CopyRow {
+    /// The values, in column order.
+    fn values(&self) -> impl Iterator<Item = Value<'_>>;
+}
+
+impl CopyRow for Vec<Param> {
+    fn values(&self) -> impl Iterator<Item = Value<'_>> {
+        self.iter().map(Value::from)
+    }
+}
+
 /// Bytes per `CopyData` message sent.
 pub(crate) const CHUNK: usize = 1 << 20;
 
@@ -50,29 +84,29 @@ pub(crate) fn table_and_columns(copy: &str) -> Option<(&str, Vec<&str>)> {
 
 /// The rows in `COPY`'s text format: values separated by tabs, rows ended by newlines,
 /// `\N` for NULL, and backslash, tab, newline and carriage return escaped.
-pub(crate) fn encode_text(rows: &[Vec<Param>]) -> Vec<u8> {
+pub(crate) fn encode_text<R: CopyRow>(rows: &[R]) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(rows.len() * 256);
     for row in rows {
-        for (i, value) in row.iter().enumerate() {
+        for (i, value) in row.values().enumerate() {
             if i > 0 {
                 out.push(b'\t');
             }
             // Writing into a Vec cannot fail.
             let _ = match value {
-                Param::Text(Some(s)) => {
+                Value::Text(Some(s)) => {
                     escape(&mut out, s);
                     Ok(())
                 }
-                Param::Int(Some(n)) => write!(out, "{n}"),
-                Param::Float(Some(f)) if f.is_nan() => write!(out, "NaN"),
-                Param::Float(Some(f)) if f.is_infinite() => {
-                    write!(out, "{}Infinity", if *f < 0.0 { "-" } else { "" })
+                Value::Int(Some(n)) => write!(out, "{n}"),
+                Value::Float(Some(f)) if f.is_nan() => write!(out, "NaN"),
+                Value::Float(Some(f)) if f.is_infinite() => {
+                    write!(out, "{}Infinity", if f < 0.0 { "-" } else { "" })
                 }
                 // Rust prints the shortest text that reads back as the same double.
-                Param::Float(Some(f)) => write!(out, "{f}"),
-                Param::Bool(Some(b)) => write!(out, "{}", if *b { 't' } else { 'f' }),
-                Param::Text(None) | Param::Int(None) | Param::Float(None) | Param::Bool(None) => {
+                Value::Float(Some(f)) => write!(out, "{f}"),
+                Value::Bool(Some(b)) => write!(out, "{}", if b { 't' } else { 'f' }),
+                Value::Text(None) | Value::Int(None) | Value::Float(None) | Value::Bool(None) => {
                     write!(out, "\\N")
                 }
             };
@@ -131,7 +165,7 @@ const PG_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
 /// value does not fit its column (wrong kind, out of range, an unparsable UUID or time, a
 /// time finer than microseconds), for the caller to send the text format instead, whose
 /// parse by the server reports what is wrong.
-pub(crate) fn encode_binary(rows: &[Vec<Param>], columns: &[Column]) -> Option<Vec<u8>> {
+pub(crate) fn encode_binary<R: CopyRow>(rows: &[R], columns: &[Column]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(19 + rows.len() * 256);
     // Signature, flags (no OIDs), header extension length.
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
@@ -139,12 +173,14 @@ pub(crate) fn encode_binary(rows: &[Vec<Param>], columns: &[Column]) -> Option<V
     out.extend_from_slice(&0_i32.to_be_bytes());
     let width = i16::try_from(columns.len()).ok()?;
     for row in rows {
-        if row.len() != columns.len() {
-            return None;
-        }
         out.extend_from_slice(&width.to_be_bytes());
-        for (value, column) in row.iter().zip(columns) {
-            field(&mut out, value, *column)?;
+        let mut n = 0;
+        for value in row.values() {
+            field(&mut out, value, *columns.get(n)?)?;
+            n += 1;
+        }
+        if n != columns.len() {
+            return None;
         }
     }
     out.extend_from_slice(&(-1_i16).to_be_bytes());
@@ -152,28 +188,28 @@ pub(crate) fn encode_binary(rows: &[Vec<Param>], columns: &[Column]) -> Option<V
 }
 
 /// Appends one field (length, then bytes; length -1 for NULL).
-fn field(out: &mut Vec<u8>, value: &Param, column: Column) -> Option<()> {
+fn field(out: &mut Vec<u8>, value: Value<'_>, column: Column) -> Option<()> {
     fn sized(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
         out.extend_from_slice(&i32::try_from(bytes.len()).ok()?.to_be_bytes());
         out.extend_from_slice(bytes);
         Some(())
     }
     match (value, column) {
-        (Param::Text(None) | Param::Int(None) | Param::Float(None) | Param::Bool(None), _) => {
+        (Value::Text(None) | Value::Int(None) | Value::Float(None) | Value::Bool(None), _) => {
             out.extend_from_slice(&(-1_i32).to_be_bytes());
             Some(())
         }
-        (Param::Text(Some(s)), Column::Text | Column::Json) => sized(out, s.as_bytes()),
-        (Param::Text(Some(s)), Column::Jsonb) => {
+        (Value::Text(Some(s)), Column::Text | Column::Json) => sized(out, s.as_bytes()),
+        (Value::Text(Some(s)), Column::Jsonb) => {
             out.extend_from_slice(&i32::try_from(s.len() + 1).ok()?.to_be_bytes());
             out.push(1);
             out.extend_from_slice(s.as_bytes());
             Some(())
         }
-        (Param::Text(Some(s)), Column::Uuid) => {
+        (Value::Text(Some(s)), Column::Uuid) => {
             sized(out, uuid::Uuid::try_parse(s).ok()?.as_bytes())
         }
-        (Param::Text(Some(s)), Column::Timestamptz) => {
+        (Value::Text(Some(s)), Column::Timestamptz) => {
             let t = DateTime::parse_from_rfc3339(s).ok()?;
             if t.nanosecond() % 1_000 != 0 {
                 return None;
@@ -183,10 +219,10 @@ fn field(out: &mut Vec<u8>, value: &Param, column: Column) -> Option<()> {
                 .checked_add(i64::from(t.timestamp_subsec_micros()))?;
             sized(out, &micros.to_be_bytes())
         }
-        (Param::Int(Some(n)), Column::Int8) => sized(out, &n.to_be_bytes()),
-        (Param::Int(Some(n)), Column::Int4) => sized(out, &i32::try_from(*n).ok()?.to_be_bytes()),
-        (Param::Float(Some(f)), Column::Float8) => sized(out, &f.to_bits().to_be_bytes()),
-        (Param::Bool(Some(b)), Column::Bool) => sized(out, &[u8::from(*b)]),
+        (Value::Int(Some(n)), Column::Int8) => sized(out, &n.to_be_bytes()),
+        (Value::Int(Some(n)), Column::Int4) => sized(out, &i32::try_from(n).ok()?.to_be_bytes()),
+        (Value::Float(Some(f)), Column::Float8) => sized(out, &f.to_bits().to_be_bytes()),
+        (Value::Bool(Some(b)), Column::Bool) => sized(out, &[u8::from(b)]),
         _ => None,
     }
 }
@@ -300,7 +336,19 @@ mod tests {
                 "{value:?} as {column:?}"
             );
         }
-        assert_eq!(encode_binary(&[vec![]], &[Column::Text]), None, "row width");
+        assert_eq!(
+            encode_binary(&[Vec::<Param>::new()], &[Column::Text]),
+            None,
+            "row width"
+        );
+        assert_eq!(
+            encode_binary(
+                &[vec![Param::Int(Some(1)), Param::Int(Some(2))]],
+                &[Column::Int8]
+            ),
+            None,
+            "a row wider than the columns"
+        );
         assert_eq!(Column::of("numeric"), None);
         assert_eq!(
             Column::of("timestamp with time zone"),

@@ -197,7 +197,7 @@ pub(crate) struct State {
 }
 
 /// What to write: each table's changed rows and the new decisions.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Writes {
     pub failures: Vec<FailureRow>,
     pub decisions: Vec<Vec<Param>>,

@@ -548,7 +548,9 @@ impl Projector {
                         self.shared.as_ref(),
                     )
                     .await?;
-                let next_recent = Recent::of(&existing, &new);
+                // The new rows go to the write and stay readable for the next fold.
+                let new = Arc::new(new);
+                let next_recent = Recent::of(&existing, new.clone());
                 if let Some(job) = writing.take() {
                     applied += job.finish(self, on_batch).await?;
                 }
@@ -722,7 +724,7 @@ struct WriteJob {
 }
 
 impl WriteJob {
-    fn start(projector: &Projector, batch: Batch, existing: Writes, new: Writes) -> WriteJob {
+    fn start(projector: &Projector, batch: Batch, existing: Writes, new: Arc<Writes>) -> WriteJob {
         let store = projector.store.clone();
         let name = projector.config.name.clone();
         let topic = projector.config.topic.clone();
@@ -749,7 +751,7 @@ impl WriteJob {
                         batch.partition
                     )));
                 }
-                tx.write_fresh(existing, new).await
+                tx.write_fresh(existing, &new).await
             };
             match shared {
                 // The caller commits, after the last batch.

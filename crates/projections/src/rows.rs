@@ -8,6 +8,7 @@
 //! `src/sql/<backend>/fold.sql` (`sql-gen/gen.py`), in table order.
 
 use crate::Result;
+use crate::copy::{CopyRow, Value};
 use crate::plan::Param;
 use crate::store::RowExt;
 
@@ -47,7 +48,18 @@ macro_rules! row {
                 })
             }
         }
+
+        impl CopyRow for $name {
+            fn values(&self) -> impl Iterator<Item = Value<'_>> {
+                [$(row!(@ref $kind, self.$col)),*].into_iter()
+            }
+        }
     };
+    (@ref Text, $v:expr) => { Value::Text($v.as_deref()) };
+    (@ref Time, $v:expr) => { Value::Text($v.as_deref()) };
+    (@ref Int, $v:expr) => { Value::Int($v) };
+    (@ref Float, $v:expr) => { Value::Float($v) };
+    (@ref Bool, $v:expr) => { Value::Bool($v) };
     (@ty Text) => { Option<String> };
     (@ty Int) => { Option<i64> };
     (@ty Float) => { Option<f64> };

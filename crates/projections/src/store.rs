@@ -561,37 +561,79 @@ impl Written {
 
 /// The rows of the batch being written while a rebuild folds the next one
 /// ([`Store::fold_fresh`]): the newest version of each, which the store may not hold yet.
+/// The batch's new rows are shared with its write, not copied: each table maps a key to
+/// its row there, or to a copy of an updated row (few: those of earlier batches).
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
-    failures: HashMap<String, FailureRow>,
-    agents: HashMap<String, AgentRow>,
-    tasks: HashMap<String, TaskRow>,
-    fixes: HashMap<String, FixRow>,
-    pull_requests: HashMap<String, PullRequestRow>,
-    reviews: HashMap<String, ReviewRow>,
-    rollbacks: HashMap<String, RollbackRow>,
+    new: Arc<Writes>,
+    failures: HashMap<String, At<FailureRow>>,
+    agents: HashMap<String, At<AgentRow>>,
+    tasks: HashMap<String, At<TaskRow>>,
+    fixes: HashMap<String, At<FixRow>>,
+    pull_requests: HashMap<String, At<PullRequestRow>>,
+    reviews: HashMap<String, At<ReviewRow>>,
+    rollbacks: HashMap<String, At<RollbackRow>>,
+}
+
+/// Where a row of [`Recent`] is.
+#[derive(Debug)]
+enum At<T> {
+    /// A row earlier batches wrote, updated by this one (copied).
+    Updated(T),
+    /// The row at this index of the batch's new rows.
+    New(usize),
+}
+
+impl<T> At<T> {
+    fn get<'a>(&'a self, new: &'a [T]) -> Option<&'a T> {
+        match self {
+            At::Updated(row) => Some(row),
+            At::New(i) => new.get(*i),
+        }
+    }
 }
 
 impl Recent {
     /// The rows of a batch's writes (both parts of [`Written::split`]).
-    pub(crate) fn of(existing: &Writes, new: &Writes) -> Recent {
-        fn index<T: Clone>(map: &mut HashMap<String, T>, rows: &[T], key: fn(&T) -> Option<&str>) {
-            for row in rows {
+    pub(crate) fn of(existing: &Writes, new: Arc<Writes>) -> Recent {
+        fn index<T: Clone>(
+            map: &mut HashMap<String, At<T>>,
+            existing: &[T],
+            new: &[T],
+            key: fn(&T) -> Option<&str>,
+        ) {
+            map.reserve(existing.len() + new.len());
+            for row in existing {
                 if let Some(k) = key(row) {
-                    map.insert(k.to_owned(), row.clone());
+                    map.insert(k.to_owned(), At::Updated(row.clone()));
+                }
+            }
+            for (i, row) in new.iter().enumerate() {
+                if let Some(k) = key(row) {
+                    map.insert(k.to_owned(), At::New(i));
                 }
             }
         }
+        let (e, n) = (existing, &*new);
         let mut r = Recent::default();
-        for w in [existing, new] {
-            index(&mut r.failures, &w.failures, FailureRow::key);
-            index(&mut r.agents, &w.agents, AgentRow::key);
-            index(&mut r.tasks, &w.tasks, TaskRow::key);
-            index(&mut r.fixes, &w.fixes, FixRow::key);
-            index(&mut r.pull_requests, &w.pull_requests, PullRequestRow::key);
-            index(&mut r.reviews, &w.reviews, ReviewRow::key);
-            index(&mut r.rollbacks, &w.rollbacks, RollbackRow::key);
-        }
+        index(&mut r.failures, &e.failures, &n.failures, FailureRow::key);
+        index(&mut r.agents, &e.agents, &n.agents, AgentRow::key);
+        index(&mut r.tasks, &e.tasks, &n.tasks, TaskRow::key);
+        index(&mut r.fixes, &e.fixes, &n.fixes, FixRow::key);
+        index(
+            &mut r.pull_requests,
+            &e.pull_requests,
+            &n.pull_requests,
+            PullRequestRow::key,
+        );
+        index(&mut r.reviews, &e.reviews, &n.reviews, ReviewRow::key);
+        index(
+            &mut r.rollbacks,
+            &e.rollbacks,
+            &n.rollbacks,
+            RollbackRow::key,
+        );
+        r.new = new;
         r
     }
 
@@ -604,11 +646,12 @@ impl Recent {
     /// request lookups of `keys` match (the store adds the others).
     fn fill(&self, state: &mut State, keys: &mut Keys) {
         fn take<T: Clone>(
-            rows: &HashMap<String, T>,
+            rows: &HashMap<String, At<T>>,
+            new: &[T],
             keys: &mut BTreeSet<String>,
             mut load: impl FnMut(T),
         ) {
-            keys.retain(|k| match rows.get(k) {
+            keys.retain(|k| match rows.get(k).and_then(|at| at.get(new)) {
                 Some(row) => {
                     load(row.clone());
                     false
@@ -616,24 +659,36 @@ impl Recent {
                 None => true,
             });
         }
-        take(&self.failures, &mut keys.failures, |r| {
+        let new = &*self.new;
+        take(&self.failures, &new.failures, &mut keys.failures, |r| {
             state.load_failure(r)
         });
-        take(&self.agents, &mut keys.agents, |r| state.load_agent(r));
-        // Tasks before anything reads the agents' finished tasks.
-        take(&self.tasks, &mut keys.tasks, |r| state.load_task(r));
-        take(&self.fixes, &mut keys.fixes, |r| state.load_fix(r));
-        take(&self.pull_requests, &mut keys.pull_requests, |r| {
-            state.load_pull_request(r);
+        take(&self.agents, &new.agents, &mut keys.agents, |r| {
+            state.load_agent(r)
         });
-        take(&self.reviews, &mut keys.reviews, |r| state.load_review(r));
-        take(&self.rollbacks, &mut keys.rollbacks, |r| {
+        // Tasks before anything reads the agents' finished tasks.
+        take(&self.tasks, &new.tasks, &mut keys.tasks, |r| {
+            state.load_task(r)
+        });
+        take(&self.fixes, &new.fixes, &mut keys.fixes, |r| {
+            state.load_fix(r)
+        });
+        take(
+            &self.pull_requests,
+            &new.pull_requests,
+            &mut keys.pull_requests,
+            |r| state.load_pull_request(r),
+        );
+        take(&self.reviews, &new.reviews, &mut keys.reviews, |r| {
+            state.load_review(r)
+        });
+        take(&self.rollbacks, &new.rollbacks, &mut keys.rollbacks, |r| {
             state.load_rollback(r)
         });
         if keys.fixes_by_failure.is_empty() && keys.fixes_by_pr.is_empty() {
             return;
         }
-        for fix in self.fixes.values() {
+        for fix in self.fixes.values().filter_map(|at| at.get(&new.fixes)) {
             let by_failure = fix
                 .failure_id
                 .as_ref()
@@ -742,7 +797,7 @@ impl StoreTx {
     /// # Errors
     ///
     /// Database errors; the transaction should then be dropped.
-    pub(crate) async fn write_fresh(&mut self, existing: Writes, new: Writes) -> Result<()> {
+    pub(crate) async fn write_fresh(&mut self, existing: Writes, new: &Writes) -> Result<()> {
         self.write(existing).await?;
         self.append_new(new).await
     }
@@ -974,57 +1029,48 @@ impl StoreTx {
     /// Writes rows that are not in the tables yet (a fresh shadow's): one `COPY` per table
     /// on PostgreSQL, into the columns the table's batched upsert names; the upserts on
     /// SQLite.
-    async fn append_new(&mut self, w: Writes) -> Result<()> {
+    async fn append_new(&mut self, w: &Writes) -> Result<()> {
         if matches!(self.inner, TxInner::Sqlite(_)) {
-            return self.write(w).await;
+            return self.write(w.clone()).await;
         }
-        let tables: [(Stmt, Vec<Vec<Param>>); 8] = [
-            (
-                Stmt::UpsertFailures,
-                encode(w.failures, FailureRow::into_params),
-            ),
-            (Stmt::InsertDecision, w.decisions),
-            (Stmt::UpsertAgents, encode(w.agents, AgentRow::into_params)),
-            (Stmt::UpsertTasks, encode(w.tasks, TaskRow::into_params)),
-            (Stmt::UpsertFixes, encode(w.fixes, FixRow::into_params)),
-            (
-                Stmt::UpsertPullRequests,
-                encode(w.pull_requests, PullRequestRow::into_params),
-            ),
-            (
-                Stmt::UpsertReviews,
-                encode(w.reviews, ReviewRow::into_params),
-            ),
-            (
-                Stmt::UpsertRollbacks,
-                encode(w.rollbacks, RollbackRow::into_params),
-            ),
-        ];
-        for (stmt, rows) in tables {
-            if rows.is_empty() {
-                continue;
-            }
-            let copy = copy_statement(stmt)?;
-            let TxInner::Postgres(tx) = &mut self.inner else {
-                return Err(Error::CorruptRow("COPY on SQLite".into()));
-            };
-            let columns = copy_columns(tx, &copy).await?;
-            let t = Instant::now();
-            let binary = columns
-                .as_deref()
-                .and_then(|columns| crate::copy::encode_binary(&rows, columns));
-            let (copy, data) = match binary {
-                Some(data) => (format!("{copy} (FORMAT binary)"), data),
-                None => (copy, crate::copy::encode_text(&rows)),
-            };
-            let t = phases::lap(Phase::Encode, t);
-            let mut sink = tx.copy_in_raw(&copy).await?;
-            for chunk in data.chunks(crate::copy::CHUNK) {
-                sink.send(chunk).await?;
-            }
-            sink.finish().await?;
-            phases::lap(Phase::Copy, t);
+        self.copy_rows(Stmt::UpsertFailures, &w.failures).await?;
+        self.copy_rows(Stmt::InsertDecision, &w.decisions).await?;
+        self.copy_rows(Stmt::UpsertAgents, &w.agents).await?;
+        self.copy_rows(Stmt::UpsertTasks, &w.tasks).await?;
+        self.copy_rows(Stmt::UpsertFixes, &w.fixes).await?;
+        self.copy_rows(Stmt::UpsertPullRequests, &w.pull_requests)
+            .await?;
+        self.copy_rows(Stmt::UpsertReviews, &w.reviews).await?;
+        self.copy_rows(Stmt::UpsertRollbacks, &w.rollbacks).await
+    }
+
+    /// Appends `rows` to the table of `stmt` (PostgreSQL) with one `COPY`, encoded
+    /// straight from the rows: binary where every column has a binary encoder and every
+    /// value fits, text otherwise.
+    async fn copy_rows<R: crate::copy::CopyRow>(&mut self, stmt: Stmt, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
         }
+        let copy = copy_statement(stmt)?;
+        let TxInner::Postgres(tx) = &mut self.inner else {
+            return Err(Error::CorruptRow("COPY on SQLite".into()));
+        };
+        let columns = copy_columns(tx, &copy).await?;
+        let t = Instant::now();
+        let binary = columns
+            .as_deref()
+            .and_then(|columns| crate::copy::encode_binary(rows, columns));
+        let (copy, data) = match binary {
+            Some(data) => (format!("{copy} (FORMAT binary)"), data),
+            None => (copy, crate::copy::encode_text(rows)),
+        };
+        let t = phases::lap(Phase::Encode, t);
+        let mut sink = tx.copy_in_raw(&copy).await?;
+        for chunk in data.chunks(crate::copy::CHUNK) {
+            sink.send(chunk).await?;
+        }
+        sink.finish().await?;
+        phases::lap(Phase::Copy, t);
         Ok(())
     }
 
