@@ -239,7 +239,8 @@ enum TopicsCommand {
 #[derive(Debug, Subcommand)]
 enum ProjectionsCommand {
     /// Replay the log from offset 0 into fresh tables (a shadow schema in PostgreSQL, a
-    /// shadow file beside SQLite) and swap them in atomically.
+    /// shadow file beside SQLite) and swap them in atomically; on PostgreSQL a small log
+    /// is replayed into the live tables in one transaction instead (--in-place-max).
     Rebuild {
         /// Only this projection (a table: failures, policy_decisions, agents, agent_tasks,
         /// failure_fixes, pull_requests, reviews).
