@@ -2114,6 +2114,16 @@ fn projector_emits_its_required_metrics() {
     assert_eq!(lag[0].value, 0.0);
 }
 
+/// A store on `env`'s PostgreSQL database as `role` (the test server trusts local
+/// connections).
+async fn connect_as(env: &Env, role: &str) -> Store {
+    let (scheme, rest) = env.db.url().split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    Store::connect(&format!("{scheme}://{role}@{host}"))
+        .await
+        .expect("connect as the restricted role")
+}
+
 /// The PostgreSQL shadow is created on a task of its own while the first batches are
 /// folded. When that fails (here: a role that may not create schemas), the rebuild reports
 /// the cause, the live tables are untouched and no shadow schema is left behind.
@@ -2126,12 +2136,7 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
 
     let role = format!("sentinel_test_nocreate_{}", Uuid::new_v4().simple());
     execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
-    // The same database as that role (the test server trusts local connections).
-    let (scheme, rest) = env.db.url().split_once("://").expect("a URL");
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let restricted = Store::connect(&format!("{scheme}://{role}@{host}"))
-        .await
-        .expect("connect as the restricted role");
+    let restricted = connect_as(&env, &role).await;
     let result = sentinel_projections::rebuild(
         env.log.clone(),
         &restricted,
@@ -2178,11 +2183,7 @@ async fn a_failed_in_place_rebuild_leaves_the_live_tables() {
         &format!("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}"),
     )
     .await;
-    let (scheme, rest) = env.db.url().split_once("://").expect("a URL");
-    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let restricted = Store::connect(&format!("{scheme}://{role}@{host}"))
-        .await
-        .expect("connect as the restricted role");
+    let restricted = connect_as(&env, &role).await;
     let result = sentinel_projections::rebuild(
         env.log.clone(),
         &restricted,
