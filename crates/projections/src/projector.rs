@@ -538,7 +538,7 @@ impl Projector {
                     continue;
                 };
                 let started = Instant::now();
-                let (existing, new, outcome) = self
+                let folded = self
                     .store
                     .fold_fresh(
                         fetched.planned,
@@ -547,7 +547,18 @@ impl Projector {
                         &self.ready,
                         self.shared.as_ref(),
                     )
-                    .await?;
+                    .await;
+                let (existing, new, outcome) = match folded {
+                    Ok(folded) => folded,
+                    Err(error) => {
+                        // A write that failed aborted a shared transaction, which the fold's
+                        // loads then report: the write's error is the cause.
+                        if let Some(job) = writing.take() {
+                            job.finish(self, on_batch).await?;
+                        }
+                        return Err(error);
+                    }
+                };
                 // The new rows go to the write and stay readable for the next fold.
                 let new = Arc::new(new);
                 let next_recent = Recent::of(&existing, new.clone());

@@ -150,7 +150,7 @@ pub async fn rebuild(
     // The first batches are read, decoded and folded while the shadow is created (or
     // the live tables are emptied).
     let primed = crate::projector::prime(log.clone(), &config).await?;
-    if let (None, Store::Postgres(pool)) = (&options.projection, store)
+    if let (None, Store::Postgres(_)) = (&options.projection, store)
         && options.in_place_max > 0
     {
         let records: u64 = log
@@ -160,7 +160,7 @@ pub async fn rebuild(
             .map(|e| u64::try_from(*e).unwrap_or(0))
             .sum();
         if records <= options.in_place_max {
-            return rebuild_in_place(log, store, pool, config, primed, progress).await;
+            return rebuild_in_place(log, store, config, primed, progress).await;
         }
     }
     let shadow = Shadow::create(store).await?;
@@ -297,26 +297,21 @@ impl<'a> Tally<'a> {
 async fn rebuild_in_place(
     log: Arc<dyn EventLog>,
     store: &Store,
-    pool: &sqlx::PgPool,
     config: ProjectorConfig,
     primed: crate::projector::Primed,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport> {
     let name = config.name.clone();
     let started = Instant::now();
-    // The binary COPY's column types, looked up beside the first batches.
-    let ready = Ready::after({
-        let pool = pool.clone();
-        async move { crate::store::prefetch_copy_columns(&pool).await }
-    });
-    let mut tables = migration_tables(migrations(Backend::Postgres));
-    // The checkpoint table first: it is the lock the live projector takes first.
-    tables.sort_by_key(|t| t != CHECKPOINTS);
+    let tables = migration_tables(migrations(Backend::Postgres));
     let mut tx = store.begin().await?;
     tx.run_script(&in_place_reset_script(&tables)).await?;
+    // The binary COPY's column types (cached per process), while the first batches are
+    // read: on the rebuild's own connection, so it needs no other.
+    tx.prefetch_copy_columns().await?;
     let shared: crate::projector::SharedTx = Arc::new(tokio::sync::Mutex::new(Some(tx)));
     let projector = Projector::with_config(log.clone(), store.clone(), config)
-        .for_fresh_tables(ready)
+        .for_fresh_tables(Ready::now())
         .with_primed(primed)
         .in_transaction(shared.clone());
     let tally = Tally::new(&log, progress).await?;
@@ -343,7 +338,8 @@ async fn rebuild_in_place(
     })
 }
 
-/// The statements that empty `tables` (checkpoint table first) for an in-place rebuild.
+/// The statements that empty `tables` for an in-place rebuild: the checkpoint table is
+/// locked first, as the live projector locks it first.
 fn in_place_reset_script(tables: &[String]) -> String {
     let mut script = format!("LOCK TABLE {CHECKPOINTS} IN SHARE ROW EXCLUSIVE MODE;\n");
     for t in tables {

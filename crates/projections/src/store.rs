@@ -96,8 +96,9 @@ impl Store {
     /// rebuild's fresh shadow, written by nothing else), while the batch before it may
     /// still be being written (its rows are `recent`): a row no earlier batch wrote cannot
     /// exist, a row of the batch before is taken from `recent`, and only the others are
-    /// loaded — from the store (committed), in a transaction that is only read, and only
-    /// once `ready` says the tables exist. Returns the rows to update and the rows to
+    /// loaded — from the store (committed), in a transaction that is only read, or through
+    /// `shared` when every load and write goes through one transaction (in place) — and
+    /// only once `ready` says the tables exist. Returns the rows to update and the rows to
     /// append ([`Written::split`]), recorded in `written`.
     pub(crate) async fn fold_fresh(
         &self,
@@ -1191,6 +1192,21 @@ impl StoreTx {
         match self.inner {
             TxInner::Sqlite(tx) => tx.rollback().await?,
             TxInner::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// Looks up (and caches) the binary `COPY` column types of every table a rebuild
+    /// appends to, in this transaction (PostgreSQL; nothing to do on SQLite).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub(crate) async fn prefetch_copy_columns(&mut self) -> Result<()> {
+        if let TxInner::Postgres(tx) = &mut self.inner {
+            for stmt in APPENDED {
+                copy_columns(tx, &copy_statement(stmt)?).await?;
+            }
         }
         Ok(())
     }

@@ -1389,6 +1389,11 @@ fn rebuild_modes(backend: Backend) -> Vec<u64> {
     }
 }
 
+/// Whether a full rebuild of the small logs here goes in place.
+fn in_place(backend: Backend, in_place_max: u64) -> bool {
+    backend == Backend::Postgres && in_place_max > 0
+}
+
 async fn reference(env: &Env, backend: Backend) -> TestDb {
     let fresh = TestDb::new(backend).await;
     Projector::new(env.log.clone(), fresh.store().clone())
@@ -1438,7 +1443,7 @@ async fn rebuild_replaces_drifted_tables(backend: Backend, in_place_max: u64) {
     .expect("rebuild");
     assert_eq!(
         report.in_place,
-        backend == Backend::Postgres && in_place_max > 0,
+        in_place(backend, in_place_max),
         "in place only on PostgreSQL, when asked"
     );
     // The shadow's secondary indexes, built after the load, came along with the swap
@@ -1559,7 +1564,7 @@ async fn readers_never_see_a_half_built_table_in(backend: Backend, in_place_max:
             seen
         })
     };
-    sentinel_projections::rebuild(
+    let report = sentinel_projections::rebuild(
         env.log.clone(),
         env.store(),
         &sentinel_projections::RebuildOptions {
@@ -1571,6 +1576,7 @@ async fn readers_never_see_a_half_built_table_in(backend: Backend, in_place_max:
     )
     .await
     .expect("rebuild");
+    assert_eq!(report.in_place, in_place(backend, in_place_max));
     stop.cancel();
     let seen = reader.await.expect("reader");
     assert!(
@@ -1610,7 +1616,8 @@ async fn rebuild_beside_the_live_projector(backend: Backend, in_place_max: u64) 
         })
     };
     for projection in [None, Some("failure_fixes".to_owned()), None] {
-        sentinel_projections::rebuild(
+        let full = projection.is_none();
+        let report = sentinel_projections::rebuild(
             env.log.clone(),
             env.store(),
             &sentinel_projections::RebuildOptions {
@@ -1623,6 +1630,8 @@ async fn rebuild_beside_the_live_projector(backend: Backend, in_place_max: u64) 
         )
         .await
         .expect("rebuild");
+        // One projection always goes through a shadow.
+        assert_eq!(report.in_place, full && in_place(backend, in_place_max));
     }
     writer.await.expect("writer");
     // Let the live projector catch up, then stop it.
@@ -1811,7 +1820,7 @@ async fn rebuilds_of_a_messy_log_match_the_live_projection(backend: Backend) {
         }
         for in_place_max in rebuild_modes(backend) {
             for batch_size in [1, 7, 64, 100_000] {
-                sentinel_projections::rebuild(
+                let report = sentinel_projections::rebuild(
                     env.log.clone(),
                     env.store(),
                     &sentinel_projections::RebuildOptions {
@@ -1823,6 +1832,8 @@ async fn rebuilds_of_a_messy_log_match_the_live_projection(backend: Backend) {
                 )
                 .await
                 .expect("rebuild");
+                // The logs here are far below the default bound.
+                assert_eq!(report.in_place, in_place(backend, in_place_max));
                 let got = tables(env.store()).await;
                 assert_same_tables(
                     &expected,
@@ -2165,32 +2176,50 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
     );
 }
 
-/// An in-place rebuild that fails (here: a role that may read the tables but not delete
-/// from them) rolls back whole: the live tables and checkpoints are as they were, and the
-/// live projector, which waited for it, goes on.
+/// An in-place rebuild that fails in the middle of its replay — here a role that may do
+/// everything but insert into `pull_requests`, so the rows are deleted and the first
+/// batches written before a later batch's write fails — rolls back whole: the live tables
+/// and checkpoints are as they were, the error is the failed write's, and the projector
+/// goes on. (When the next batch's fold loads through the transaction that write aborted,
+/// the fold's error is "current transaction is aborted"; the rebuild reports the write's
+/// instead. Whether the load comes first is a race this test does not force: it did not
+/// happen in runs here, and a reviewer saw it with 400 chains.)
 #[tokio::test]
 async fn a_failed_in_place_rebuild_leaves_the_live_tables() {
     let env = Env::new(Backend::Postgres).await;
-    let all = chains(4, t_rebuild());
-    env.append_chains(&all[..3]).await;
+    let all = chains(81, t_rebuild());
+    // Interleaved, more chains than a batch holds: a batch's fold loads rows of batches
+    // before the one being written, through the shared transaction.
+    env.append(&interleaved(&all[..80])).await;
     env.projector().run_once().await.expect("project");
     let before = snapshot(env.store()).await;
 
-    let role = format!("sentinel_test_nodelete_{}", Uuid::new_v4().simple());
+    let role = format!("sentinel_test_noinsert_{}", Uuid::new_v4().simple());
     execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
     execute(
         env.store(),
-        &format!("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}"),
+        &format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+             REVOKE INSERT ON pull_requests FROM {role}"
+        ),
     )
     .await;
     let restricted = connect_as(&env, &role).await;
-    let result = sentinel_projections::rebuild(
-        env.log.clone(),
-        &restricted,
-        &sentinel_projections::RebuildOptions::default(),
-        &|_| {},
-    )
-    .await;
+    let mut results = Vec::new();
+    for batch_size in [16, 100] {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let result = sentinel_projections::rebuild(
+            env.log.clone(),
+            &restricted,
+            &sentinel_projections::RebuildOptions {
+                batch_size,
+                ..Default::default()
+            },
+            &|p| seen.lock().expect("lock").push(p),
+        )
+        .await;
+        results.push((batch_size, result, seen.into_inner().expect("lock")));
+    }
     restricted.close().await;
     execute(
         env.store(),
@@ -2199,11 +2228,49 @@ async fn a_failed_in_place_rebuild_leaves_the_live_tables() {
     .await;
     execute(env.store(), &format!("DROP ROLE {role}")).await;
 
-    let err = result.expect_err("DELETE is not granted");
-    assert!(err.to_string().contains("permission denied"), "{err}");
+    for (batch_size, result, seen) in results {
+        let err = result.expect_err("INSERT into pull_requests is not granted");
+        assert!(
+            err.to_string()
+                .contains("permission denied for table pull_requests"),
+            "batch {batch_size}: {err}"
+        );
+        assert!(
+            !seen.is_empty(),
+            "batch {batch_size}: batches were written before the failure"
+        );
+    }
     assert_eq!(snapshot(env.store()).await, before);
-    env.append_chains(&all[3..]).await;
+    env.append_chains(&all[80..]).await;
     assert_eq!(env.projector().run_once().await.expect("continue"), 10);
+}
+
+/// An in-place rebuild does everything on the one connection that holds its transaction
+/// (a pool of one connection is enough; waiting for a second would hang until the pool's
+/// acquire timeout).
+#[tokio::test]
+async fn an_in_place_rebuild_needs_one_connection() {
+    let env = Env::new(Backend::Postgres).await;
+    env.append_chains(&chains(5, t_rebuild())).await;
+    let one = Store::Postgres(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(env.db.url())
+            .await
+            .expect("connect"),
+    );
+    let report = sentinel_projections::rebuild(
+        env.log.clone(),
+        &one,
+        &sentinel_projections::RebuildOptions::default(),
+        &|_| {},
+    )
+    .await
+    .expect("rebuild on one connection");
+    one.close().await;
+    assert!(report.in_place);
+    assert_eq!(count(env.store(), "failures").await, 5);
 }
 
 /// A rebuild appends new rows with a binary `COPY` wherever every column has a binary

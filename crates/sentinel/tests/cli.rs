@@ -711,11 +711,12 @@ async fn projections_rebuild_says_how_it_replaced_the_tables() {
         );
         assert!(stdout.contains(says), "{says}:\n{stdout}");
         assert!(stdout.contains("partition 0: next offset"), "{stdout}");
-        assert_eq!(
-            testing::snapshot(db.store()).await["failures"],
-            testing::snapshot(reference.store()).await["failures"],
-            "{says}"
-        );
+        let mut got = testing::snapshot(db.store()).await;
+        let mut want = testing::snapshot(reference.store()).await;
+        // Checkpoint rows carry the time they were written.
+        got.remove("projection_checkpoints");
+        want.remove("projection_checkpoints");
+        assert_eq!(got, want, "{says}");
     }
 }
 
