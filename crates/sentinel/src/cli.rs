@@ -213,6 +213,10 @@ enum BenchCommand {
         /// 0: always a shadow.
         #[arg(long, default_value_t = sentinel_projections::DEFAULT_IN_PLACE_MAX)]
         in_place_max: u64,
+        /// Events of an untimed rebuild before the first round, which takes the process's
+        /// one-time costs (schema parsing, thread pools, fresh memory); 0: none.
+        #[arg(long, default_value_t = 2_000)]
+        warm_up: u64,
         /// Rounds: every size is measured this many times (one size after the other in
         /// each round) and judged on its medians; use 3 or more on a noisy machine.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -579,6 +583,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     sizes,
                     batch_size,
                     in_place_max,
+                    warm_up,
                     repeat,
                     verbose,
                 },
@@ -592,6 +597,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     in_place_max,
                     ..sentinel_projections::RebuildOptions::default()
                 },
+                warm_up,
                 usize::from(repeat),
                 verbose,
             )

@@ -131,6 +131,7 @@ pub async fn bench_cmd(
     postgres: &str,
     sizes: &[u64],
     options: &RebuildOptions,
+    warm_up: u64,
     repeat: usize,
     verbose: bool,
 ) -> Result<ExitCode> {
@@ -158,6 +159,18 @@ pub async fn bench_cmd(
         "replay s",
         "index s"
     );
+    if warm_up > 0 {
+        // The process's one-time costs (schema parsing, thread pools, fresh memory) would
+        // otherwise all land on the first size of the first round.
+        let row = bench::run(postgres, warm_up, options, &|_| {})
+            .await
+            .with_context(|| format!("warm-up rebuild of {warm_up} events"))?;
+        println!(
+            "warm-up, not counted: {} events rebuilt in {:.3} s",
+            row.events,
+            row.rebuild.as_secs_f64()
+        );
+    }
     let mut rows = Vec::new();
     for _ in 0..repeat {
         for &n in sizes {

@@ -911,7 +911,8 @@ fn serve_exports_spans_with_the_correlation_id_over_otlp() {
 }
 
 /// `sentinel bench projections` end to end on the real PostgreSQL server of the tests
-/// (`SENTINEL_TEST_DATABASE_URL`, default the local one): two rounds of two small sizes,
+/// (`SENTINEL_TEST_DATABASE_URL`, default the local one): an untimed warm-up, then two
+/// rounds of two small sizes,
 /// each a real rebuild and COPY in a scratch database that is dropped afterwards; the
 /// medians, the scaling and the goal line are printed, and every row holds rows.
 #[test]
@@ -930,6 +931,8 @@ fn bench_projections_repeats_rounds_and_prints_medians() {
             &admin,
             "--sizes",
             "40,80",
+            "--warm-up",
+            "30",
             "--repeat",
             "2",
         ])
@@ -942,6 +945,10 @@ fn bench_projections_repeats_rounds_and_prints_medians() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("2 rounds"), "{stdout}");
+    assert!(
+        stdout.contains("warm-up, not counted: 3"),
+        "the warm-up rebuild is reported apart:\n{stdout}"
+    );
     // The log holds whole fix chains, so a size can come out a fact or so above the one
     // asked for. Measured rows: events, rows, then numbers; median rows end in a range.
     let numbers = |l: &str| -> Vec<f64> {
