@@ -836,6 +836,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_in_place_rebuild_empties_every_table_the_migrations_create() {
+        let tables = migration_tables(migrations(Backend::Postgres));
+        assert_eq!(
+            tables,
+            [
+                "agent_tasks",
+                "agents",
+                "failure_fixes",
+                "failures",
+                "policy_decisions",
+                "projection_checkpoints",
+                "pull_requests",
+                "reviews",
+                "rollbacks",
+            ]
+        );
+        let created = migrations(Backend::Postgres)
+            .iter()
+            .map(|(_, sql)| sql.matches("CREATE TABLE").count())
+            .sum::<usize>();
+        assert_eq!(tables.len(), created, "every CREATE TABLE is parsed");
+        let script = in_place_reset_script(&tables);
+        assert!(script.starts_with("LOCK TABLE projection_checkpoints IN SHARE ROW EXCLUSIVE"));
+        for t in &tables {
+            assert!(script.contains(&format!("DELETE FROM \"{t}\";")), "{t}");
+        }
+    }
+
+    #[test]
     fn shadow_ddl_defers_secondary_indexes_but_keeps_lookups_and_tables() {
         let (script, deferred) = shadow_ddl(migrations(Backend::Postgres));
         assert!(script.contains("CREATE TABLE IF NOT EXISTS rollbacks"));
