@@ -150,35 +150,29 @@ pub async fn rebuild(
     // The first batches are read, decoded and folded while the shadow is created (or
     // the live tables are emptied).
     let primed = crate::projector::prime(log.clone(), &config).await?;
+    // Where the log ends now: the progress bar's total, and the in-place bound's measure.
+    let tally = Tally::new(&log.end_offsets(EVENTS_TOPIC).await?, progress);
     if let (None, Store::Postgres(_)) = (&options.projection, store)
         && options.in_place_max > 0
+        && tally.total <= options.in_place_max
     {
-        let records: u64 = log
-            .end_offsets(EVENTS_TOPIC)
-            .await?
-            .iter()
-            .map(|e| u64::try_from(*e).unwrap_or(0))
-            .sum();
-        if records <= options.in_place_max {
-            return rebuild_in_place(log, store, config, primed, progress).await;
-        }
+        return rebuild_in_place(log, store, config, primed, &tally).await;
     }
     let shadow = Shadow::create(store).await?;
     let projector = Projector::with_config(log.clone(), shadow.store.clone(), config)
         .for_fresh_tables(shadow.ready.clone())
         .with_primed(primed);
-    let result = rebuild_into(log, store, &shadow, &projector, options, progress).await;
+    let result = rebuild_into(store, &shadow, &projector, options, &tally).await;
     shadow.remove().await;
     result
 }
 
 async fn rebuild_into(
-    log: Arc<dyn EventLog>,
     store: &Store,
     shadow: &Shadow,
     projector: &Projector,
     options: &RebuildOptions,
-    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+    tally: &Tally<'_>,
 ) -> Result<RebuildReport> {
     // One projection: checked before the replay (the shadow's tables must exist for
     // that). Every projection: listed after it, which the shadow's creation overlaps.
@@ -191,7 +185,6 @@ async fn rebuild_into(
             });
         }
     }
-    let tally = Tally::new(&log, progress).await?;
     let on_batch = |partition: i32, next: i64| tally.batch(partition, next);
     let started = Instant::now();
     let mut applied = 0_u64;
@@ -256,16 +249,13 @@ struct Tally<'a> {
 }
 
 impl<'a> Tally<'a> {
-    async fn new(
-        log: &Arc<dyn EventLog>,
-        progress: &'a (dyn Fn(RebuildProgress) + Send + Sync),
-    ) -> Result<Tally<'a>> {
-        let ends = log.end_offsets(EVENTS_TOPIC).await?;
-        Ok(Tally {
+    /// Progress towards the log's end offsets `ends` (one per partition), for `progress`.
+    fn new(ends: &[i64], progress: &'a (dyn Fn(RebuildProgress) + Send + Sync)) -> Tally<'a> {
+        Tally {
             done: ends.iter().map(|_| AtomicU64::new(0)).collect(),
             total: ends.iter().map(|e| u64::try_from(*e).unwrap_or(0)).sum(),
             progress,
-        })
+        }
     }
 
     /// A batch of `partition` ended before `next`.
@@ -299,7 +289,7 @@ async fn rebuild_in_place(
     store: &Store,
     config: ProjectorConfig,
     primed: crate::projector::Primed,
-    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+    tally: &Tally<'_>,
 ) -> Result<RebuildReport> {
     let name = config.name.clone();
     let started = Instant::now();
@@ -314,7 +304,6 @@ async fn rebuild_in_place(
         .for_fresh_tables(Ready::now())
         .with_primed(primed)
         .in_transaction(shared.clone());
-    let tally = Tally::new(&log, progress).await?;
     let applied = projector
         .catch_up_to(None, &|partition, next| tally.batch(partition, next))
         .await? as u64;
@@ -663,7 +652,8 @@ impl Shadow {
                             .unwrap_or_else(|p| p.into_inner())
                             .extend(more);
                         // The binary COPY's column types, looked up beside the replay.
-                        crate::store::prefetch_copy_columns(&pool).await?;
+                        let mut conn = pool.acquire().await?;
+                        crate::store::prefetch_copy_columns(&mut conn).await?;
                         Ok(())
                     }
                 });

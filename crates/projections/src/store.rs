@@ -1203,12 +1203,10 @@ impl StoreTx {
     ///
     /// Database errors.
     pub(crate) async fn prefetch_copy_columns(&mut self) -> Result<()> {
-        if let TxInner::Postgres(tx) = &mut self.inner {
-            for stmt in APPENDED {
-                copy_columns(tx, &copy_statement(stmt)?).await?;
-            }
+        match &mut self.inner {
+            TxInner::Postgres(tx) => prefetch_copy_columns(tx).await,
+            TxInner::Sqlite(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs a script of statements without parameters in one round trip (a rebuild's
@@ -1521,15 +1519,14 @@ const APPENDED: [Stmt; 8] = [
 ];
 
 /// Looks up (and caches) the binary `COPY` column types of every table a rebuild appends
-/// to, with the tables `pool`'s search path resolves.
+/// to, with the tables `conn`'s search path resolves.
 ///
 /// # Errors
 ///
 /// Database errors.
-pub(crate) async fn prefetch_copy_columns(pool: &sqlx::PgPool) -> Result<()> {
-    let mut conn = pool.acquire().await?;
+pub(crate) async fn prefetch_copy_columns(conn: &mut sqlx::PgConnection) -> Result<()> {
     for stmt in APPENDED {
-        copy_columns(&mut conn, &copy_statement(stmt)?).await?;
+        copy_columns(conn, &copy_statement(stmt)?).await?;
     }
     Ok(())
 }
