@@ -104,6 +104,7 @@ statements! {
     LoadAgentFinished => "load_agent_finished",
     AdvanceCheckpoint => "advance_checkpoint",
     LoadCheckpoints => "load_checkpoints",
+    LockCheckpoints => "lock_checkpoints",
     ResetCheckpoints => "reset_checkpoints",
     ResetRows => "reset_rows",
     ListFixes => "list_fixes",

@@ -276,12 +276,19 @@ impl Store {
     /// Readers see empty tables until the replay catches up; [`rebuild`](crate::rebuild)
     /// replays into fresh tables and swaps them in instead, so readers never do.
     ///
+    /// It first locks the checkpoint table, as projectors, rebuilds and swaps do, so it
+    /// waits for a batch being written (or makes it wait) rather than deadlocking with it.
+    ///
     /// # Errors
     ///
     /// Database errors.
     pub async fn reset(&self, projection: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         tx.execute(&[
+            Op {
+                stmt: Stmt::LockCheckpoints,
+                params: Vec::new(),
+            },
             Op {
                 stmt: Stmt::ResetRows,
                 params: Vec::new(),
@@ -767,7 +774,7 @@ impl StoreTx {
     /// loaded once (and locked on PostgreSQL), every fact is applied to them in order, and
     /// each table's changed rows are written with one statement per table (PostgreSQL
     /// `UNNEST`, SQLite multi-row upserts) — the same rows as applying every fact with its
-    /// own statements, as [`StoreTx::apply_row_by_row`] does.
+    /// own statements, as `StoreTx::apply_row_by_row` (feature `testing`) does.
     ///
     /// # Errors
     ///

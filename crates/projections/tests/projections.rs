@@ -46,6 +46,7 @@ sentinel_projections::on_both_backends!(
     batched_writes_match_row_by_row_statements,
     rebuilds_of_a_messy_log_match_the_live_projection,
     assignments_predictions_readied_prs_and_rollbacks,
+    a_reset_waits_for_a_batch_being_written,
 );
 
 struct Env {
@@ -356,6 +357,56 @@ async fn merges_closes_and_outcomes_finish_fixes(backend: Backend) {
     assert_eq!(
         rows(store, "pull_requests", "opened_at").await[0]["state"],
         "merged"
+    );
+}
+
+/// A reset beside a projector's open batch: the batch holds its checkpoint row and then
+/// writes the tables. A reset that emptied the tables first and then wanted the checkpoint
+/// rows would hold a lock the batch needs while waiting for one the batch holds — a
+/// deadlock, which PostgreSQL breaks by failing one of them. The reset queues behind the
+/// batch instead: both succeed, and the reset empties what the batch wrote.
+async fn a_reset_waits_for_a_batch_being_written(backend: Backend) {
+    let env = Env::new(backend).await;
+    let a = FixChain::new("org/app", FailureType::Formatting, "d-a", t0());
+    env.append(&a.events()).await;
+    env.projector().run_once().await.expect("project");
+    let at = env.end_offset().await;
+    let store = env.store().clone();
+
+    // The batch, as the projector writes it: its checkpoint row first, then the tables.
+    let mut batch = store.begin().await.expect("begin");
+    assert!(
+        batch
+            .advance_checkpoint(DEFAULT_PROJECTION, EVENTS_TOPIC, 0, at, at, 0)
+            .await
+            .expect("checkpoint")
+    );
+    let reset = tokio::spawn({
+        let store = store.clone();
+        async move { store.reset(DEFAULT_PROJECTION).await }
+    });
+    // Long enough for the reset to reach whatever it waits on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!reset.is_finished(), "the reset did not wait for the batch");
+    let b = FixChain::new("org/lib", FailureType::ImportError, "d-b", t0() + secs(30));
+    batch
+        .apply(&b.events())
+        .await
+        .expect("the batch writes its rows");
+    batch.commit().await.expect("the batch commits");
+    tokio::time::timeout(Duration::from_secs(20), reset)
+        .await
+        .expect("the reset finishes")
+        .expect("reset task")
+        .expect("the reset succeeds");
+
+    assert_eq!(count(&store, "failures").await, 0);
+    assert!(
+        store
+            .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+            .await
+            .expect("checkpoints")
+            .is_empty()
     );
 }
 

@@ -441,6 +441,13 @@ FROM projection_checkpoints
 WHERE projection = $1 AND topic = $2
 ORDER BY "partition"
 
+-- name: lock_checkpoints
+-- A reset's first statement: the checkpoint table is the lock the projector (its
+-- checkpoint row), rebuilds and swaps take first, so a reset queues behind them, or they
+-- behind it, instead of each holding a lock the other needs (a deadlock PostgreSQL would
+-- break by failing one of them).
+LOCK TABLE projection_checkpoints IN SHARE ROW EXCLUSIVE MODE
+
 -- name: reset_checkpoints
 -- Forgets a projection's position. $1 projection
 DELETE FROM projection_checkpoints WHERE projection = $1

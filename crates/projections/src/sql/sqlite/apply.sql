@@ -397,6 +397,11 @@ FROM projection_checkpoints
 WHERE projection = $1 AND topic = $2
 ORDER BY "partition"
 
+-- name: lock_checkpoints
+-- A reset's first statement: takes the database's write lock (SQLite locks the whole file),
+-- so a reset waits for a projector's transaction instead of failing half-way.
+DELETE FROM projection_checkpoints WHERE 0
+
 -- name: reset_checkpoints
 -- Forgets a projection's position. $1 projection
 DELETE FROM projection_checkpoints WHERE projection = $1
