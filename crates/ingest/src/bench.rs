@@ -14,6 +14,10 @@
 //!    Like wrk, it opens its connections (as many as the largest concurrency level, one
 //!    untimed request each) before the timed part.
 //!
+//! With several rounds (`rounds`), both phases run that many times, one round after the
+//! other on the same servers and log, and the goals are judged on the rounds' medians:
+//! on a shared machine the bare handler alone varies by half from one minute to the next.
+//!
 //! Every Sentinel request is a distinct, correctly signed `workflow_run` failure, so each
 //! one is authenticated, parsed and durably appended (the run checks the log holds them).
 //! The bare handler is also measured at the same open-loop rate, so the latencies the load
@@ -50,6 +54,9 @@ pub struct BenchConfig {
     /// Concurrency levels of the closed loop (connections); each server's peak is its best
     /// level. The largest is also the open loop's cap.
     pub concurrency: Vec<usize>,
+    /// Times the sweep and the half-peak run are repeated; the goals are judged on the
+    /// rounds' medians (at least 1).
+    pub rounds: usize,
 }
 
 /// The default concurrency levels of the peak sweep.
@@ -60,6 +67,7 @@ impl Default for BenchConfig {
         Self {
             requests: 5_000,
             concurrency: DEFAULT_CONCURRENCY.to_vec(),
+            rounds: 1,
         }
     }
 }
@@ -98,9 +106,9 @@ impl std::fmt::Display for Measurement {
     }
 }
 
-/// The benchmark's result.
+/// One round: the concurrency sweep, then the half-peak run.
 #[derive(Debug, Clone)]
-pub struct BenchReport {
+pub struct Round {
     /// Every closed-loop phase of the sweep, bare and Sentinel per level.
     pub sweep: Vec<Measurement>,
     /// Bare axum 200-OK handler, closed loop, at its best level.
@@ -111,6 +119,20 @@ pub struct BenchReport {
     pub bare_half: Measurement,
     /// Sentinel at half of its peak rate, open loop.
     pub sentinel_half: Measurement,
+}
+
+impl Round {
+    /// Sentinel's peak throughput as a fraction of the bare handler's.
+    pub fn ratio(&self) -> f64 {
+        self.sentinel.rps / self.bare.rps
+    }
+}
+
+/// The benchmark's result.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// The rounds, in order (at least one).
+    pub rounds: Vec<Round>,
     /// Facts found in the log afterwards.
     pub appended: i64,
     /// Facts the run sent (warm-up included); `appended` must equal it.
@@ -123,10 +145,39 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
-    /// Sentinel's peak throughput as a fraction of the bare handler's.
+    /// Sentinel's peak throughput as a fraction of the bare handler's: the median of the
+    /// rounds' ratios.
     pub fn ratio(&self) -> f64 {
-        self.sentinel.rps / self.bare.rps
+        median(self.rounds.iter().map(Round::ratio).collect())
     }
+
+    /// Sentinel's p99 latency at half of its peak: the median of the rounds'.
+    pub fn p99_at_half_peak(&self) -> Duration {
+        Duration::from_secs_f64(median(
+            self.rounds
+                .iter()
+                .map(|r| r.sentinel_half.p99.as_secs_f64())
+                .collect(),
+        ))
+    }
+}
+
+/// The median (the mean of the middle two for an even count); NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The lowest and highest of `values`.
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
 }
 
 impl std::fmt::Display for BenchReport {
@@ -142,28 +193,55 @@ impl std::fmt::Display for BenchReport {
             self.disk_fsync.0.as_secs_f64() * 1e3,
             self.disk_fsync.1.as_secs_f64() * 1e3
         )?;
-        for m in &self.sweep {
-            writeln!(f, "{m}")?;
-        }
-        writeln!(f, "peak: {}", self.bare)?;
-        writeln!(f, "peak: {}", self.sentinel)?;
-        writeln!(f, "{}", self.bare_half)?;
-        writeln!(f, "{}", self.sentinel_half)?;
-        writeln!(
-            f,
-            "ratio sentinel/bare: {:.3} (goal >= 0.5: {})",
-            self.ratio(),
-            if self.ratio() >= 0.5 {
-                "met"
-            } else {
-                "NOT met"
+        let several = self.rounds.len() > 1;
+        for (i, round) in self.rounds.iter().enumerate() {
+            if several {
+                writeln!(f, "round {} of {}:", i + 1, self.rounds.len())?;
             }
-        )?;
+            for m in &round.sweep {
+                writeln!(f, "{m}")?;
+            }
+            writeln!(f, "peak: {}", round.bare)?;
+            writeln!(f, "peak: {}", round.sentinel)?;
+            writeln!(f, "{}", round.bare_half)?;
+            writeln!(f, "{}", round.sentinel_half)?;
+            if several {
+                writeln!(
+                    f,
+                    "round {}: ratio {:.3}, p99 at half of peak {:.2} ms",
+                    i + 1,
+                    round.ratio(),
+                    round.sentinel_half.p99.as_secs_f64() * 1e3
+                )?;
+            }
+        }
+        let (median_of, ratios, p99s) = if several {
+            let (lo, hi) = range(self.rounds.iter().map(Round::ratio));
+            let (p_lo, p_hi) = range(
+                self.rounds
+                    .iter()
+                    .map(|r| r.sentinel_half.p99.as_secs_f64() * 1e3),
+            );
+            (
+                format!("median of {} rounds, ", self.rounds.len()),
+                format!(" [{lo:.3}–{hi:.3}]"),
+                format!(" [{p_lo:.2}–{p_hi:.2}]"),
+            )
+        } else {
+            (String::new(), String::new(), String::new())
+        };
+        let ratio = self.ratio();
         writeln!(
             f,
-            "p99 at half of peak: {:.2} ms (goal < 10 ms: {})",
-            self.sentinel_half.p99.as_secs_f64() * 1e3,
-            if self.sentinel_half.p99 < Duration::from_millis(10) {
+            "ratio sentinel/bare: {median_of}{ratio:.3}{ratios} (goal >= 0.5: {})",
+            if ratio >= 0.5 { "met" } else { "NOT met" }
+        )?;
+        let p99 = self.p99_at_half_peak();
+        writeln!(
+            f,
+            "p99 at half of peak: {median_of}{:.2} ms{p99s} (goal < 10 ms: {})",
+            p99.as_secs_f64() * 1e3,
+            if p99 < Duration::from_millis(10) {
                 "met"
             } else {
                 "NOT met"
@@ -407,25 +485,60 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     // Warm-up: connections, SQLite caches.
     let warm = Arc::new(prepare(cap * 2, "warm"));
     // The open-loop phase opens `cap` connections to Sentinel first (one request each).
-    let sent = warm.len() + (levels.len() + 1) * config.requests + cap;
+    let sent = warm.len() + config.rounds.max(1) * ((levels.len() + 1) * config.requests + cap);
     let expected = i64::try_from(sent).unwrap_or(i64::MAX);
     closed_loop("warm-up", &bare_url, warm.clone(), cap).await;
     closed_loop("warm-up", &url, warm, cap).await;
 
+    let rounds = config.rounds.max(1);
+    let mut done = Vec::with_capacity(rounds);
+    for k in 1..=rounds {
+        done.push(round(k, &bare_url, &url, &levels, config.requests).await?);
+    }
+    shutdown.cancel();
+    // Every transaction stamps its records with one append time, so distinct stamps count
+    // the transactions.
+    let (appended, commits): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT appended_at_micros) FROM log_records WHERE topic = ?1",
+    )
+    .bind(EVENTS_TOPIC)
+    .fetch_one(sqlite.pool())
+    .await
+    .map_err(|e| Error::Bench(format!("counting the log: {e}")))?;
+    Ok(BenchReport {
+        rounds: done,
+        appended,
+        expected,
+        commits,
+        disk_fsync,
+    })
+}
+
+/// Round `k`: the concurrency sweep over `levels` (bare, then Sentinel, at each level), then
+/// both servers at half of Sentinel's peak. Delivery ids carry `k`, so no round's
+/// deliveries are duplicates of another's.
+async fn round(
+    k: usize,
+    bare_url: &str,
+    url: &str,
+    levels: &[usize],
+    requests: usize,
+) -> Result<Round> {
+    let cap = levels.iter().copied().max().unwrap_or(1);
     let mut sweep = Vec::new();
     let (mut bare, mut sentinel): (Option<Measurement>, Option<Measurement>) = (None, None);
-    for &c in &levels {
+    for &c in levels {
         let b = closed_loop(
             &format!("bare axum 200 OK, {c} conns"),
-            &bare_url,
-            Arc::new(prepare(config.requests, &format!("bare-{c}"))),
+            bare_url,
+            Arc::new(prepare(requests, &format!("bare-{k}-{c}"))),
             c,
         )
         .await;
         let s = closed_loop(
             &format!("sentinel github -> append, {c} conns"),
-            &url,
-            Arc::new(prepare(config.requests, &format!("peak-{c}"))),
+            url,
+            Arc::new(prepare(requests, &format!("peak-{k}-{c}"))),
             c,
         )
         .await;
@@ -444,42 +557,28 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     let half_rate = sentinel.rps / 2.0;
     let bare_half = open_loop(
         &format!("bare @ same rate ({half_rate:.0}/s)"),
-        &bare_url,
-        Arc::new(prepare(cap, "bare-half-warm")),
-        Arc::new(prepare(config.requests, "bare-half")),
+        bare_url,
+        Arc::new(prepare(cap, &format!("bare-half-warm-{k}"))),
+        Arc::new(prepare(requests, &format!("bare-half-{k}"))),
         half_rate,
         cap,
     )
     .await;
     let sentinel_half = open_loop(
         &format!("sentinel @ half peak ({half_rate:.0}/s)"),
-        &url,
-        Arc::new(prepare(cap, "half-warm")),
-        Arc::new(prepare(config.requests, "half")),
+        url,
+        Arc::new(prepare(cap, &format!("half-warm-{k}"))),
+        Arc::new(prepare(requests, &format!("half-{k}"))),
         half_rate,
         cap,
     )
     .await;
-    shutdown.cancel();
-    // Every transaction stamps its records with one append time, so distinct stamps count
-    // the transactions.
-    let (appended, commits): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT appended_at_micros) FROM log_records WHERE topic = ?1",
-    )
-    .bind(EVENTS_TOPIC)
-    .fetch_one(sqlite.pool())
-    .await
-    .map_err(|e| Error::Bench(format!("counting the log: {e}")))?;
-    Ok(BenchReport {
+    Ok(Round {
         sweep,
         bare,
         sentinel,
         bare_half,
         sentinel_half,
-        appended,
-        expected,
-        commits,
-        disk_fsync,
     })
 }
 
@@ -500,4 +599,18 @@ fn fsync_latency(dir: &Path) -> std::io::Result<(Duration, Duration)> {
     std::fs::remove_file(&path)?;
     lat.sort_unstable();
     Ok((percentile(&lat, 0.50), percentile(&lat, 0.99)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![0.3]), 0.3);
+        assert!(median(Vec::new()).is_nan());
+        assert_eq!(range([0.4, 0.2, 0.5].into_iter()), (0.2, 0.5));
+    }
 }

@@ -242,7 +242,7 @@ fn leading_columns(
     ratio: f64,
 ) -> String {
     format!(
-        "{events:>9} {rows:>9} {:>11.2} {:>13.0} {:>11.3} {:>13.0} {ratio:>7.3}",
+        "{events:>9} {rows:>9} {:>11.3} {:>13.0} {:>11.3} {:>13.0} {ratio:>7.3}",
         rebuild.0, rebuild.1, copy.0, copy.1
     )
 }

@@ -24,6 +24,7 @@ fn every_subcommand_has_help() {
         vec!["projections", "rebuild", "--help"],
         vec!["projections", "status", "--help"],
         vec!["bench", "projections", "--help"],
+        vec!["bench", "ingest", "--help"],
         vec!["audit", "--help"],
         vec!["log", "export", "--help"],
     ] {
@@ -975,4 +976,52 @@ fn bench_projections_repeats_rounds_and_prints_medians() {
         stdout.contains("goal: ratio >= 0.50 — worst median"),
         "{stdout}"
     );
+}
+
+/// `bench ingest --repeat`: every round is printed, the goals are judged on the medians,
+/// and every delivery of every round reached the log. Small, so it takes about a second;
+/// everything runs on loopback in the process.
+#[test]
+fn bench_ingest_repeats_rounds_and_judges_medians() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = sentinel()
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "ingest",
+            "--requests",
+            "30",
+            "--concurrency",
+            "2,4",
+            "--repeat",
+            "2",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 rounds"), "{stdout}");
+    assert!(
+        stdout.contains("round 1 of 2:") && stdout.contains("round 2 of 2:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ratio sentinel/bare: median of 2 rounds"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("p99 at half of peak: median of 2 rounds"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sent (all)"), "{stdout}");
+
+    let out = sentinel()
+        .args(["bench", "ingest", "--repeat", "0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "zero rounds is refused");
 }
