@@ -9,6 +9,18 @@ fn sentinel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sentinel"))
 }
 
+/// Runs `cmd`, requires it to succeed (showing its output if not), and returns its stdout.
+fn stdout_of_success(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn every_subcommand_has_help() {
     for args in [
@@ -703,13 +715,7 @@ async fn projections_rebuild_says_how_it_replaced_the_tables() {
         if let Some(max) = extra {
             cmd.args(["--in-place-max", max]);
         }
-        let out = cmd.output().expect("run");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = stdout_of_success(&mut cmd);
         assert!(stdout.contains(says), "{says}:\n{stdout}");
         assert!(stdout.contains("partition 0: next offset"), "{stdout}");
         let mut got = testing::snapshot(db.store()).await;
@@ -923,28 +929,18 @@ fn bench_projections_repeats_rounds_and_prints_medians() {
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = sentinel()
-        .current_dir(dir.path())
-        .args([
-            "bench",
-            "projections",
-            "--postgres",
-            &admin,
-            "--sizes",
-            "40,80",
-            "--warm-up",
-            "30",
-            "--repeat",
-            "2",
-        ])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success(sentinel().current_dir(dir.path()).args([
+        "bench",
+        "projections",
+        "--postgres",
+        &admin,
+        "--sizes",
+        "40,80",
+        "--warm-up",
+        "30",
+        "--repeat",
+        "2",
+    ]));
     assert!(stdout.contains("2 rounds"), "{stdout}");
     assert!(
         stdout.contains("warm-up, not counted: 3"),
@@ -984,26 +980,16 @@ fn bench_projections_repeats_rounds_and_prints_medians() {
 #[test]
 fn bench_ingest_repeats_rounds_and_judges_medians() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = sentinel()
-        .current_dir(dir.path())
-        .args([
-            "bench",
-            "ingest",
-            "--requests",
-            "30",
-            "--concurrency",
-            "2,4",
-            "--repeat",
-            "2",
-        ])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of_success(sentinel().current_dir(dir.path()).args([
+        "bench",
+        "ingest",
+        "--requests",
+        "30",
+        "--concurrency",
+        "2,4",
+        "--repeat",
+        "2",
+    ]));
     assert!(stdout.contains("2 rounds"), "{stdout}");
     assert!(
         stdout.contains("round 1 of 2:") && stdout.contains("round 2 of 2:"),
