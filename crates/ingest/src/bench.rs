@@ -151,14 +151,16 @@ impl BenchReport {
         median(self.rounds.iter().map(Round::ratio).collect())
     }
 
-    /// Sentinel's p99 latency at half of its peak: the median of the rounds'.
+    /// Sentinel's p99 latency at half of its peak: the median of the rounds' (zero for no
+    /// round).
     pub fn p99_at_half_peak(&self) -> Duration {
-        Duration::from_secs_f64(median(
+        Duration::try_from_secs_f64(median(
             self.rounds
                 .iter()
                 .map(|r| r.sentinel_half.p99.as_secs_f64())
                 .collect(),
         ))
+        .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -479,18 +481,26 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     let levels: Vec<usize> = if config.concurrency.is_empty() {
         DEFAULT_CONCURRENCY.to_vec()
     } else {
-        config.concurrency.iter().map(|c| (*c).max(1)).collect()
+        // Each level once: a level measured twice would send the same delivery ids again,
+        // which the receiver rightly takes for redeliveries.
+        let mut levels: Vec<usize> = Vec::new();
+        for c in config.concurrency.iter().map(|c| (*c).max(1)) {
+            if !levels.contains(&c) {
+                levels.push(c);
+            }
+        }
+        levels
     };
+    let rounds = config.rounds.max(1);
     let cap = levels.iter().copied().max().unwrap_or(1);
     // Warm-up: connections, SQLite caches.
     let warm = Arc::new(prepare(cap * 2, "warm"));
     // The open-loop phase opens `cap` connections to Sentinel first (one request each).
-    let sent = warm.len() + config.rounds.max(1) * ((levels.len() + 1) * config.requests + cap);
+    let sent = warm.len() + rounds * ((levels.len() + 1) * config.requests + cap);
     let expected = i64::try_from(sent).unwrap_or(i64::MAX);
     closed_loop("warm-up", &bare_url, warm.clone(), cap).await;
     closed_loop("warm-up", &url, warm, cap).await;
 
-    let rounds = config.rounds.max(1);
     let mut done = Vec::with_capacity(rounds);
     for k in 1..=rounds {
         done.push(round(k, &bare_url, &url, &levels, config.requests).await?);
@@ -612,5 +622,18 @@ mod tests {
         assert_eq!(median(vec![0.3]), 0.3);
         assert!(median(Vec::new()).is_nan());
         assert_eq!(range([0.4, 0.2, 0.5].into_iter()), (0.2, 0.5));
+    }
+
+    #[test]
+    fn a_report_without_rounds_has_no_p99_rather_than_a_panic() {
+        let report = BenchReport {
+            rounds: Vec::new(),
+            appended: 0,
+            expected: 0,
+            commits: 0,
+            disk_fsync: (Duration::ZERO, Duration::ZERO),
+        };
+        assert_eq!(report.p99_at_half_peak(), Duration::ZERO);
+        assert!(report.ratio().is_nan());
     }
 }

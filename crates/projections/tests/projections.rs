@@ -364,7 +364,8 @@ async fn merges_closes_and_outcomes_finish_fixes(backend: Backend) {
 /// writes the tables. A reset that emptied the tables first and then wanted the checkpoint
 /// rows would hold a lock the batch needs while waiting for one the batch holds — a
 /// deadlock, which PostgreSQL breaks by failing one of them. The reset queues behind the
-/// batch instead: both succeed, and the reset empties what the batch wrote.
+/// batch instead: both succeed, and the reset empties what the batch wrote. (Without the
+/// reset's lock on the checkpoint table this fails on PostgreSQL with `deadlock detected`.)
 async fn a_reset_waits_for_a_batch_being_written(backend: Backend) {
     let env = Env::new(backend).await;
     let a = FixChain::new("org/app", FailureType::Formatting, "d-a", t0());
@@ -385,8 +386,33 @@ async fn a_reset_waits_for_a_batch_being_written(backend: Backend) {
         let store = store.clone();
         async move { store.reset(DEFAULT_PROJECTION).await }
     });
-    // Long enough for the reset to reach whatever it waits on.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    match &store {
+        // Until the reset waits for a lock: the batch must write while the reset holds
+        // whatever it took first.
+        Store::Postgres(pool) => {
+            let waiting = async {
+                loop {
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .expect("pg_stat_activity");
+                    if n > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("the reset waits for the batch's lock");
+        }
+        // SQLite has one writer at a time: the reset waits in its busy handler whatever it
+        // runs first, so there this only checks that both succeed.
+        Store::Sqlite(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+    }
     assert!(!reset.is_finished(), "the reset did not wait for the batch");
     let b = FixChain::new("org/lib", FailureType::ImportError, "d-b", t0() + secs(30));
     batch

@@ -170,8 +170,8 @@ enum BenchCommand {
     /// 200-OK handler (same in-tree load generator), then p50/p99 at half of the peak.
     Ingest {
         /// Requests per phase.
-        #[arg(long, default_value_t = 5000)]
-        requests: usize,
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+        requests: u32,
         /// Concurrency levels of the peak sweep (connections, comma-separated); each
         /// server's peak is its best level, the largest level caps the half-peak run.
         #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
@@ -543,7 +543,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ");
             let config = sentinel_ingest::bench::BenchConfig {
-                requests,
+                requests: usize::try_from(requests).unwrap_or(usize::MAX),
                 concurrency,
                 rounds: usize::from(repeat),
             };

@@ -398,8 +398,9 @@ WHERE projection = $1 AND topic = $2
 ORDER BY "partition"
 
 -- name: lock_checkpoints
--- A reset's first statement: takes the database's write lock (SQLite locks the whole file),
--- so a reset waits for a projector's transaction instead of failing half-way.
+-- A reset's first statement. SQLite has one writer at a time, so a reset cannot deadlock
+-- with a projector; this only takes the write lock up front, as PostgreSQL's locks the
+-- checkpoint table.
 DELETE FROM projection_checkpoints WHERE 0
 
 -- name: reset_checkpoints
