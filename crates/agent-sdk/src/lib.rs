@@ -78,8 +78,8 @@ use async_trait::async_trait;
 pub use runtime::{AgentWorker, Execution, WorkerConfig, execute_with_limits};
 pub use sentinel_events::types::Artifact;
 pub use types::{
-    AgentConfig, AgentResult, AgentTask, ArtifactKind, Health, Progress, ProgressUpdate,
-    ResultStatus, TaskContext,
+    ARTIFACT_CONTENT_BYTES, AgentConfig, AgentResult, AgentTask, ArtifactKind, Health, Progress,
+    ProgressUpdate, ResultStatus, TaskContext,
 };
 
 /// Result type of this crate.

@@ -3,7 +3,7 @@
 //! A [`Catalogue`] of patterns (TOML data under `patterns/`, one file per ecosystem, compiled
 //! into the binary) is matched over the normalised log in one pass ([`scan`]); the winning
 //! pattern gives the failure type, the tool, a confidence, a fix-strategy hint and what it
-//! extracted (files, lines, modules, symbols). A [`signature`] fingerprints the root cause so
+//! extracted (files, lines, modules, symbols). A [`signature`](fn@signature) fingerprints the root cause so
 //! the same failure in two runs compares equal. When no pattern matches, an optional LLM
 //! fallback ([`fallback`]) may answer. [`eval`] scores the classifier on a labelled corpus.
 //!

@@ -393,7 +393,7 @@ pub struct BranchPushed {
     pub task_id: String,
     /// Where it was pushed.
     pub repository: String,
-    /// The branch (sentinel/fix-<short task id>).
+    /// The branch (`sentinel/fix-<short task id>`).
     pub branch: String,
     /// The pushed commit.
     pub commit: String,

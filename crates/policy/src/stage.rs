@@ -5,7 +5,7 @@
 //! notification).
 //!
 //! **Escalation clock.** The stage folds, per tenant, the latest event time of the facts it
-//! consumes ([`POLICY_INPUTS`](crate::forward::POLICY_INPUTS) and its own outputs): the
+//! consumes ([`POLICY_INPUTS`] and its own outputs): the
 //! tenant's *clock*. Whenever it handles a fact of a tenant it escalates that tenant's
 //! reviews requested at least `escalation_timeout_hours` before the clock — whatever the
 //! fact is about, so no later fact about the review itself is needed. Event time only

@@ -91,7 +91,7 @@ pub struct IngestOpts {
     /// [default: Sentinel PatchBot].
     #[arg(long, env = "SENTINEL_BOT_NAME", global = true)]
     pub bot_name: Option<String>,
-    /// Author email of Sentinel's own commits [default: patchbot@sentinel.invalid].
+    /// Author email of Sentinel's own commits (default: patchbot@sentinel.invalid).
     #[arg(long, env = "SENTINEL_BOT_EMAIL", global = true)]
     pub bot_email: Option<String>,
 }
@@ -188,12 +188,12 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct PatchBotSettings {
     /// PyPI-compatible index root for the invented-name guard (`python_index`,
-    /// `SENTINEL_PYTHON_INDEX`; `off`: never add dependencies) [default: https://pypi.org].
+    /// `SENTINEL_PYTHON_INDEX`; `off`: never add dependencies; default: <https://pypi.org>).
     pub python_index: Option<String>,
     /// `local` (default), `github` or `gitlab` (`forge`, `SENTINEL_FORGE`).
     pub forge: String,
-    /// The hosted forge's API root (`forge_api_url`, `SENTINEL_FORGE_API_URL`) [default:
-    /// https://api.github.com or https://gitlab.com/api/v4].
+    /// The hosted forge's API root (`forge_api_url`, `SENTINEL_FORGE_API_URL`; default:
+    /// <https://api.github.com> or <https://gitlab.com/api/v4>).
     pub forge_api_url: Option<String>,
     /// Reviewers requested on review-required PRs: GitHub logins, or GitLab user ids.
     pub forge_reviewers: Vec<String>,
