@@ -43,6 +43,7 @@ use tracing::info;
 
 use crate::migrate::migrations;
 use crate::projector::{Projector, ProjectorConfig, Ready};
+use crate::sql::{Stmt, sql};
 use crate::store::{Backend, Store};
 use crate::{DEFAULT_PROJECTION, EVENTS_TOPIC, Error, Result};
 
@@ -295,7 +296,7 @@ async fn rebuild_in_place(
     let started = Instant::now();
     let tables = migration_tables(migrations(Backend::Postgres));
     let mut tx = store.begin().await?;
-    tx.run_script(&in_place_reset_script(&tables)).await?;
+    tx.run_script(&in_place_reset_script(&tables)?).await?;
     // The binary COPY's column types (cached per process), while the first batches are
     // read: on the rebuild's own connection, so it needs no other.
     tx.prefetch_copy_columns().await?;
@@ -328,13 +329,19 @@ async fn rebuild_in_place(
 }
 
 /// The statements that empty `tables` for an in-place rebuild: the checkpoint table is
-/// locked first, as the live projector locks it first.
-fn in_place_reset_script(tables: &[String]) -> String {
-    let mut script = format!("LOCK TABLE {CHECKPOINTS} IN SHARE ROW EXCLUSIVE MODE;\n");
+/// locked first (`lock_checkpoints`, as a reset locks it), as the live projector locks it
+/// first.
+fn in_place_reset_script(tables: &[String]) -> Result<String> {
+    // The statement without its leading comment, so the script starts with the lock.
+    let lock: Vec<&str> = sql(Backend::Postgres, Stmt::LockCheckpoints)?
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect();
+    let mut script = format!("{};\n", lock.join("\n"));
     for t in tables {
         script.push_str(&format!("DELETE FROM {};\n", ident(t)));
     }
-    script
+    Ok(script)
 }
 
 /// The tables the migrations create (`CREATE TABLE IF NOT EXISTS <name>`), sorted.
@@ -382,11 +389,9 @@ async fn swap_aligned(
             let mut tx = conn.begin().await?;
             // Blocks the live projector (its first statement moves its checkpoint) until
             // the swap commits; readers are not blocked by this lock.
-            sqlx::query(&format!(
-                "LOCK TABLE {CHECKPOINTS} IN SHARE ROW EXCLUSIVE MODE"
-            ))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql(Backend::Postgres, Stmt::LockCheckpoints)?)
+                .execute(&mut *tx)
+                .await?;
             let targets = checkpoint_rows_pg(&mut tx, name, topic).await?;
             *applied += projector.catch_up_to(Some(&targets), &|_, _| {}).await? as u64;
             let live_schema: String = sqlx::query_scalar("SELECT current_schema()")
@@ -847,7 +852,7 @@ mod tests {
             .map(|(_, sql)| sql.matches("CREATE TABLE").count())
             .sum::<usize>();
         assert_eq!(tables.len(), created, "every CREATE TABLE is parsed");
-        let script = in_place_reset_script(&tables);
+        let script = in_place_reset_script(&tables).expect("script");
         assert!(script.starts_with("LOCK TABLE projection_checkpoints IN SHARE ROW EXCLUSIVE"));
         for t in &tables {
             assert!(script.contains(&format!("DELETE FROM \"{t}\";")), "{t}");

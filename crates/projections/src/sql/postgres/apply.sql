@@ -442,10 +442,11 @@ WHERE projection = $1 AND topic = $2
 ORDER BY "partition"
 
 -- name: lock_checkpoints
--- A reset's first statement: the checkpoint table is the lock the projector (its
--- checkpoint row), rebuilds and swaps take first, so a reset queues behind them, or they
--- behind it, instead of each holding a lock the other needs (a deadlock PostgreSQL would
--- break by failing one of them).
+-- The first statement of a reset, an in-place rebuild and a one-projection swap: the
+-- checkpoint table is the lock every writer of the projections takes first (the projector
+-- its checkpoint row, a full swap the table), so they queue behind each other instead of
+-- each holding a lock another needs (a deadlock PostgreSQL would break by failing one).
+-- Readers are not blocked by it.
 LOCK TABLE projection_checkpoints IN SHARE ROW EXCLUSIVE MODE
 
 -- name: reset_checkpoints
