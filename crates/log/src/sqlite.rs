@@ -4,7 +4,8 @@
 //! topics (rows are never deleted, so they are never reused), so within a topic they
 //! strictly increase but are not contiguous. Appends
 //! are deduplicated on the `event_id` header per topic, which makes redelivered webhooks and
-//! re-run stages idempotent. Subscribers in this process are woken as soon as a batch is
+//! re-run stages idempotent; the ids' index is merged in batches rather than maintained
+//! record by record (see [`event_ids`]). Subscribers in this process are woken as soon as a batch is
 //! committed; subscribers in other processes poll.
 //!
 //! Appends go through one writer thread that owns its own connection (rusqlite): it takes
@@ -28,6 +29,10 @@ use tokio::sync::Notify;
 use rusqlite::{TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+mod event_ids;
+
+use event_ids::{EventIds, MERGED_IDS_PER_PAGE, PACE, Pace, Pending};
+
 use crate::{
     EventLog, HEADER_EVENT_ID, Header, Position, Record, Result, Stored, Subscription,
     highest_per_partition,
@@ -35,7 +40,6 @@ use crate::{
 
 const SCHEMA: &str = include_str!("sql/schema.sql");
 const INSERT_RECORD: &str = include_str!("sql/insert_record.sql");
-const OFFSET_OF_EVENT: &str = include_str!("sql/offset_of_event.sql");
 const READ_RECORDS: &str = include_str!("sql/read_records.sql");
 const END_OFFSET: &str = include_str!("sql/end_offset.sql");
 const LOAD_OFFSET: &str = include_str!("sql/load_offset.sql");
@@ -76,6 +80,11 @@ impl SqliteLog {
     ///
     /// When the file cannot be created or opened, or its schema cannot be created.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with_pace(path, PACE).await
+    }
+
+    /// [`SqliteLog::open`], merging the event-id index at `pace` (see [`event_ids`]).
+    async fn open_with_pace(path: &Path, pace: Pace) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await?;
         }
@@ -91,7 +100,7 @@ impl SqliteLog {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        let writer = spawn_writer(path)?;
+        let writer = spawn_writer(path, pace)?;
         Ok(Self {
             pool,
             writer,
@@ -453,8 +462,8 @@ const CHECKPOINT_PAGES: u64 = 250;
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 10 * 1000;
 
 /// Page cache of the writer's connection, in KiB (SQLite's default is 2 MiB): event ids are
-/// random, so every append touches a random leaf of the `(topic, event_id)` index, and a
-/// cache smaller than that index turns appends into page reads.
+/// random, so every append looks its id up in a random leaf of `log_event_ids`, and a
+/// cache smaller than that table turns appends into page reads.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// Opens a connection of the writer or the checkpointer: WAL, and an fsync of the WAL at
@@ -477,8 +486,9 @@ fn open_writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection>
 /// automatic checkpoint is only a backstop, see [`WRITER_AUTOCHECKPOINT_PAGES`]; the pages
 /// are estimated by [`estimated_wal_pages`]). Durability is unchanged: an append is
 /// acknowledged after its commit's WAL fsync, checkpointed or not.
-fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
+fn spawn_writer(path: &Path, pace: Pace) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let mut conn = open_writer_connection(path).map_err(|e| append_error(&e))?;
+    let mut ids = EventIds::load(&mut conn, pace).map_err(|e| append_error(&e))?;
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
         .map_err(|e| append_error(&e))?;
     // Negative: a size in KiB rather than pages.
@@ -504,12 +514,10 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
                         Err(_) => break,
                     }
                 }
-                let result = write_batch(&mut conn, &batch);
-                if result.is_ok() {
-                    since_checkpoint += estimated_wal_pages(&batch, page_size);
-                }
+                let result = write_batch(&mut conn, &mut ids, &batch);
                 match result {
-                    Ok(all) => {
+                    Ok((all, merged)) => {
+                        since_checkpoint += estimated_wal_pages(&batch, merged, page_size);
                         for (req, positions) in batch.drain(..).zip(all) {
                             let _ = req.reply.send(Ok(positions));
                         }
@@ -535,25 +543,28 @@ fn spawn_writer(path: &Path) -> Result<mpsc::UnboundedSender<WriteRequest>> {
 /// pages above the leaves that changed.
 const COMMIT_OVERHEAD_PAGES: u64 = 4;
 
-/// The WAL pages (frames) a commit of `batch` writes, roughly: the records' own bytes in
-/// table pages, plus one leaf of the `(topic, event_id)` index per record (event ids are
-/// random, so consecutive records land on different leaves once the index has more leaves
-/// than a commit has records), plus [`COMMIT_OVERHEAD_PAGES`]. Counting bytes alone
-/// underestimates small records several times over, which let the WAL grow to the
-/// writer's own checkpoint far ahead of the checkpointer.
-fn estimated_wal_pages(batch: &[WriteRequest], page_size: u64) -> u64 {
-    let (records, bytes) =
-        batch
-            .iter()
-            .flat_map(|r| &r.records)
-            .fold((0u64, 0u64), |(n, bytes), r| {
-                let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-                (
-                    n + 1,
-                    bytes + (r.value.len() + r.key.len() + headers) as u64,
-                )
-            });
-    COMMIT_OVERHEAD_PAGES + records + bytes.div_ceil(page_size.max(1))
+/// The WAL pages (frames) a commit of `batch` that merged `merged` event ids writes,
+/// roughly: the records' own bytes in table pages, the merged ids' leaves of
+/// `log_event_ids` (consecutive keys, [`MERGED_IDS_PER_PAGE`] to a leaf, plus the slice's
+/// first leaf), plus [`COMMIT_OVERHEAD_PAGES`]. Underestimating lets the WAL grow to the
+/// writer's own checkpoint far ahead of the checkpointer (the estimate once counted
+/// bytes alone, which underestimated the random index leaf each record then wrote).
+fn estimated_wal_pages(batch: &[WriteRequest], merged: usize, page_size: u64) -> u64 {
+    let bytes: u64 = batch
+        .iter()
+        .flat_map(|r| &r.records)
+        .map(|r| {
+            let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+            (r.value.len() + r.key.len() + headers) as u64
+        })
+        .sum();
+    let merged = merged as u64;
+    let merged_pages = if merged == 0 {
+        0
+    } else {
+        1 + merged.div_ceil(MERGED_IDS_PER_PAGE)
+    };
+    COMMIT_OVERHEAD_PAGES + merged_pages + bytes.div_ceil(page_size.max(1))
 }
 
 /// Starts the checkpointer thread: one `PASSIVE` checkpoint per request from the writer; it
@@ -581,36 +592,57 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
     Ok(tx)
 }
 
-/// Writes every request of the batch in one transaction; positions per request, in order.
+/// Writes every request of the batch in one transaction, with a slice of the event-id
+/// merge (see [`event_ids`]); positions per request, in order, and the ids merged.
+///
+/// A record whose `event_id` was appended to its topic before (or earlier in this batch)
+/// is not written again: it gets the earlier offset.
 fn write_batch(
     conn: &mut rusqlite::Connection,
+    ids: &mut EventIds,
     batch: &[WriteRequest],
-) -> rusqlite::Result<Vec<Vec<Position>>> {
+) -> rusqlite::Result<(Vec<Vec<Position>>, usize)> {
     let now = now_micros();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Records another process appended since this writer last looked.
+    ids.catch_up(&tx)?;
+    let mut pending = Pending::default();
     let mut all = Vec::with_capacity(batch.len());
+    let mut records = 0;
     {
         let mut insert = tx.prepare_cached(INSERT_RECORD)?;
-        let mut existing = tx.prepare_cached(OFFSET_OF_EVENT)?;
         for req in batch {
             let mut positions = Vec::with_capacity(req.records.len());
             for record in &req.records {
+                records += 1;
                 let event_id = record.header(HEADER_EVENT_ID);
-                // No `RETURNING`: SQLite buffers returned rows in an ephemeral table per
-                // statement. One row inserted means the new row's offset is the rowid just
-                // assigned; none means a duplicate event id, already in the log.
-                let inserted = insert.execute(params![
-                    req.topic,
-                    record.key,
-                    event_id,
-                    encode_headers(&record.headers),
-                    record.value,
-                    now
-                ])?;
-                let offset = if inserted == 1 {
-                    tx.last_insert_rowid()
-                } else {
-                    existing.query_row(params![req.topic, event_id], |row| row.get(0))?
+                let earlier = match event_id {
+                    Some(id) => match pending.find(&req.topic, id) {
+                        Some(offset) => Some(offset),
+                        None => ids.offset_of(&tx, &req.topic, id)?,
+                    },
+                    None => None,
+                };
+                let offset = match earlier {
+                    Some(offset) => offset,
+                    None => {
+                        insert.execute(params![
+                            req.topic,
+                            record.key,
+                            event_id,
+                            encode_headers(&record.headers),
+                            record.value,
+                            now
+                        ])?;
+                        // No `RETURNING` (SQLite buffers returned rows in an ephemeral
+                        // table per statement): the new row's offset is its rowid.
+                        let offset = tx.last_insert_rowid();
+                        match event_id {
+                            Some(id) => pending.appended(&req.topic, id, offset),
+                            None => pending.note_offset(offset),
+                        }
+                        offset
+                    }
                 };
                 positions.push(Position {
                     partition: 0,
@@ -620,8 +652,11 @@ fn write_batch(
             all.push(positions);
         }
     }
+    ids.merge_slice(&tx, records, &mut pending)?;
     tx.commit()?;
-    Ok(all)
+    let merged = pending.merged();
+    ids.committed(pending);
+    Ok((all, merged))
 }
 
 /// A group member on the embedded log. Groups have one member at a time: the embedded log
@@ -741,23 +776,214 @@ mod tests {
         assert_eq!(next[0].offset, written[1].offset + 1);
     }
 
-    /// Checkpoints are requested by WAL pages: small records still cost an index leaf each,
-    /// large ones their bytes.
+    /// Checkpoints are requested by WAL pages: the records' bytes, the merged ids' leaves
+    /// and a commit's own overhead.
     #[test]
-    fn wal_page_estimate_counts_an_index_leaf_per_record() {
+    fn wal_page_estimate_counts_bytes_and_merged_leaves() {
         let request = |records: Vec<Record>| WriteRequest {
             topic: "t".to_owned(),
             records,
             reply: oneshot::channel().0,
         };
         let small: Vec<Record> = (0..10).map(|i| record(&format!("id-{i}"))).collect();
-        let pages = estimated_wal_pages(&[request(small)], 4096);
-        assert!((10 + COMMIT_OVERHEAD_PAGES..=11 + COMMIT_OVERHEAD_PAGES).contains(&pages));
+        let pages = estimated_wal_pages(&[request(small.clone())], 0, 4096);
+        assert_eq!(pages, 1 + COMMIT_OVERHEAD_PAGES);
+        let pages = estimated_wal_pages(&[request(small)], 2 * MERGED_IDS_PER_PAGE as usize, 4096);
+        assert_eq!(pages, 1 + 3 + COMMIT_OVERHEAD_PAGES);
         let mut large = record("big");
         large.value = vec![0; 10 * 4096];
-        let pages =
-            estimated_wal_pages(&[request(vec![large.clone()]), request(vec![large])], 4096);
-        assert!((22 + COMMIT_OVERHEAD_PAGES..=23 + COMMIT_OVERHEAD_PAGES).contains(&pages));
+        let pages = estimated_wal_pages(
+            &[request(vec![large.clone()]), request(vec![large])],
+            0,
+            4096,
+        );
+        assert!((21 + COMMIT_OVERHEAD_PAGES..=22 + COMMIT_OVERHEAD_PAGES).contains(&pages));
+    }
+
+    /// Generations of 8 ids, merged 2 a commit: a few single-record appends leave one
+    /// half merged.
+    const TEST_PACE: Pace = Pace {
+        merge_at: 8,
+        slice_min: 2,
+    };
+
+    async fn merged(log: &SqliteLog) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM log_event_ids), \
+             (SELECT merged_upto FROM log_event_ids_merged)",
+        )
+        .fetch_one(log.pool())
+        .await
+        .unwrap()
+    }
+
+    /// Appends each id alone (one commit each) and returns the offsets.
+    async fn append_each(log: &SqliteLog, topic: &str, ids: &[String]) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        for id in ids {
+            offsets.push(log.append(topic, vec![record(id)]).await.unwrap()[0].offset);
+        }
+        offsets
+    }
+
+    /// Deduplication stays exact while ids move from the writer's memory into
+    /// `log_event_ids`: before, during and after a merge, and across a restart in the
+    /// middle of one (the restarted writer reads the unmerged ids back and merges them
+    /// again); every duplicate gets the first offset and nothing is appended twice.
+    #[tokio::test]
+    async fn deduplication_is_exact_across_merges_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let log = SqliteLog::open_with_pace(&path, TEST_PACE).await.unwrap();
+        log.ensure_topic("t", 1).await.unwrap();
+        log.ensure_topic("u", 1).await.unwrap();
+        let ids: Vec<String> = (0..40).map(|i| format!("id-{i:02}")).collect();
+        let mut first = append_each(&log, "t", &ids[..9]).await;
+        // 9 unmerged ids started a generation (8 or more) after the 8th commit; the 9th
+        // commit merged 2 of them.
+        let (rows, upto) = merged(&log).await;
+        assert_eq!((rows, upto), (2, 0), "a generation is half merged");
+
+        // Restart in the middle of the generation.
+        drop(log);
+        let log = SqliteLog::open_with_pace(&path, TEST_PACE).await.unwrap();
+        assert_eq!(merged(&log).await, (2, 0), "merged_upto was not raised");
+        // Duplicates in memory and in the table, also inside one batch.
+        let again = log
+            .append("t", vec![record(&ids[0]), record(&ids[8]), record(&ids[8])])
+            .await
+            .unwrap();
+        assert_eq!(
+            again.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![first[0], first[8], first[8]]
+        );
+        // The restarted writer began merging the 9 ids it read back (6 merged by that
+        // commit of 3 records, 2 of them again), and the next commit finishes.
+        assert_eq!(merged(&log).await, (6, 0));
+        let other = log.append("u", vec![record(&ids[0])]).await.unwrap()[0].offset;
+        assert!(other > first[8], "another topic may hold the same id");
+        assert_eq!(merged(&log).await, (8, 0));
+        let other_again = log.append("u", vec![record(&ids[0])]).await.unwrap()[0].offset;
+        assert_eq!(other_again, other);
+        assert_eq!(
+            merged(&log).await,
+            (9, first[8]),
+            "the generation is merged"
+        );
+        first.extend(append_each(&log, "t", &ids[9..]).await);
+        for (id, offset) in ids.iter().zip(&first) {
+            let again = log.append("t", vec![record(id)]).await.unwrap()[0].offset;
+            assert_eq!(again, *offset, "{id}");
+        }
+        let (rows, upto) = merged(&log).await;
+        assert!(
+            upto > 0 && rows >= 8,
+            "generations were merged: {rows} ids, up to {upto}"
+        );
+        // Every id merged so far is in the table once, with its first offset.
+        let table: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT topic, event_id, \"offset\" FROM log_event_ids")
+                .fetch_all(log.pool())
+                .await
+                .unwrap();
+        for (topic, id, offset) in &table {
+            let expected = if topic == "u" {
+                other
+            } else {
+                first[ids.iter().position(|i| i == id).unwrap()]
+            };
+            assert_eq!(*offset, expected, "{topic}/{id}");
+        }
+        // Nothing was appended twice.
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_records")
+            .fetch_one(log.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 41);
+    }
+
+    /// Two writers on one file (two processes, or two opens in one): each sees the ids
+    /// the other appended, merged or not.
+    #[tokio::test]
+    async fn deduplication_is_exact_across_writers_of_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let a = SqliteLog::open_with_pace(&path, TEST_PACE).await.unwrap();
+        let b = SqliteLog::open_with_pace(&path, TEST_PACE).await.unwrap();
+        a.ensure_topic("t", 1).await.unwrap();
+        let ids: Vec<String> = (0..30).map(|i| format!("id-{i:02}")).collect();
+        let mut offsets = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let offset = first.append("t", vec![record(id)]).await.unwrap()[0].offset;
+            // At once through the other writer, and every earlier id again.
+            let again = second.append("t", vec![record(id)]).await.unwrap()[0].offset;
+            assert_eq!(again, offset, "{id}");
+            offsets.push(offset);
+            for (id, offset) in ids.iter().zip(&offsets) {
+                assert_eq!(
+                    first.append("t", vec![record(id)]).await.unwrap()[0].offset,
+                    *offset
+                );
+            }
+        }
+        assert!(merged(&a).await.1 > 0, "generations were merged");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_records")
+            .fetch_one(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 30);
+    }
+
+    /// A log created with the former unique index on `log_records` keeps deduplicating
+    /// its old ids: they move into `log_event_ids`, all marked merged, and the index goes.
+    #[tokio::test]
+    async fn a_log_with_the_former_unique_index_is_moved_to_log_event_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE log_records (
+                    \"offset\" INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                    key TEXT NOT NULL, event_id TEXT, headers TEXT NOT NULL,
+                    value BLOB NOT NULL, appended_at_micros INTEGER NOT NULL);
+                 CREATE INDEX log_records_topic_offset ON log_records (topic, \"offset\");
+                 CREATE UNIQUE INDEX log_records_topic_event_id
+                    ON log_records (topic, event_id) WHERE event_id IS NOT NULL;
+                 CREATE TABLE log_topics (topic TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+                 INSERT INTO log_topics VALUES ('t', 1);
+                 INSERT INTO log_records (topic, key, event_id, headers, value, appended_at_micros)
+                 VALUES ('t', 'k', 'old-1', '[]', x'00', 0), ('t', 'k', NULL, '[]', x'00', 0),
+                        ('t', 'k', 'old-2', '[]', x'00', 0);",
+            )
+            .unwrap();
+        }
+        let log = SqliteLog::open(&path).await.unwrap();
+        let index: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'log_records_topic_event_id'",
+        )
+        .fetch_one(log.pool())
+        .await
+        .unwrap();
+        assert_eq!(index, 0);
+        assert_eq!(merged(&log).await, (2, 3));
+        let again = log
+            .append("t", vec![record("old-2"), record("old-1"), record("new")])
+            .await
+            .unwrap();
+        assert_eq!(
+            again.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![3, 1, 4]
+        );
+        // Opening it again finds nothing to move.
+        drop(log);
+        let log = SqliteLog::open(&path).await.unwrap();
+        assert_eq!(merged(&log).await, (2, 3));
+        assert_eq!(
+            log.append("t", vec![record("new")]).await.unwrap()[0].offset,
+            4
+        );
     }
 
     #[test]

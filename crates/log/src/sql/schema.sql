@@ -14,8 +14,27 @@ CREATE TABLE IF NOT EXISTS log_records (
     appended_at_micros INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_records_topic_offset ON log_records (topic, "offset");
-CREATE UNIQUE INDEX IF NOT EXISTS log_records_topic_event_id
-    ON log_records (topic, event_id) WHERE event_id IS NOT NULL;
+
+-- Deduplication on (topic, event_id), merged in batches. Event ids are random (UUID v5 of a
+-- delivery id, or v4), so an index maintained with every append would write one random
+-- leaf page per record (to the WAL, then again at the checkpoint). Instead the ids of every
+-- record up to `log_event_ids_merged.merged_upto` are here, and those of the records after
+-- it are held by the writer in memory (read back from log_records when it starts) and
+-- merged in key order a slice per commit: each leaf is written about once per merge of
+-- many thousand ids. Logs that had the former unique index on log_records are moved here
+-- when first opened.
+CREATE TABLE IF NOT EXISTS log_event_ids (
+    topic    TEXT    NOT NULL,
+    event_id TEXT    NOT NULL,
+    "offset" INTEGER NOT NULL,
+    PRIMARY KEY (topic, event_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS log_event_ids_merged (
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    merged_upto INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO log_event_ids_merged (id, merged_upto) VALUES (0, 0);
 
 CREATE TABLE IF NOT EXISTS log_topics (
     topic      TEXT PRIMARY KEY,

@@ -1,0 +1,1 @@
+SELECT COALESCE(MAX("offset"), 0) FROM log_records

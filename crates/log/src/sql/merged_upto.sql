@@ -1,0 +1,1 @@
+SELECT merged_upto FROM log_event_ids_merged WHERE id = 0
