@@ -23,6 +23,11 @@
 //! The bare handler is also measured at the same open-loop rate, so the latencies the load
 //! generator itself adds are visible beside Sentinel's.
 //!
+//! A third server, the *floor* ([`floor_router`]), is swept beside the two: the bare handler
+//! plus the signature check and a group-committed `fdatasync` of the body to a flat file.
+//! Its ratio to the bare handler is what any durable receiver could reach on the machine
+//! and disk at hand, against which Sentinel's ratio can be read.
+//!
 //! Durability is the log's production setting and is printed with the result: SQLite in WAL
 //! mode with `synchronous=FULL`, so every acknowledged delivery's transaction had its WAL
 //! fsynced. Because that fsync bounds latency, the run also measures the disk's own fsync
@@ -35,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::http::StatusCode;
 use axum::routing::post;
 use sentinel_log::EventLog;
 use sentinel_log::sqlite::SqliteLog;
@@ -113,6 +119,8 @@ pub struct Round {
     pub sweep: Vec<Measurement>,
     /// Bare axum 200-OK handler, closed loop, at its best level.
     pub bare: Measurement,
+    /// The floor of a durable receiver ([`floor_router`]), closed loop, at its best level.
+    pub floor: Measurement,
     /// Sentinel's GitHub receiver with durable append, closed loop, at its best level.
     pub sentinel: Measurement,
     /// The bare handler at the same open-loop rate as `sentinel_half`.
@@ -125,6 +133,12 @@ impl Round {
     /// Sentinel's peak throughput as a fraction of the bare handler's.
     pub fn ratio(&self) -> f64 {
         self.sentinel.rps / self.bare.rps
+    }
+
+    /// The floor's peak throughput as a fraction of the bare handler's: the most any
+    /// durable receiver could reach on this machine and disk.
+    pub fn floor_ratio(&self) -> f64 {
+        self.floor.rps / self.bare.rps
     }
 }
 
@@ -149,6 +163,11 @@ impl BenchReport {
     /// rounds' ratios.
     pub fn ratio(&self) -> f64 {
         median(self.rounds.iter().map(Round::ratio).collect())
+    }
+
+    /// The floor's peak as a fraction of the bare handler's: the median of the rounds'.
+    pub fn floor_ratio(&self) -> f64 {
+        median(self.rounds.iter().map(Round::floor_ratio).collect())
     }
 
     /// Sentinel's p99 latency at half of its peak: the median of the rounds' (zero for no
@@ -204,6 +223,7 @@ impl std::fmt::Display for BenchReport {
                 writeln!(f, "{m}")?;
             }
             writeln!(f, "peak: {}", round.bare)?;
+            writeln!(f, "peak: {}", round.floor)?;
             writeln!(f, "peak: {}", round.sentinel)?;
             writeln!(f, "{}", round.bare_half)?;
             writeln!(f, "{}", round.sentinel_half)?;
@@ -217,8 +237,9 @@ impl std::fmt::Display for BenchReport {
                 )?;
             }
         }
-        let (median_of, ratios, p99s) = if several {
+        let (median_of, ratios, floors, p99s) = if several {
             let (lo, hi) = range(self.rounds.iter().map(Round::ratio));
+            let (f_lo, f_hi) = range(self.rounds.iter().map(Round::floor_ratio));
             let (p_lo, p_hi) = range(
                 self.rounds
                     .iter()
@@ -227,11 +248,18 @@ impl std::fmt::Display for BenchReport {
             (
                 format!("median of {} rounds, ", self.rounds.len()),
                 format!(" [{lo:.3}–{hi:.3}]"),
+                format!(" [{f_lo:.3}–{f_hi:.3}]"),
                 format!(" [{p_lo:.2}–{p_hi:.2}]"),
             )
         } else {
-            (String::new(), String::new(), String::new())
+            (String::new(), String::new(), String::new(), String::new())
         };
+        writeln!(
+            f,
+            "floor/bare (signature check + fdatasync'd append of the body to a flat file, no \
+             parsing or deduplication): {median_of}{:.3}{floors}",
+            self.floor_ratio()
+        )?;
         let ratio = self.ratio();
         writeln!(
             f,
@@ -476,8 +504,12 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     );
     let ingest_addr = serve(ingest, shutdown.clone()).await?;
 
-    let bare_url = format!("http://{bare_addr}/webhooks/github");
-    let url = format!("http://{ingest_addr}/webhooks/github");
+    let floor_addr = serve(floor_router(dir)?, shutdown.clone()).await?;
+    let urls = Urls {
+        bare: format!("http://{bare_addr}/webhooks/github"),
+        floor: format!("http://{floor_addr}/webhooks/github"),
+        sentinel: format!("http://{ingest_addr}/webhooks/github"),
+    };
     let levels: Vec<usize> = if config.concurrency.is_empty() {
         DEFAULT_CONCURRENCY.to_vec()
     } else {
@@ -498,12 +530,13 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     // The open-loop phase opens `cap` connections to Sentinel first (one request each).
     let sent = warm.len() + rounds * ((levels.len() + 1) * config.requests + cap);
     let expected = i64::try_from(sent).unwrap_or(i64::MAX);
-    closed_loop("warm-up", &bare_url, warm.clone(), cap).await;
-    closed_loop("warm-up", &url, warm, cap).await;
+    closed_loop("warm-up", &urls.bare, warm.clone(), cap).await;
+    closed_loop("warm-up", &urls.floor, warm.clone(), cap).await;
+    closed_loop("warm-up", &urls.sentinel, warm, cap).await;
 
     let mut done = Vec::with_capacity(rounds);
     for k in 1..=rounds {
-        done.push(round(k, &bare_url, &url, &levels, config.requests).await?);
+        done.push(round(k, &urls, &levels, config.requests).await?);
     }
     shutdown.cancel();
     // Every transaction stamps its records with one append time, so distinct stamps count
@@ -524,46 +557,58 @@ pub async fn run(dir: &Path, config: &BenchConfig) -> Result<BenchReport> {
     })
 }
 
-/// Round `k`: the concurrency sweep over `levels` (bare, then Sentinel, at each level), then
-/// both servers at half of Sentinel's peak. Delivery ids carry `k`, so no round's
-/// deliveries are duplicates of another's.
-async fn round(
-    k: usize,
-    bare_url: &str,
-    url: &str,
-    levels: &[usize],
-    requests: usize,
-) -> Result<Round> {
+/// The three servers' URLs.
+struct Urls {
+    bare: String,
+    floor: String,
+    sentinel: String,
+}
+
+/// The better of `best` and `m` (by throughput).
+fn keep_best(best: &mut Option<Measurement>, m: &Measurement) {
+    if best.as_ref().is_none_or(|b| m.rps > b.rps) {
+        *best = Some(m.clone());
+    }
+}
+
+/// Round `k`: the concurrency sweep over `levels` (bare, floor, then Sentinel, at each
+/// level), then the bare handler and Sentinel at half of Sentinel's peak. Delivery ids
+/// carry `k`, so no round's deliveries are duplicates of another's.
+async fn round(k: usize, urls: &Urls, levels: &[usize], requests: usize) -> Result<Round> {
     let cap = levels.iter().copied().max().unwrap_or(1);
     let mut sweep = Vec::new();
-    let (mut bare, mut sentinel): (Option<Measurement>, Option<Measurement>) = (None, None);
+    let (mut bare, mut floor, mut sentinel) = (None, None, None);
     for &c in levels {
         let b = closed_loop(
             &format!("bare axum 200 OK, {c} conns"),
-            bare_url,
+            &urls.bare,
             Arc::new(prepare(requests, &format!("bare-{k}-{c}"))),
+            c,
+        )
+        .await;
+        let f = closed_loop(
+            &format!("floor: verify + fsync, {c} conns"),
+            &urls.floor,
+            Arc::new(prepare(requests, &format!("floor-{k}-{c}"))),
             c,
         )
         .await;
         let s = closed_loop(
             &format!("sentinel github -> append, {c} conns"),
-            url,
+            &urls.sentinel,
             Arc::new(prepare(requests, &format!("peak-{k}-{c}"))),
             c,
         )
         .await;
-        if bare.as_ref().is_none_or(|m| b.rps > m.rps) {
-            bare = Some(b.clone());
-        }
-        if sentinel.as_ref().is_none_or(|m| s.rps > m.rps) {
-            sentinel = Some(s.clone());
-        }
-        sweep.push(b);
-        sweep.push(s);
+        keep_best(&mut bare, &b);
+        keep_best(&mut floor, &f);
+        keep_best(&mut sentinel, &s);
+        sweep.extend([b, f, s]);
     }
-    let (Some(bare), Some(sentinel)) = (bare, sentinel) else {
+    let (Some(bare), Some(floor), Some(sentinel)) = (bare, floor, sentinel) else {
         return Err(Error::Bench("no concurrency level was measured".into()));
     };
+    let (bare_url, url) = (urls.bare.as_str(), urls.sentinel.as_str());
     let half_rate = sentinel.rps / 2.0;
     let bare_half = open_loop(
         &format!("bare @ same rate ({half_rate:.0}/s)"),
@@ -586,10 +631,58 @@ async fn round(
     Ok(Round {
         sweep,
         bare,
+        floor,
         sentinel,
         bare_half,
         sentinel_half,
     })
+}
+
+/// The floor of a durable receiver, measured beside Sentinel so the ratio can be read
+/// against what the machine and its disk allow: the bare handler plus the signature check
+/// and a group-committed, `fdatasync`ed append of the body to a flat file by one writer
+/// thread, answered after the sync. No parsing, no deduplication, no index: any receiver
+/// that acknowledges durably does at least this much.
+fn floor_router(dir: &Path) -> Result<Router> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("floor.log"))
+        .map_err(|e| Error::Bench(format!("floor log: {e}")))?;
+    let (tx, rx) = std::sync::mpsc::channel::<(Bytes, tokio::sync::oneshot::Sender<bool>)>();
+    std::thread::Builder::new()
+        .name("bench-floor-writer".into())
+        .spawn(move || {
+            // Ends when the router (every sender) is gone.
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let ok = batch.iter().all(|(body, _)| file.write_all(body).is_ok())
+                    && file.sync_data().is_ok();
+                for (_, done) in batch {
+                    let _ = done.send(ok);
+                }
+            }
+        })
+        .map_err(|e| Error::Bench(format!("floor writer: {e}")))?;
+    let secret = Secret::new(SECRET).ok_or_else(|| Error::Bench("empty secret".into()))?;
+    Ok(Router::new().route(
+        "/webhooks/github",
+        post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let (tx, secret) = (tx.clone(), secret.clone());
+            async move {
+                let signature = headers
+                    .get("x-hub-signature-256")
+                    .and_then(|v| v.to_str().ok());
+                if crate::auth::verify_sha256_signature(&secret, &body, signature).is_err() {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let (done, synced) = tokio::sync::oneshot::channel();
+                if tx.send((body, done)).is_err() || !synced.await.unwrap_or(false) {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                StatusCode::OK
+            }
+        }),
+    ))
 }
 
 /// p50 and p99 of 200 rounds of a 4 KiB write and `fdatasync` to a file in `dir`.

@@ -167,7 +167,9 @@ enum BenchCommand {
         rate: f64,
     },
     /// P1: signed GitHub deliveries/s to durable append on the embedded log vs a bare axum
-    /// 200-OK handler (same in-tree load generator), then p50/p99 at half of the peak.
+    /// 200-OK handler (same in-tree load generator), then p50/p99 at half of the peak. A
+    /// durable floor (signature check + fdatasync of the body to a flat file) is swept
+    /// beside them, to show what the machine and disk allow.
     Ingest {
         /// Requests per phase.
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]

@@ -1,5 +1,5 @@
 //! The P1 benchmark harness itself, run small: every phase of the concurrency sweep is
-//! measured in every round, each round's peak is its best level, the report judges the
+//! measured in every round (the bare handler, the durable floor and Sentinel), each round's peak is its best level, the report judges the
 //! goals on the rounds' medians, and every signed delivery sent reached the log (the
 //! harness's own completeness check).
 
@@ -21,7 +21,11 @@ async fn the_benchmark_sweeps_concurrency_and_loses_no_delivery() {
     .expect("bench");
     assert_eq!(report.rounds.len(), 2);
     for round in &report.rounds {
-        assert_eq!(round.sweep.len(), 4, "bare and sentinel at each level");
+        assert_eq!(
+            round.sweep.len(),
+            6,
+            "bare, floor and sentinel at each level"
+        );
         assert!(round.sweep.iter().all(|m| m.errors == 0 && m.ok == 60));
         let best = |prefix: &str| {
             round
@@ -32,6 +36,7 @@ async fn the_benchmark_sweeps_concurrency_and_loses_no_delivery() {
                 .fold(0.0, f64::max)
         };
         assert_eq!(round.bare.rps, best("bare"));
+        assert_eq!(round.floor.rps, best("floor"));
         assert_eq!(round.sentinel.rps, best("sentinel"));
         assert_eq!(round.sentinel_half.errors, 0);
         assert_eq!(round.sentinel_half.ok, 60);
@@ -39,6 +44,7 @@ async fn the_benchmark_sweeps_concurrency_and_loses_no_delivery() {
     // Two rounds: the medians are the means of the two.
     let (a, b) = (&report.rounds[0], &report.rounds[1]);
     assert!((report.ratio() - (a.ratio() + b.ratio()) / 2.0).abs() < 1e-9);
+    assert!((report.floor_ratio() - (a.floor_ratio() + b.floor_ratio()) / 2.0).abs() < 1e-9);
     let p99 = (a.sentinel_half.p99.as_secs_f64() + b.sentinel_half.p99.as_secs_f64()) / 2.0;
     assert!((report.p99_at_half_peak().as_secs_f64() - p99).abs() < 1e-9);
     // Every round's deliveries are new to the log: none was taken for a redelivery.
@@ -50,4 +56,5 @@ async fn the_benchmark_sweeps_concurrency_and_loses_no_delivery() {
         text.contains("ratio sentinel/bare: median of 2 rounds"),
         "{text}"
     );
+    assert!(text.contains("floor/bare ("), "{text}");
 }
