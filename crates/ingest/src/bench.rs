@@ -23,7 +23,7 @@
 //! The bare handler is also measured at the same open-loop rate, so the latencies the load
 //! generator itself adds are visible beside Sentinel's.
 //!
-//! A third server, the *floor* ([`floor_router`]), is swept beside the two: the bare handler
+//! A third server, the *floor* (`floor_router`), is swept beside the two: the bare handler
 //! plus the signature check and a group-committed `fdatasync` of the body to a flat file.
 //! Its ratio to the bare handler is what any durable receiver could reach on the machine
 //! and disk at hand, against which Sentinel's ratio can be read.
@@ -119,7 +119,7 @@ pub struct Round {
     pub sweep: Vec<Measurement>,
     /// Bare axum 200-OK handler, closed loop, at its best level.
     pub bare: Measurement,
-    /// The floor of a durable receiver ([`floor_router`]), closed loop, at its best level.
+    /// The floor of a durable receiver (see the module docs), closed loop, at its best level.
     pub floor: Measurement,
     /// Sentinel's GitHub receiver with durable append, closed loop, at its best level.
     pub sentinel: Measurement,
