@@ -9,22 +9,27 @@
 //! (docs/ingestion.md, session 10).
 //!
 //! Here the ids of every record up to `merged_upto` are in the `log_event_ids` table, and
-//! the ids of the records after it are in the writer's memory ([`EventIds::unmerged`]),
-//! read back from `log_records` when the writer starts. Once [`MERGE_AT`] ids are
-//! unmerged, they become a *generation*: sorted by key and merged into the table a slice
-//! per append commit, in the same transaction as the appends (no extra fsync). Consecutive
-//! slices cover consecutive key ranges, so every leaf of the table is written about once
-//! per generation rather than once per record. The commit holding a generation's last
-//! slice also raises `merged_upto`; only after that are its ids dropped from memory. A
-//! crash in the middle of a generation leaves `merged_upto` where it was: the writer reads
-//! the generation's ids back on restart and merges them again (`INSERT OR IGNORE`).
+//! the ids of the later records not merged yet are in the writer's memory
+//! ([`EventIds::unmerged`], in key order), read back from `log_records` when the writer
+//! starts. Once [`Pace::merge_at`] ids are unmerged, a *merge* starts: every id of a record
+//! up to the newest offset seen then (`upto`) is merged into the table in key order, a
+//! slice per append commit, in the same transaction as the appends (no extra fsync).
+//! Consecutive slices cover consecutive key ranges, so every leaf of the table is written
+//! about once per merge rather than once per record. An id leaves memory once the commit
+//! holding its slice is durable (lookups then find it in the table); the commit of the
+//! last slice raises `merged_upto` to `upto`. Nothing in it is proportional to the ids in
+//! memory, so no commit stalls on a merge. A crash in the middle of a merge leaves
+//! `merged_upto` where it was: the writer reads the ids after it back on restart and
+//! merges them again (`INSERT OR IGNORE`).
 //!
 //! Other processes may append to the same file. Holding the write lock (`BEGIN
 //! IMMEDIATE`), the writer first reads the ids of any record appended since it last looked
 //! ([`EventIds::catch_up`]), so deduplication stays exact across processes, as it was with
 //! the unique index.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -34,21 +39,22 @@ const MERGED_UPTO: &str = include_str!("../sql/merged_upto.sql");
 const SET_MERGED_UPTO: &str = include_str!("../sql/set_merged_upto.sql");
 const UNMERGED_EVENT_IDS: &str = include_str!("../sql/unmerged_event_ids.sql");
 const LAST_OFFSET: &str = include_str!("../sql/last_offset.sql");
+const HAS_EVENT_ID_INDEX: &str = include_str!("../sql/has_event_id_index.sql");
 const MIGRATE_EVENT_ID_INDEX: &str = include_str!("../sql/migrate_event_id_index.sql");
 
-/// When generations start and how fast they are merged.
+/// When merges start and how fast they go.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Pace {
-    /// Unmerged ids at which a generation starts. Larger generations write fewer pages per
-    /// merged id (each leaf about once per generation) but hold more in memory (about 100
-    /// bytes per id) and take longer to read back when the writer starts.
+    /// Unmerged ids at which a merge starts. Larger merges write fewer pages per merged id
+    /// (each leaf about once per merge) but hold more in memory (about 100 bytes per id)
+    /// and take longer to read back when the writer starts.
     pub(super) merge_at: usize,
-    /// Fewest ids merged per commit while a generation is in progress; a commit of `n`
-    /// records merges `2 n` (at most [`SLICE_MAX`]), so merging outpaces appending.
+    /// Fewest ids merged per commit while a merge is in progress; a commit of `n` records
+    /// merges `2 n` (at most [`SLICE_MAX`]), so merging outpaces appending.
     pub(super) slice_min: usize,
 }
 
-/// The production pace: generations of 32 Ki ids, at least 64 merged per commit.
+/// The production pace: merges of 32 Ki ids, at least 64 merged per commit.
 pub(super) const PACE: Pace = Pace {
     merge_at: 32 * 1024,
     slice_min: 64,
@@ -57,25 +63,32 @@ pub(super) const PACE: Pace = Pace {
 /// Most ids merged per commit.
 const SLICE_MAX: usize = 4096;
 
-/// Merged ids that share a 4 KiB leaf of `log_events_ids`, roughly (for the WAL estimate).
+/// Merged ids that share a 4 KiB leaf of `log_event_ids`, roughly (for the WAL estimate).
 pub(super) const MERGED_IDS_PER_PAGE: u64 = 64;
 
 /// The writer's view of the log's event ids.
 #[derive(Debug)]
 pub(super) struct EventIds {
     /// Per topic, event id → offset of every record after the table's `merged_upto` that
-    /// this writer knows of: appended by it, or by another process before it looked.
-    unmerged: HashMap<String, HashMap<String, i64>>,
+    /// this writer knows of (appended by it, or by another process before it looked) and
+    /// that is not merged yet; in key order, the table's.
+    unmerged: BTreeMap<String, BTreeMap<String, i64>>,
     /// Entries of `unmerged`.
     unmerged_len: usize,
     /// The highest offset this writer has seen (all records up to it are accounted for).
     seen_upto: i64,
-    /// The generation being merged, sorted by `(topic, event_id)`, and the next to merge.
-    generation: Vec<(String, String, i64)>,
-    next: usize,
-    /// Every record up to this offset has its id in the generation (or merged before).
-    generation_upto: i64,
+    /// The merge in progress.
+    merge: Option<Merge>,
     pace: Pace,
+}
+
+/// A merge in progress.
+#[derive(Debug)]
+struct Merge {
+    /// Every record up to this offset has its id merged once the merge is done.
+    upto: i64,
+    /// The last key merged so far: the next slice starts after it.
+    after: Option<(String, String)>,
 }
 
 /// What a transaction did to the ids, applied by [`EventIds::committed`] once it committed.
@@ -83,8 +96,10 @@ pub(super) struct EventIds {
 pub(super) struct Pending {
     /// Per topic, the ids appended and their offsets.
     appended: HashMap<String, HashMap<String, i64>>,
-    /// The generation's entries merged in this transaction.
-    merged: usize,
+    /// The keys merged in this transaction, in key order.
+    merged: Vec<(String, String)>,
+    /// Whether this transaction finished the merge (raised `merged_upto`).
+    merge_done: bool,
     /// The highest offset appended in this transaction.
     last_offset: i64,
 }
@@ -114,7 +129,7 @@ impl Pending {
 
     /// Ids merged in this transaction.
     pub(super) fn merged(&self) -> usize {
-        self.merged
+        self.merged.len()
     }
 }
 
@@ -123,26 +138,20 @@ impl EventIds {
     /// the records not yet merged.
     pub(super) fn load(conn: &mut rusqlite::Connection, pace: Pace) -> rusqlite::Result<Self> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let old_index: bool = tx
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'log_records_topic_event_id'",
-                [],
-                |_| Ok(true),
-            )
+        let old_index = tx
+            .query_row(HAS_EVENT_ID_INDEX, [], |_| Ok(()))
             .optional()?
-            .unwrap_or(false);
+            .is_some();
         if old_index {
             tracing::info!("Moving the log's event-id index into log_event_ids (once).");
             tx.execute_batch(MIGRATE_EVENT_ID_INDEX)?;
         }
         let merged_upto: i64 = tx.query_row(MERGED_UPTO, [], |row| row.get(0))?;
         let mut ids = EventIds {
-            unmerged: HashMap::new(),
+            unmerged: BTreeMap::new(),
             unmerged_len: 0,
             seen_upto: merged_upto,
-            generation: Vec::new(),
-            next: 0,
-            generation_upto: merged_upto,
+            merge: None,
             pace: Pace {
                 merge_at: pace.merge_at.max(1),
                 slice_min: pace.slice_min.max(1),
@@ -150,7 +159,7 @@ impl EventIds {
         };
         ids.catch_up(&tx)?;
         tx.commit()?;
-        ids.start_generation();
+        ids.start_merge();
         Ok(ids)
     }
 
@@ -202,34 +211,55 @@ impl EventIds {
             .optional()
     }
 
-    /// Merges the generation's next slice (sized for a commit of `records` records) in
-    /// `tx`, raising `merged_upto` when the slice is its last.
+    /// The merge's remaining ids in key order: those after `merge.after` of records up to
+    /// `merge.upto` (later records' ids wait for the next merge).
+    fn remaining<'a>(&'a self, merge: &'a Merge) -> impl Iterator<Item = (&'a str, &'a str, i64)> {
+        let from_topic = merge
+            .after
+            .as_ref()
+            .map_or(Unbounded, |(topic, _)| Included(topic.as_str()));
+        self.unmerged
+            .range::<str, _>((from_topic, Unbounded))
+            .flat_map(move |(topic, ids)| {
+                let ids = match &merge.after {
+                    Some((t, id)) if t == topic => {
+                        ids.range::<str, _>((Excluded(id.as_str()), Unbounded))
+                    }
+                    _ => ids.range::<str, _>(..),
+                };
+                ids.map(move |(id, offset)| (topic.as_str(), id.as_str(), *offset))
+            })
+            .filter(move |(_, _, offset)| *offset <= merge.upto)
+    }
+
+    /// Merges the next slice (sized for a commit of `records` records) in `tx`, and raises
+    /// `merged_upto` when that leaves none.
     pub(super) fn merge_slice(
         &self,
         tx: &Transaction<'_>,
         records: usize,
         pending: &mut Pending,
     ) -> rusqlite::Result<()> {
-        if self.next >= self.generation.len() {
+        let Some(merge) = &self.merge else {
             return Ok(());
-        }
+        };
         let n = (2 * records).clamp(self.pace.slice_min, SLICE_MAX.max(self.pace.slice_min));
-        let end = (self.next + n).min(self.generation.len());
-        let mut merge = tx.prepare_cached(MERGE_EVENT_ID)?;
-        for (topic, event_id, offset) in &self.generation[self.next..end] {
-            merge.execute(params![topic, event_id, offset])?;
+        let mut insert = tx.prepare_cached(MERGE_EVENT_ID)?;
+        let mut remaining = self.remaining(merge);
+        for (topic, event_id, offset) in remaining.by_ref().take(n) {
+            insert.execute(params![topic, event_id, offset])?;
+            pending.merged.push((topic.to_owned(), event_id.to_owned()));
         }
-        if end == self.generation.len() {
+        if remaining.next().is_none() {
             tx.prepare_cached(SET_MERGED_UPTO)?
-                .execute(params![self.generation_upto])?;
+                .execute(params![merge.upto])?;
+            pending.merge_done = true;
         }
-        pending.merged = end - self.next;
         Ok(())
     }
 
-    /// Applies a committed transaction: its appended ids join the unmerged ones, the
-    /// generation advances (and is dropped from memory when done), and a new generation
-    /// starts when enough ids are unmerged.
+    /// Applies a committed transaction: its appended ids join the unmerged ones, the ids it
+    /// merged leave memory, and a merge starts when enough ids are unmerged.
     pub(super) fn committed(&mut self, pending: Pending) {
         for (topic, ids) in pending.appended {
             for (event_id, offset) in ids {
@@ -237,35 +267,33 @@ impl EventIds {
             }
         }
         self.seen_upto = self.seen_upto.max(pending.last_offset);
-        self.next += pending.merged;
-        if !self.generation.is_empty() && self.next >= self.generation.len() {
-            let upto = self.generation_upto;
-            for ids in self.unmerged.values_mut() {
-                ids.retain(|_, offset| *offset > upto);
+        for (topic, event_id) in &pending.merged {
+            if let Some(ids) = self.unmerged.get_mut(topic) {
+                if ids.remove(event_id).is_some() {
+                    self.unmerged_len -= 1;
+                }
+                if ids.is_empty() {
+                    self.unmerged.remove(topic);
+                }
             }
-            self.unmerged.retain(|_, ids| !ids.is_empty());
-            self.unmerged_len = self.unmerged.values().map(HashMap::len).sum();
-            self.generation = Vec::new();
-            self.next = 0;
         }
-        self.start_generation();
+        if pending.merge_done {
+            self.merge = None;
+        } else if let (Some(merge), Some(last)) =
+            (&mut self.merge, pending.merged.into_iter().last())
+        {
+            merge.after = Some(last);
+        }
+        self.start_merge();
     }
 
-    /// Starts a generation when none is in progress and enough ids are unmerged.
-    fn start_generation(&mut self) {
-        if self.generation.is_empty() && self.unmerged_len >= self.pace.merge_at {
-            let mut generation: Vec<(String, String, i64)> = self
-                .unmerged
-                .iter()
-                .flat_map(|(topic, ids)| {
-                    ids.iter()
-                        .map(|(id, offset)| (topic.clone(), id.clone(), *offset))
-                })
-                .collect();
-            // The table's key order (SQLite compares TEXT bytewise, as `str` does).
-            generation.sort_unstable();
-            self.generation = generation;
-            self.generation_upto = self.seen_upto;
+    /// Starts a merge when none is in progress and enough ids are unmerged.
+    fn start_merge(&mut self) {
+        if self.merge.is_none() && self.unmerged_len >= self.pace.merge_at {
+            self.merge = Some(Merge {
+                upto: self.seen_upto,
+                after: None,
+            });
         }
     }
 }
