@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod event_ids;
 
-use event_ids::{EventIds, MERGED_IDS_PER_PAGE, PACE, Pace, Pending};
+use event_ids::{EventIds, PACE, Pace, Pending};
 
 use crate::{
     EventLog, HEADER_EVENT_ID, Header, Position, Record, Result, Stored, Subscription,
@@ -100,7 +100,16 @@ impl SqliteLog {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        let writer = spawn_writer(path, pace)?;
+        // Reading the unmerged ids back (and moving an old log's index, once) blocks.
+        let writer = {
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || spawn_writer(&path, pace))
+                .await
+                .map_err(|e| crate::Error::Append {
+                    message: format!("starting the writer failed: {e}"),
+                    transient: false,
+                })??
+        };
         Ok(Self {
             pool,
             writer,
@@ -516,8 +525,8 @@ fn spawn_writer(path: &Path, pace: Pace) -> Result<mpsc::UnboundedSender<WriteRe
                 }
                 let result = write_batch(&mut conn, &mut ids, &batch);
                 match result {
-                    Ok((all, merged)) => {
-                        since_checkpoint += estimated_wal_pages(&batch, merged, page_size);
+                    Ok((all, merged_pages)) => {
+                        since_checkpoint += estimated_wal_pages(&batch, merged_pages, page_size);
                         for (req, positions) in batch.drain(..).zip(all) {
                             let _ = req.reply.send(Ok(positions));
                         }
@@ -543,13 +552,12 @@ fn spawn_writer(path: &Path, pace: Pace) -> Result<mpsc::UnboundedSender<WriteRe
 /// pages above the leaves that changed.
 const COMMIT_OVERHEAD_PAGES: u64 = 4;
 
-/// The WAL pages (frames) a commit of `batch` that merged `merged` event ids writes,
-/// roughly: the records' own bytes in table pages, the merged ids' leaves of
-/// `log_event_ids` (consecutive keys, [`MERGED_IDS_PER_PAGE`] to a leaf, plus the slice's
-/// first leaf), plus [`COMMIT_OVERHEAD_PAGES`]. Underestimating lets the WAL grow to the
-/// writer's own checkpoint far ahead of the checkpointer (the estimate once counted
-/// bytes alone, which underestimated the random index leaf each record then wrote).
-fn estimated_wal_pages(batch: &[WriteRequest], merged: usize, page_size: u64) -> u64 {
+/// The WAL pages (frames) a commit of `batch` writes, roughly: the records' own bytes in
+/// table pages, the `merged_pages` leaves of `log_event_ids` its merge slice wrote, plus
+/// [`COMMIT_OVERHEAD_PAGES`]. Underestimating lets the WAL grow to the writer's own
+/// checkpoint far ahead of the checkpointer (the estimate once counted bytes alone, which
+/// underestimated the random index leaf each record then wrote).
+fn estimated_wal_pages(batch: &[WriteRequest], merged_pages: u64, page_size: u64) -> u64 {
     let bytes: u64 = batch
         .iter()
         .flat_map(|r| &r.records)
@@ -558,12 +566,6 @@ fn estimated_wal_pages(batch: &[WriteRequest], merged: usize, page_size: u64) ->
             (r.value.len() + r.key.len() + headers) as u64
         })
         .sum();
-    let merged = merged as u64;
-    let merged_pages = if merged == 0 {
-        0
-    } else {
-        1 + merged.div_ceil(MERGED_IDS_PER_PAGE)
-    };
     COMMIT_OVERHEAD_PAGES + merged_pages + bytes.div_ceil(page_size.max(1))
 }
 
@@ -593,7 +595,8 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
 }
 
 /// Writes every request of the batch in one transaction, with a slice of the event-id
-/// merge (see [`event_ids`]); positions per request, in order, and the ids merged.
+/// merge (see [`event_ids`]); positions per request, in order, and the pages of
+/// `log_event_ids` the merge wrote (estimated).
 ///
 /// A record whose `event_id` was appended to its topic before (or earlier in this batch)
 /// is not written again: it gets the earlier offset.
@@ -601,11 +604,11 @@ fn write_batch(
     conn: &mut rusqlite::Connection,
     ids: &mut EventIds,
     batch: &[WriteRequest],
-) -> rusqlite::Result<(Vec<Vec<Position>>, usize)> {
+) -> rusqlite::Result<(Vec<Vec<Position>>, u64)> {
     let now = now_micros();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Records another process appended since this writer last looked.
-    ids.catch_up(&tx)?;
+    let caught_up = ids.catch_up(&tx)?;
     let mut pending = Pending::default();
     let mut all = Vec::with_capacity(batch.len());
     let mut records = 0;
@@ -652,11 +655,11 @@ fn write_batch(
             all.push(positions);
         }
     }
-    ids.merge_slice(&tx, records, &mut pending)?;
+    ids.merge_slice(&tx, records + caught_up, &mut pending)?;
     tx.commit()?;
-    let merged = pending.merged();
+    let merged_pages = ids.merged_pages(pending.merged());
     ids.committed(pending);
-    Ok((all, merged))
+    Ok((all, merged_pages))
 }
 
 /// A group member on the embedded log. Groups have one member at a time: the embedded log
@@ -788,7 +791,7 @@ mod tests {
         let small: Vec<Record> = (0..10).map(|i| record(&format!("id-{i}"))).collect();
         let pages = estimated_wal_pages(&[request(small.clone())], 0, 4096);
         assert_eq!(pages, 1 + COMMIT_OVERHEAD_PAGES);
-        let pages = estimated_wal_pages(&[request(small)], 2 * MERGED_IDS_PER_PAGE as usize, 4096);
+        let pages = estimated_wal_pages(&[request(small)], 3, 4096);
         assert_eq!(pages, 1 + 3 + COMMIT_OVERHEAD_PAGES);
         let mut large = record("big");
         large.value = vec![0; 10 * 4096];
