@@ -165,7 +165,16 @@ impl EventIds {
             tx.execute_batch(MIGRATE_EVENT_ID_INDEX)?;
         }
         let merged_upto: i64 = tx.query_row(MERGED_UPTO, [], |row| row.get(0))?;
-        let mut ids = EventIds {
+        let mut ids = EventIds::empty(merged_upto, pace);
+        ids.catch_up(&tx)?;
+        tx.commit()?;
+        ids.start_merge();
+        Ok(ids)
+    }
+
+    /// No id in memory yet, and none merging: everything up to `merged_upto` is merged.
+    fn empty(merged_upto: i64, pace: Pace) -> Self {
+        EventIds {
             unmerged: BTreeMap::new(),
             unmerged_len: 0,
             seen_upto: merged_upto,
@@ -175,11 +184,7 @@ impl EventIds {
                 merge_at: pace.merge_at.max(1),
                 slice_min: pace.slice_min.max(1),
             },
-        };
-        ids.catch_up(&tx)?;
-        tx.commit()?;
-        ids.start_merge();
-        Ok(ids)
+        }
     }
 
     /// Reads the ids of the records appended (by any process) since this writer last looked,
@@ -359,14 +364,7 @@ mod tests {
     use super::*;
 
     fn ids(merged_upto: i64, unmerged: usize) -> EventIds {
-        let mut ids = EventIds {
-            unmerged: BTreeMap::new(),
-            unmerged_len: 0,
-            seen_upto: merged_upto,
-            merged_upto,
-            merge: None,
-            pace: PACE,
-        };
+        let mut ids = EventIds::empty(merged_upto, PACE);
         for i in 0..unmerged {
             let offset = merged_upto + 1 + i64::try_from(i).unwrap_or(0);
             ids.insert("t".to_owned(), format!("id-{i:08}"), offset);
