@@ -579,27 +579,15 @@ async fn round(k: usize, urls: &Urls, levels: &[usize], requests: usize) -> Resu
     let mut sweep = Vec::new();
     let (mut bare, mut floor, mut sentinel) = (None, None, None);
     for &c in levels {
-        let b = closed_loop(
-            &format!("bare axum 200 OK, {c} conns"),
-            &urls.bare,
-            Arc::new(prepare(requests, &format!("bare-{k}-{c}"))),
-            c,
-        )
-        .await;
-        let f = closed_loop(
-            &format!("floor: verify + fsync, {c} conns"),
-            &urls.floor,
-            Arc::new(prepare(requests, &format!("floor-{k}-{c}"))),
-            c,
-        )
-        .await;
-        let s = closed_loop(
-            &format!("sentinel github -> append, {c} conns"),
-            &urls.sentinel,
-            Arc::new(prepare(requests, &format!("peak-{k}-{c}"))),
-            c,
-        )
-        .await;
+        // Each server on new deliveries: `tag` keeps every phase's delivery ids distinct.
+        let level = |label: &str, url: &str, tag: &str| {
+            let (label, url) = (format!("{label}, {c} conns"), url.to_owned());
+            let reqs = Arc::new(prepare(requests, &format!("{tag}-{k}-{c}")));
+            async move { closed_loop(&label, &url, reqs, c).await }
+        };
+        let b = level("bare axum 200 OK", &urls.bare, "bare").await;
+        let f = level("floor: verify + fsync", &urls.floor, "floor").await;
+        let s = level("sentinel github -> append", &urls.sentinel, "peak").await;
         keep_best(&mut bare, &b);
         keep_best(&mut floor, &f);
         keep_best(&mut sentinel, &s);

@@ -5,8 +5,8 @@
 //! strictly increase but are not contiguous. Appends
 //! are deduplicated on the `event_id` header per topic, which makes redelivered webhooks and
 //! re-run stages idempotent; the ids' index is merged in batches rather than maintained
-//! record by record (see the `event_ids` module). Subscribers in this process are woken as soon as a batch is
-//! committed; subscribers in other processes poll.
+//! record by record (see the `event_ids` module). Subscribers in this process are woken as
+//! soon as a batch is committed; subscribers in other processes poll.
 //!
 //! Appends go through one writer thread that owns its own connection (rusqlite): it takes
 //! every append queued while the previous transaction committed and writes them all in one
