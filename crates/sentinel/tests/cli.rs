@@ -1011,3 +1011,36 @@ fn bench_ingest_repeats_rounds_and_judges_medians() {
         .expect("run");
     assert!(!out.status.success(), "zero rounds is refused");
 }
+
+/// `bench ingest --rate`: the open loop runs at the given rate instead of half of the
+/// peak, says so, and does not judge the half-peak p99 goal; a rate of 0 is refused.
+#[test]
+fn bench_ingest_runs_the_open_loop_at_a_fixed_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stdout = stdout_of_success(sentinel().current_dir(dir.path()).args([
+        "bench",
+        "ingest",
+        "--requests",
+        "30",
+        "--concurrency",
+        "2",
+        "--rate",
+        "300",
+    ]));
+    assert!(stdout.contains("open loop at 300/s"), "{stdout}");
+    assert!(stdout.contains("sentinel @ fixed rate (300/s)"), "{stdout}");
+    assert!(stdout.contains("bare @ same rate (300/s)"), "{stdout}");
+    assert!(
+        stdout.contains("p99 at a fixed 300/s: ") && stdout.contains("not judged at a fixed rate"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sent (all)"), "{stdout}");
+
+    for bad in ["0", "-5", "fast"] {
+        let out = sentinel()
+            .args(["bench", "ingest", "--rate", bad])
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "--rate {bad} is refused");
+    }
+}

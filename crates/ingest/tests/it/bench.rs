@@ -15,6 +15,7 @@ async fn the_benchmark_sweeps_concurrency_and_loses_no_delivery() {
             // 8 twice: measured once (its deliveries would otherwise be sent twice).
             concurrency: vec![2, 8, 8],
             rounds: 2,
+            rate: None,
         },
     )
     .await
