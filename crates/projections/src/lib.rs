@@ -102,10 +102,11 @@ pub enum Error {
         /// The projections there are (their tables).
         known: Vec<String>,
     },
-    /// A rebuild's shadow tables could not be created. The cause is kept as text, because
-    /// every stage waiting for those tables reports it.
-    #[error("creating the rebuild's shadow tables: {0}")]
-    ShadowSetup(String),
+    /// A rebuild's tables could not be prepared: its shadow tables created, or (in place)
+    /// the live tables locked and emptied. The cause is kept as text, because every stage
+    /// waiting for those tables reports it.
+    #[error("preparing the rebuild's tables: {0}")]
+    RebuildSetup(String),
     /// The SQL of a statement is missing for a backend (a build defect the tests catch).
     #[error("no SQL statement {name:?} for the {backend} backend")]
     MissingStatement {

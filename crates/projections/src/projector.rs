@@ -124,9 +124,10 @@ pub struct Projector {
 /// commits once the replay is done (an in-place rebuild). `None` inside once taken.
 pub(crate) type SharedTx = Arc<tokio::sync::Mutex<Option<crate::store::StoreTx>>>;
 
-/// Completes when a fresh projector's tables exist. A rebuild creates its shadow tables on
-/// a task of their own while the first batches are read, decoded and folded (which need no
-/// table: nothing was written yet); loads and writes wait for this first.
+/// Completes when a fresh projector's tables are ready. A rebuild creates its shadow tables
+/// (or, in place, locks and empties the live ones) on a task of its own while the first
+/// batches are read, decoded and folded (which need no table: nothing was written yet);
+/// loads and writes wait for this first.
 #[derive(Clone)]
 pub(crate) struct Ready(Shared<BoxFuture<'static, std::result::Result<(), String>>>);
 
@@ -153,9 +154,9 @@ impl Ready {
         )
     }
 
-    /// Waits for the set-up; its error as [`Error::ShadowSetup`].
+    /// Waits for the set-up; its error as [`Error::RebuildSetup`].
     pub(crate) async fn wait(&self) -> Result<()> {
-        self.0.clone().await.map_err(Error::ShadowSetup)
+        self.0.clone().await.map_err(Error::RebuildSetup)
     }
 }
 

@@ -295,19 +295,30 @@ async fn rebuild_in_place(
     let name = config.name.clone();
     let started = Instant::now();
     let tables = migration_tables(migrations(Backend::Postgres));
-    let mut tx = store.begin().await?;
-    tx.run_script(&in_place_reset_script(&tables)?).await?;
-    // The binary COPY's column types (cached per process), while the first batches are
-    // read: on the rebuild's own connection, so it needs no other.
-    tx.prefetch_copy_columns().await?;
-    let shared: crate::projector::SharedTx = Arc::new(tokio::sync::Mutex::new(Some(tx)));
+    let shared: crate::projector::SharedTx = Arc::new(tokio::sync::Mutex::new(None));
+    // The transaction is opened, the tables locked and emptied, and the binary COPY's
+    // column types (cached per process) read on its own connection (so the rebuild needs
+    // no other) on a task of its own, while the first batches are read, decoded and
+    // folded: they need no table. Loads and writes wait for it.
+    let Store::Postgres(pool) = store else {
+        return Err(Error::CorruptRow(
+            "an in-place rebuild needs PostgreSQL".into(),
+        ));
+    };
+    let ready = Ready::after(prepare_in_place(
+        pool.clone(),
+        in_place_reset_script(&tables)?,
+        shared.clone(),
+    ));
     let projector = Projector::with_config(log.clone(), store.clone(), config)
-        .for_fresh_tables(Ready::now())
+        .for_fresh_tables(ready.clone())
         .with_primed(primed)
         .in_transaction(shared.clone());
     let applied = projector
         .catch_up_to(None, &|partition, next| tally.batch(partition, next))
         .await? as u64;
+    // An empty log wrote nothing, so nothing waited for the set-up yet.
+    ready.wait().await?;
     let replay = started.elapsed();
     info!(applied, ?replay, "Rebuild replayed the log in place.");
     let tx = shared
@@ -326,6 +337,23 @@ async fn rebuild_in_place(
         swap: committing.elapsed(),
         in_place: true,
     })
+}
+
+/// Opens an in-place rebuild's transaction on `pool`, runs `script` in it (lock the
+/// checkpoint table, empty the tables), looks up the binary COPY's column types on its
+/// connection, and hands it over in `shared`.
+async fn prepare_in_place(
+    pool: sqlx::PgPool,
+    script: String,
+    shared: crate::projector::SharedTx,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    // A `&str` without arguments goes as one simple query: every statement, one round
+    // trip (`raw_sql`'s executor bound is not provably `Send` in a spawned task).
+    sqlx::Executor::execute(&mut *tx, script.as_str()).await?;
+    crate::store::prefetch_copy_columns(&mut tx).await?;
+    *shared.lock().await = Some(crate::store::StoreTx::postgres(tx));
+    Ok(())
 }
 
 /// The statements that empty `tables` for an in-place rebuild: the checkpoint table is

@@ -754,6 +754,16 @@ pub struct StoreTx {
     inner: TxInner,
 }
 
+impl StoreTx {
+    /// A PostgreSQL transaction begun by the caller (an in-place rebuild prepares it on a
+    /// task of its own).
+    pub(crate) fn postgres(tx: Transaction<'static, Postgres>) -> StoreTx {
+        StoreTx {
+            inner: TxInner::Postgres(tx),
+        }
+    }
+}
+
 impl std::fmt::Debug for StoreTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let backend = match self.inner {
@@ -1199,33 +1209,6 @@ impl StoreTx {
         match self.inner {
             TxInner::Sqlite(tx) => tx.rollback().await?,
             TxInner::Postgres(tx) => tx.rollback().await?,
-        }
-        Ok(())
-    }
-
-    /// Looks up (and caches) the binary `COPY` column types of every table a rebuild
-    /// appends to, in this transaction (PostgreSQL; nothing to do on SQLite).
-    ///
-    /// # Errors
-    ///
-    /// Database errors.
-    pub(crate) async fn prefetch_copy_columns(&mut self) -> Result<()> {
-        match &mut self.inner {
-            TxInner::Postgres(tx) => prefetch_copy_columns(tx).await,
-            TxInner::Sqlite(_) => Ok(()),
-        }
-    }
-
-    /// Runs a script of statements without parameters in one round trip (a rebuild's
-    /// generated statements, whose table names come from the migrations).
-    pub(crate) async fn run_script(&mut self, script: &str) -> Result<()> {
-        match &mut self.inner {
-            TxInner::Sqlite(tx) => {
-                sqlx::raw_sql(script).execute(&mut **tx).await?;
-            }
-            TxInner::Postgres(tx) => {
-                sqlx::raw_sql(script).execute(&mut **tx).await?;
-            }
         }
         Ok(())
     }

@@ -2240,7 +2240,7 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
     execute(env.store(), &format!("DROP ROLE {role}")).await;
 
     match result {
-        Err(Error::ShadowSetup(cause)) => {
+        Err(Error::RebuildSetup(cause)) => {
             assert!(cause.contains("permission denied"), "{cause}");
         }
         other => panic!("expected the shadow's set-up error, got {other:?}"),
@@ -2251,6 +2251,49 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
         "{:?}",
         leftovers(&env).await
     );
+}
+
+/// An in-place rebuild prepares its transaction (lock the checkpoint table, empty the
+/// tables) on a task of its own while the first batches are folded. When that fails (here:
+/// a role that may only read, so it may not lock the checkpoint table), the rebuild reports
+/// the cause and the live tables are untouched.
+#[tokio::test]
+async fn an_in_place_rebuild_whose_set_up_fails_leaves_the_live_tables() {
+    let env = Env::new(Backend::Postgres).await;
+    env.append_chains(&chains(3, t_rebuild())).await;
+    env.projector().run_once().await.expect("project");
+    let before = snapshot(env.store()).await;
+
+    let role = format!("sentinel_test_readonly_{}", Uuid::new_v4().simple());
+    execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
+    execute(
+        env.store(),
+        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    )
+    .await;
+    let restricted = connect_as(&env, &role).await;
+    let result = sentinel_projections::rebuild(
+        env.log.clone(),
+        &restricted,
+        &sentinel_projections::RebuildOptions::default(),
+        &|_| {},
+    )
+    .await;
+    restricted.close().await;
+    execute(
+        env.store(),
+        &format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"),
+    )
+    .await;
+    execute(env.store(), &format!("DROP ROLE {role}")).await;
+
+    match result {
+        Err(Error::RebuildSetup(cause)) => {
+            assert!(cause.contains("permission denied"), "{cause}");
+        }
+        other => panic!("expected the in-place set-up error, got {other:?}"),
+    }
+    assert_eq!(snapshot(env.store()).await, before);
 }
 
 /// An in-place rebuild that fails in the middle of its replay — here a role that may do
