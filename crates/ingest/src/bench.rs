@@ -735,16 +735,21 @@ mod tests {
         assert_eq!(range([0.4, 0.2, 0.5].into_iter()), (0.2, 0.5));
     }
 
-    #[test]
-    fn a_report_without_rounds_has_no_p99_rather_than_a_panic() {
-        let report = BenchReport {
+    /// A report of no rounds, the open loop at `fixed_rate`.
+    fn empty_report(fixed_rate: Option<f64>) -> BenchReport {
+        BenchReport {
             rounds: Vec::new(),
             appended: 0,
             expected: 0,
             commits: 0,
             disk_fsync: (Duration::ZERO, Duration::ZERO),
-            fixed_rate: None,
-        };
+            fixed_rate,
+        }
+    }
+
+    #[test]
+    fn a_report_without_rounds_has_no_p99_rather_than_a_panic() {
+        let report = empty_report(None);
         assert_eq!(report.p99_at_half_peak(), Duration::ZERO);
         assert!(report.ratio().is_nan());
         assert!(report.to_string().contains("p99 at half of peak: "));
@@ -752,15 +757,7 @@ mod tests {
 
     #[test]
     fn a_fixed_rate_is_reported_and_not_judged_against_the_half_peak_goal() {
-        let report = BenchReport {
-            rounds: Vec::new(),
-            appended: 0,
-            expected: 0,
-            commits: 0,
-            disk_fsync: (Duration::ZERO, Duration::ZERO),
-            fixed_rate: Some(12_000.0),
-        };
-        let text = report.to_string();
+        let text = empty_report(Some(12_000.0)).to_string();
         assert!(text.contains("p99 at a fixed 12000/s: "), "{text}");
         assert!(text.contains("not judged at a fixed rate"), "{text}");
         assert!(!text.contains("10 ms at half of peak: met"), "{text}");

@@ -2212,6 +2212,40 @@ async fn connect_as(env: &Env, role: &str) -> Store {
         .expect("connect as the restricted role")
 }
 
+/// A rebuild of `env`'s log as a new role that holds only `grants` (statements with `{role}`
+/// for its name, or none), removed again afterwards; the rebuild's result.
+async fn rebuild_as_restricted(
+    env: &Env,
+    grants: &str,
+    options: &sentinel_projections::RebuildOptions,
+) -> sentinel_projections::Result<sentinel_projections::RebuildReport> {
+    let role = format!("sentinel_test_restricted_{}", Uuid::new_v4().simple());
+    execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
+    if !grants.is_empty() {
+        execute(env.store(), &grants.replace("{role}", &role)).await;
+    }
+    let restricted = connect_as(env, &role).await;
+    let result =
+        sentinel_projections::rebuild(env.log.clone(), &restricted, options, &|_| {}).await;
+    restricted.close().await;
+    execute(
+        env.store(),
+        &format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; DROP ROLE {role}"),
+    )
+    .await;
+    result
+}
+
+/// `result` is a rebuild's set-up error, caused by a missing privilege.
+fn assert_set_up_denied(result: sentinel_projections::Result<sentinel_projections::RebuildReport>) {
+    match result {
+        Err(Error::RebuildSetup(cause)) => {
+            assert!(cause.contains("permission denied"), "{cause}");
+        }
+        other => panic!("expected the rebuild's set-up error, got {other:?}"),
+    }
+}
+
 /// The PostgreSQL shadow is created on a task of its own while the first batches are
 /// folded. When that fails (here: a role that may not create schemas), the rebuild reports
 /// the cause, the live tables are untouched and no shadow schema is left behind.
@@ -2222,29 +2256,12 @@ async fn a_shadow_that_cannot_be_created_fails_the_rebuild_and_leaves_the_live_t
     env.projector().run_once().await.expect("project");
     let before = snapshot(env.store()).await;
 
-    let role = format!("sentinel_test_nocreate_{}", Uuid::new_v4().simple());
-    execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
-    let restricted = connect_as(&env, &role).await;
-    let result = sentinel_projections::rebuild(
-        env.log.clone(),
-        &restricted,
-        &sentinel_projections::RebuildOptions {
-            batch_size: 4,
-            in_place_max: 0,
-            ..Default::default()
-        },
-        &|_| {},
-    )
-    .await;
-    restricted.close().await;
-    execute(env.store(), &format!("DROP ROLE {role}")).await;
-
-    match result {
-        Err(Error::RebuildSetup(cause)) => {
-            assert!(cause.contains("permission denied"), "{cause}");
-        }
-        other => panic!("expected the shadow's set-up error, got {other:?}"),
-    }
+    let options = sentinel_projections::RebuildOptions {
+        batch_size: 4,
+        in_place_max: 0,
+        ..Default::default()
+    };
+    assert_set_up_denied(rebuild_as_restricted(&env, "", &options).await);
     assert_eq!(snapshot(env.store()).await, before);
     assert!(
         leftovers(&env).await.is_empty(),
@@ -2264,35 +2281,8 @@ async fn an_in_place_rebuild_whose_set_up_fails_leaves_the_live_tables() {
     env.projector().run_once().await.expect("project");
     let before = snapshot(env.store()).await;
 
-    let role = format!("sentinel_test_readonly_{}", Uuid::new_v4().simple());
-    execute(env.store(), &format!("CREATE ROLE {role} LOGIN")).await;
-    execute(
-        env.store(),
-        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
-    )
-    .await;
-    let restricted = connect_as(&env, &role).await;
-    let result = sentinel_projections::rebuild(
-        env.log.clone(),
-        &restricted,
-        &sentinel_projections::RebuildOptions::default(),
-        &|_| {},
-    )
-    .await;
-    restricted.close().await;
-    execute(
-        env.store(),
-        &format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"),
-    )
-    .await;
-    execute(env.store(), &format!("DROP ROLE {role}")).await;
-
-    match result {
-        Err(Error::RebuildSetup(cause)) => {
-            assert!(cause.contains("permission denied"), "{cause}");
-        }
-        other => panic!("expected the in-place set-up error, got {other:?}"),
-    }
+    let read_only = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}";
+    assert_set_up_denied(rebuild_as_restricted(&env, read_only, &Default::default()).await);
     assert_eq!(snapshot(env.store()).await, before);
 }
 
