@@ -246,7 +246,7 @@ impl std::fmt::Display for BenchReport {
             if several {
                 writeln!(
                     f,
-                    "round {}: ratio {:.3}, p99 at {} {:.2} ms",
+                    "round {}: ratio {:.3}, p99 at {}: {:.2} ms",
                     i + 1,
                     round.ratio(),
                     self.open_loop_rate(),

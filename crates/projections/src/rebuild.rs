@@ -18,7 +18,8 @@
 //!   the shadow's (`ATTACH`, `DELETE`, `INSERT … SELECT`); readers keep their snapshot
 //!   (WAL) until it commits.
 //!
-//! On PostgreSQL the shadow schema and its tables are created on a task of their own while
+//! On PostgreSQL the shadow schema and its tables are created (or, in place, the
+//! transaction opened and the live tables locked and emptied) on a task of their own while
 //! the first batches are read, decoded and folded (which need no table: nothing was
 //! written yet); loads and writes wait for it. Its secondary indexes are built after the
 //! load, a few at a time, and the swap's statements go in one round trip.
@@ -153,11 +154,11 @@ pub async fn rebuild(
     let primed = crate::projector::prime(log.clone(), &config).await?;
     // Where the log ends now: the progress bar's total, and the in-place bound's measure.
     let tally = Tally::new(&log.end_offsets(EVENTS_TOPIC).await?, progress);
-    if let (None, Store::Postgres(_)) = (&options.projection, store)
+    if let (None, Store::Postgres(pool)) = (&options.projection, store)
         && options.in_place_max > 0
         && tally.total <= options.in_place_max
     {
-        return rebuild_in_place(log, store, config, primed, &tally).await;
+        return rebuild_in_place(log, store, pool, config, primed, &tally).await;
     }
     let shadow = Shadow::create(store).await?;
     let projector = Projector::with_config(log.clone(), shadow.store.clone(), config)
@@ -288,6 +289,7 @@ impl<'a> Tally<'a> {
 async fn rebuild_in_place(
     log: Arc<dyn EventLog>,
     store: &Store,
+    pool: &sqlx::PgPool,
     config: ProjectorConfig,
     primed: crate::projector::Primed,
     tally: &Tally<'_>,
@@ -300,11 +302,6 @@ async fn rebuild_in_place(
     // column types (cached per process) read on its own connection (so the rebuild needs
     // no other) on a task of its own, while the first batches are read, decoded and
     // folded: they need no table. Loads and writes wait for it.
-    let Store::Postgres(pool) = store else {
-        return Err(Error::CorruptRow(
-            "an in-place rebuild needs PostgreSQL".into(),
-        ));
-    };
     let ready = Ready::after(prepare_in_place(
         pool.clone(),
         in_place_reset_script(&tables)?,
@@ -314,18 +311,26 @@ async fn rebuild_in_place(
         .for_fresh_tables(ready.clone())
         .with_primed(primed)
         .in_transaction(shared.clone());
-    let applied = projector
+    let replayed = projector
         .catch_up_to(None, &|partition, next| tally.batch(partition, next))
-        .await? as u64;
-    // An empty log wrote nothing, so nothing waited for the set-up yet.
-    ready.wait().await?;
+        .await;
+    // Always waited for, even after a failed replay: the set-up holds the checkpoint
+    // table's lock, which the live projector must not wait on after the rebuild returned.
+    // (An empty log also wrote nothing, so nothing waited for it yet.)
+    let set_up = ready.wait().await;
+    let tx = shared.lock().await.take();
+    let applied = match (replayed, set_up) {
+        (Ok(applied), Ok(())) => applied as u64,
+        (Err(error), _) | (Ok(_), Err(error)) => {
+            if let Some(tx) = tx {
+                let _ = tx.rollback().await;
+            }
+            return Err(error);
+        }
+    };
     let replay = started.elapsed();
     info!(applied, ?replay, "Rebuild replayed the log in place.");
-    let tx = shared
-        .lock()
-        .await
-        .take()
-        .ok_or_else(|| Error::CorruptRow("the rebuild's transaction has ended".into()))?;
+    let tx = tx.ok_or_else(|| Error::CorruptRow("the rebuild's transaction has ended".into()))?;
     let committing = Instant::now();
     tx.commit().await?;
     Ok(RebuildReport {

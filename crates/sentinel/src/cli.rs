@@ -182,9 +182,9 @@ enum BenchCommand {
         /// goals judged on the rounds' medians; use 3 or more on a noisy machine.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         repeat: u16,
-        /// Open-loop rate (requests/s) instead of half of Sentinel's measured peak: compares
-        /// two builds, or two moments of a noisy machine, at the same load. The p99 goal
-        /// (at half of peak) is not judged then.
+        /// Open-loop rate (requests/s, at least 1) instead of half of Sentinel's measured
+        /// peak: compares two builds, or two moments of a noisy machine, at the same load.
+        /// The p99 goal (at half of peak) is not judged then.
         #[arg(long, value_parser = positive_rate)]
         rate: Option<f64>,
     },
@@ -303,16 +303,17 @@ enum ExportFormat {
     Jsonl,
 }
 
-/// Human-readable logs on standard error for one-shot commands (no trace export).
-/// `--rate`: a finite number of requests per second above zero.
+/// `--rate`: a finite number of requests per second, at least 1 (the open loop's
+/// smallest rate).
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        Ok(_) => Err("the rate must be a number of requests per second above 0".into()),
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        Ok(_) => Err("the rate must be at least 1 request per second".into()),
         Err(e) => Err(format!("not a number: {e}")),
     }
 }
 
+/// Human-readable logs on standard error for one-shot commands (no trace export).
 fn init_tracing(json: bool, default: &str) {
     let _ = crate::telemetry::init(json, default, &crate::telemetry::TelemetryConfig::default());
 }
@@ -553,9 +554,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             init_tracing(false, "error");
-            // The recorder `sentinel run` installs: the receiver's counters and histograms
-            // then cost what they cost in production.
+            // The recorder `sentinel serve` installs, with its upkeep: the receiver's
+            // counters and histograms then cost what they cost in production.
             crate::ops::prometheus();
+            let upkeep = tokio_util::sync::CancellationToken::new();
+            crate::ops::spawn_upkeep(upkeep.clone());
             let dir = tempfile::tempdir().context("temporary directory")?;
             let levels = concurrency
                 .iter()
@@ -575,8 +578,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 rate.map_or_else(|| "half of peak".to_owned(), |r| format!("{r}/s")),
                 dir.path().display()
             );
-            let report = sentinel_ingest::bench::run(dir.path(), &config).await?;
-            println!("{report}");
+            let report = sentinel_ingest::bench::run(dir.path(), &config).await;
+            upkeep.cancel();
+            println!("{}", report?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { events } => crate::replay::run_audit(&cli.global, events.as_deref()).await,

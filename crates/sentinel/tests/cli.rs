@@ -1036,7 +1036,7 @@ fn bench_ingest_runs_the_open_loop_at_a_fixed_rate() {
     );
     assert!(stdout.contains("sent (all)"), "{stdout}");
 
-    for bad in ["0", "-5", "fast"] {
+    for bad in ["0", "0.5", "-5", "fast"] {
         let out = sentinel()
             .args(["bench", "ingest", "--rate", bad])
             .output()
