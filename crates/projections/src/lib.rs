@@ -104,9 +104,15 @@ pub enum Error {
     },
     /// A rebuild's tables could not be prepared: its shadow tables created, or (in place)
     /// the live tables locked and emptied. The cause is kept as text, because every stage
-    /// waiting for those tables reports it.
-    #[error("preparing the rebuild's tables: {0}")]
-    RebuildSetup(String),
+    /// waiting for those tables reports it, with whether it was transient.
+    #[error("preparing the rebuild's tables: {cause}")]
+    RebuildSetup {
+        /// The set-up's error.
+        cause: String,
+        /// Whether that error was transient ([`Error::is_transient`]): a pool timeout or a
+        /// deadlock may go away on a retry, a missing privilege will not.
+        transient: bool,
+    },
     /// The SQL of a statement is missing for a backend (a build defect the tests catch).
     #[error("no SQL statement {name:?} for the {backend} backend")]
     MissingStatement {
@@ -125,6 +131,7 @@ impl Error {
             Error::Database(e) => is_transient_sqlx(e),
             Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient_sqlx(e),
             Error::Log(e) => e.is_transient(),
+            Error::RebuildSetup { transient, .. } => *transient,
             _ => false,
         }
     }

@@ -129,7 +129,15 @@ pub(crate) type SharedTx = Arc<tokio::sync::Mutex<Option<crate::store::StoreTx>>
 /// batches are read, decoded and folded (which need no table: nothing was written yet);
 /// loads and writes wait for this first.
 #[derive(Clone)]
-pub(crate) struct Ready(Shared<BoxFuture<'static, std::result::Result<(), String>>>);
+pub(crate) struct Ready(Shared<BoxFuture<'static, std::result::Result<(), SetupFailure>>>);
+
+/// Why a set-up failed, cloneable for every waiter: its error as text, and whether that
+/// error was transient.
+#[derive(Clone, Debug)]
+pub(crate) struct SetupFailure {
+    cause: String,
+    transient: bool,
+}
 
 impl Ready {
     /// Already complete.
@@ -145,8 +153,14 @@ impl Ready {
             async move {
                 match task.await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("the set-up task failed: {e}")),
+                    Ok(Err(e)) => Err(SetupFailure {
+                        cause: e.to_string(),
+                        transient: e.is_transient(),
+                    }),
+                    Err(e) => Err(SetupFailure {
+                        cause: format!("the set-up task failed: {e}"),
+                        transient: false,
+                    }),
                 }
             }
             .boxed()
@@ -156,7 +170,10 @@ impl Ready {
 
     /// Waits for the set-up; its error as [`Error::RebuildSetup`].
     pub(crate) async fn wait(&self) -> Result<()> {
-        self.0.clone().await.map_err(Error::RebuildSetup)
+        self.0
+            .clone()
+            .await
+            .map_err(|SetupFailure { cause, transient }| Error::RebuildSetup { cause, transient })
     }
 }
 
@@ -927,5 +944,30 @@ impl Fetcher {
         let (events, undecodable) = self.decode(partition, records);
         phases::lap(Phase::Decode, started);
         (Planned::of(&events), undecodable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every waiter of a failed set-up gets [`Error::RebuildSetup`], which still says
+    /// whether the cause may go away on a retry.
+    #[tokio::test]
+    async fn a_failed_set_up_keeps_whether_its_cause_was_transient() {
+        let timed_out = Ready::after(async { Err(Error::Database(sqlx::Error::PoolTimedOut)) });
+        for _ in 0..2 {
+            let error = timed_out.wait().await.expect_err("the set-up failed");
+            assert!(matches!(error, Error::RebuildSetup { .. }), "{error:?}");
+            assert!(error.is_transient(), "{error:?}");
+        }
+        let corrupt = Ready::after(async { Err(Error::CorruptRow("a checkpoint".into())) });
+        let error = corrupt.wait().await.expect_err("the set-up failed");
+        assert!(!error.is_transient(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "preparing the rebuild's tables: corrupt projection row: a checkpoint"
+        );
+        assert!(Ready::now().wait().await.is_ok());
     }
 }

@@ -228,9 +228,16 @@ async fn rebuild_into(
         let mut tables = tables.clone();
         // The checkpoint table first: it is the lock the live projector takes first.
         tables.sort_by_key(|t| t != CHECKPOINTS);
+        // The shadow's checkpoints, which the swap makes the live ones: read before it,
+        // because the live projector moves them on as soon as the swap commits.
+        let offsets = sorted_offsets(
+            shadow
+                .store
+                .checkpoints(&options.projector, EVENTS_TOPIC)
+                .await?,
+        );
         shadow.swap(store, &tables).await?;
-        // The swapped-in checkpoints are the live ones now.
-        shadow_offsets(store, &options.projector).await?
+        offsets
     };
     Ok(RebuildReport {
         tables,
@@ -330,13 +337,23 @@ async fn rebuild_in_place(
     };
     let replay = started.elapsed();
     info!(applied, ?replay, "Rebuild replayed the log in place.");
-    let tx = tx.ok_or_else(|| Error::CorruptRow("the rebuild's transaction has ended".into()))?;
+    let mut tx =
+        tx.ok_or_else(|| Error::CorruptRow("the rebuild's transaction has ended".into()))?;
+    // Read in the transaction: once it commits, the live projector (waiting on the
+    // checkpoint table's lock) moves them on.
+    let offsets = match tx.checkpoints(&name, EVENTS_TOPIC).await {
+        Ok(checkpoints) => sorted_offsets(checkpoints),
+        Err(error) => {
+            let _ = tx.rollback().await;
+            return Err(error);
+        }
+    };
     let committing = Instant::now();
     tx.commit().await?;
     Ok(RebuildReport {
         tables,
         applied,
-        offsets: shadow_offsets(store, &name).await?,
+        offsets,
         replay,
         indexes: Duration::ZERO,
         swap: committing.elapsed(),
@@ -400,10 +417,14 @@ async fn live_offsets(store: &Store, projector: &str) -> Result<HashMap<i32, i64
         .collect())
 }
 
-async fn shadow_offsets(store: &Store, projector: &str) -> Result<Vec<(i32, i64)>> {
-    let mut v: Vec<(i32, i64)> = live_offsets(store, projector).await?.into_iter().collect();
+/// `(partition, next offset)` of `checkpoints`, by partition.
+fn sorted_offsets(checkpoints: Vec<crate::store::Checkpoint>) -> Vec<(i32, i64)> {
+    let mut v: Vec<(i32, i64)> = checkpoints
+        .into_iter()
+        .map(|c| (c.partition, c.next_offset))
+        .collect();
     v.sort_unstable();
-    Ok(v)
+    v
 }
 
 /// Locks the live checkpoints, brings the shadow to exactly them, swaps `tables`.

@@ -91,6 +91,19 @@ pub struct ApplyOutcome {
     pub invalid: usize,
 }
 
+/// A row of `load_checkpoints`.
+fn checkpoint(r: &dyn RowExt) -> Result<Checkpoint> {
+    Ok(Checkpoint {
+        projection: r.text("projection")?,
+        topic: r.text("topic")?,
+        partition: i32::try_from(r.int("partition")?)
+            .map_err(|e| Error::CorruptRow(format!("partition: {e}")))?,
+        next_offset: r.int("next_offset")?,
+        skipped: r.int("skipped")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
 impl Store {
     /// Folds a batch into tables that held nothing before the batches `written` lists (a
     /// rebuild's fresh shadow, written by nothing else), while the batch before it may
@@ -256,18 +269,8 @@ impl Store {
     /// Database errors.
     pub async fn checkpoints(&self, projection: &str, topic: &str) -> Result<Vec<Checkpoint>> {
         let params = vec![text(projection), text(topic)];
-        self.fetch_all(Stmt::LoadCheckpoints, &params, |r| {
-            Ok(Checkpoint {
-                projection: r.text("projection")?,
-                topic: r.text("topic")?,
-                partition: i32::try_from(r.int("partition")?)
-                    .map_err(|e| Error::CorruptRow(format!("partition: {e}")))?,
-                next_offset: r.int("next_offset")?,
-                skipped: r.int("skipped")?,
-                updated_at: r.time("updated_at")?,
-            })
-        })
-        .await
+        self.fetch_all(Stmt::LoadCheckpoints, &params, checkpoint)
+            .await
     }
 
     /// Empties every projection table and forgets `projection`'s checkpoints, in one
@@ -954,6 +957,21 @@ impl StoreTx {
                 rows.iter().map(|r| map(r)).collect()
             }
         }
+    }
+
+    /// The checkpoints of `projection` on `topic` as this transaction sees them (its own
+    /// uncommitted moves included), by partition.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub(crate) async fn checkpoints(
+        &mut self,
+        projection: &str,
+        topic: &str,
+    ) -> Result<Vec<Checkpoint>> {
+        let params = vec![text(projection), text(topic)];
+        self.fetch(Stmt::LoadCheckpoints, &params, checkpoint).await
     }
 
     /// Runs a read statement in the transaction and maps every row.

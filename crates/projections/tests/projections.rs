@@ -1535,6 +1535,8 @@ async fn rebuild_replaces_drifted_tables(backend: Backend, in_place_max: u64) {
     assert!(report.tables.iter().any(|t| t == "projection_checkpoints"));
     // 11 facts per chain, but PatchBot's registration is one fact: the log drops repeats.
     assert_eq!(report.applied, 8 * 11 - 7, "every fact of the 8 chains");
+    let end = env.log.end_offsets(EVENTS_TOPIC).await.expect("end")[0];
+    assert_eq!(report.offsets, vec![(0, end)], "replayed to the log's end");
     let progress = seen.into_inner().expect("lock");
     assert!(
         progress.len() > 3,
@@ -1666,6 +1668,23 @@ async fn readers_never_see_a_half_built_table_in(backend: Backend, in_place_max:
     );
 }
 
+/// How many records of the events topic lie below `offset`.
+async fn records_below(log: &dyn EventLog, offset: i64) -> u64 {
+    let mut from = 0;
+    let mut n = 0;
+    loop {
+        let batch = log.read(EVENTS_TOPIC, 0, from, 500).await.expect("read");
+        let Some(last) = batch.last() else {
+            return n;
+        };
+        from = last.position.offset + 1;
+        n += batch.iter().filter(|s| s.position.offset < offset).count() as u64;
+        if from >= offset {
+            return n;
+        }
+    }
+}
+
 async fn rebuild_while_the_live_projector_runs_loses_nothing(backend: Backend) {
     for in_place_max in rebuild_modes(backend) {
         rebuild_beside_the_live_projector(backend, in_place_max).await;
@@ -1709,6 +1728,19 @@ async fn rebuild_beside_the_live_projector(backend: Backend, in_place_max: u64) 
         .expect("rebuild");
         // One projection always goes through a shadow.
         assert_eq!(report.in_place, full && in_place(backend, in_place_max));
+        if full {
+            // The offsets where the replay stopped, not where the live projector (which
+            // moves them on as soon as the rebuild commits) had got to when they were read:
+            // every record below them, and no other, was applied.
+            let [(0, next)] = report.offsets[..] else {
+                panic!("one partition: {:?}", report.offsets);
+            };
+            assert_eq!(
+                records_below(env.log.as_ref(), next).await,
+                report.applied,
+                "{report:?}"
+            );
+        }
     }
     writer.await.expect("writer");
     // Let the live projector catch up, then stop it.
@@ -2239,8 +2271,10 @@ async fn rebuild_as_restricted(
 /// `result` is a rebuild's set-up error, caused by a missing privilege.
 fn assert_set_up_denied(result: sentinel_projections::Result<sentinel_projections::RebuildReport>) {
     match result {
-        Err(Error::RebuildSetup(cause)) => {
-            assert!(cause.contains("permission denied"), "{cause}");
+        Err(error @ Error::RebuildSetup { .. }) => {
+            assert!(error.to_string().contains("permission denied"), "{error}");
+            // A missing privilege does not go away on a retry.
+            assert!(!error.is_transient(), "{error:?}");
         }
         other => panic!("expected the rebuild's set-up error, got {other:?}"),
     }
@@ -2353,6 +2387,91 @@ async fn a_failed_in_place_rebuild_leaves_the_live_tables() {
     assert_eq!(snapshot(env.store()).await, before);
     env.append_chains(&all[80..]).await;
     assert_eq!(env.projector().run_once().await.expect("continue"), 10);
+}
+
+/// An in-place rebuild reports the checkpoints it committed, read inside its transaction:
+/// the live projector, waiting on the checkpoint table's lock, moves them on as soon as the
+/// rebuild commits, and the report must not show that later position.
+///
+/// Deterministic: a first session holds a lock the rebuild's set-up needs (after it has
+/// taken the checkpoint table), a second queues for the checkpoint table behind the
+/// rebuild; once the first lets go, the rebuild replays and commits, and the second —
+/// standing in for the live projector — moves the checkpoint by 1000 before anything
+/// queued after it can read the table.
+#[tokio::test]
+async fn an_in_place_rebuild_reports_the_offsets_it_committed() {
+    let env = Env::new(Backend::Postgres).await;
+    env.append_chains(&chains(5, t_rebuild())).await;
+    env.projector().run_once().await.expect("project");
+    let end = env.log.end_offsets(EVENTS_TOPIC).await.expect("end")[0];
+    let Store::Postgres(pool) = env.store() else {
+        panic!("PostgreSQL");
+    };
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE reviews IN SHARE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock reviews");
+    let options = sentinel_projections::RebuildOptions::default();
+    let rebuild = sentinel_projections::rebuild(env.log.clone(), env.store(), &options, &|_| {});
+    let choreography = async {
+        wait_for_lock_waiters(pool, 1).await;
+        let mover = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query("LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("lock checkpoints");
+                sqlx::query("UPDATE projection_checkpoints SET next_offset = next_offset + 1000")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("move the checkpoints");
+                tx.commit().await.expect("commit");
+            })
+        };
+        wait_for_lock_waiters(pool, 2).await;
+        holder.commit().await.expect("release reviews");
+        // Ends once the rebuild has committed.
+        mover.await.expect("mover");
+    };
+    let (report, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(30), rebuild),
+        choreography
+    );
+    let report = report.expect("the rebuild ends").expect("rebuild");
+    assert!(report.in_place);
+    assert_eq!(report.offsets, vec![(0, end)], "{report:?}");
+    // The checkpoint did move on afterwards, as the live projector's would.
+    let stored = env
+        .store()
+        .checkpoints(DEFAULT_PROJECTION, EVENTS_TOPIC)
+        .await
+        .expect("checkpoints");
+    assert_eq!(stored[0].next_offset, end + 1000);
+}
+
+/// Waits (at most 10 s) until `n` sessions of this database wait for a lock.
+async fn wait_for_lock_waiters(pool: &sqlx::PgPool, n: i64) {
+    let waiting = async {
+        loop {
+            let waiters: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("pg_stat_activity");
+            if waiters >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap_or_else(|_| panic!("{n} sessions wait for a lock"));
 }
 
 /// An in-place rebuild does everything on the one connection that holds its transaction
