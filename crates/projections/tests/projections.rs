@@ -389,26 +389,7 @@ async fn a_reset_waits_for_a_batch_being_written(backend: Backend) {
     match &store {
         // Until the reset waits for a lock: the batch must write while the reset holds
         // whatever it took first.
-        Store::Postgres(pool) => {
-            let waiting = async {
-                loop {
-                    let n: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM pg_stat_activity \
-                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    )
-                    .fetch_one(pool)
-                    .await
-                    .expect("pg_stat_activity");
-                    if n > 0 {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(10), waiting)
-                .await
-                .expect("the reset waits for the batch's lock");
-        }
+        Store::Postgres(pool) => wait_for_lock_waiters(pool, 1).await,
         // SQLite has one writer at a time: the reset waits in its busy handler whatever it
         // runs first, so there this only checks that both succeed.
         Store::Sqlite(_) => tokio::time::sleep(Duration::from_millis(300)).await,
