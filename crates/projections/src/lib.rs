@@ -103,8 +103,8 @@ pub enum Error {
         known: Vec<String>,
     },
     /// A rebuild's tables could not be prepared: its shadow tables created, or (in place)
-    /// the live tables locked and emptied. The cause is kept as text, because every stage
-    /// waiting for those tables reports it, with whether it was transient.
+    /// the live tables locked and emptied. The cause is kept as text, with whether it was
+    /// transient, because every stage waiting for those tables reports it.
     #[error("preparing the rebuild's tables: {cause}")]
     RebuildSetup {
         /// The set-up's error.

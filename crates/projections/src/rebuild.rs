@@ -95,7 +95,8 @@ pub struct RebuildReport {
     pub tables: Vec<String>,
     /// Facts applied to the fresh tables.
     pub applied: u64,
-    /// Where the swapped-in tables stand, per partition (next offset).
+    /// The checkpoints the rebuild committed with its tables, per partition (next offset):
+    /// where the replay stopped. The live projector may have moved on since.
     pub offsets: Vec<(i32, i64)>,
     /// Time spent replaying (without building the deferred indexes and the swap).
     pub replay: Duration,

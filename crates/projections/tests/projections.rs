@@ -1712,7 +1712,8 @@ async fn rebuild_beside_the_live_projector(backend: Backend, in_place_max: u64) 
         if full {
             // The offsets where the replay stopped, not where the live projector (which
             // moves them on as soon as the rebuild commits) had got to when they were read:
-            // every record below them, and no other, was applied.
+            // every record below them, and no other, was applied (every record of
+            // `chains` is a fact the projections apply).
             let [(0, next)] = report.offsets[..] else {
                 panic!("one partition: {:?}", report.offsets);
             };
