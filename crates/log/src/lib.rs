@@ -84,6 +84,20 @@ pub enum Error {
     /// The broker's topic configuration differs from the declared topology.
     #[error("topology: {0}")]
     Topology(String),
+    /// The embedded log's file is in a newer format than this binary knows (it was opened
+    /// by a newer Sentinel, which may have changed how it is written).
+    #[error(
+        "the event log file {path} is in format {found}, newer than this binary's {supported}: \
+         run the Sentinel version that wrote it (or newer), or use another file"
+    )]
+    NewerFormat {
+        /// The file.
+        path: String,
+        /// Its format (`PRAGMA user_version`).
+        found: i64,
+        /// The newest format this binary reads and writes.
+        supported: i64,
+    },
 }
 
 impl Error {

@@ -55,6 +55,16 @@ const CROSS_PROCESS_POLL: Duration = Duration::from_millis(200);
 /// Most appends the writer commits in one transaction.
 const GROUP_COMMIT_MAX: usize = 1024;
 
+/// The embedded log's on-disk format, kept in the file's `PRAGMA user_version`, so that a
+/// binary refuses a file a newer one has written (and may write differently) instead of
+/// appending to it the old way. 0: written before the stamp existed, with the former
+/// unique event-id index on `log_records` or without it; such a file is moved to format 2
+/// and stamped when first opened (the `event_ids` module). 2: deduplication through
+/// `log_event_ids`. Raise it
+/// with any change that an older writer sharing the file would break, and say so in the
+/// upgrade notes (docs/operations.md).
+pub const LOG_FORMAT: i64 = 2;
+
 /// How long the writer (and the pool) wait for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -99,6 +109,18 @@ impl SqliteLog {
             .max_connections(8)
             .connect_with(options)
             .await?;
+        // Before anything is created or moved: a newer binary's file is left as it is.
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await?;
+        if found > LOG_FORMAT {
+            pool.close().await;
+            return Err(crate::Error::NewerFormat {
+                path: path.display().to_string(),
+                found,
+                supported: LOG_FORMAT,
+            });
+        }
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         // Reading the unmerged ids back (and moving an old log's index, once) blocks.
         let writer = {
@@ -940,6 +962,45 @@ mod tests {
 
     /// A log created with the former unique index on `log_records` keeps deduplicating
     /// its old ids: they move into `log_event_ids`, all marked merged, and the index goes.
+    async fn user_version(log: &SqliteLog) -> i64 {
+        sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(log.pool())
+            .await
+            .unwrap()
+    }
+
+    /// A new file is stamped with this binary's format; a file a newer binary stamped is
+    /// refused with a message that says so, and left as it was (nothing created in it).
+    #[tokio::test]
+    async fn files_carry_their_format_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteLog::open(&dir.path().join("new.db")).await.unwrap();
+        assert_eq!(user_version(&log).await, LOG_FORMAT);
+
+        let newer = dir.path().join("newer.db");
+        {
+            let conn = rusqlite::Connection::open(&newer).unwrap();
+            conn.pragma_update(None, "user_version", LOG_FORMAT + 1)
+                .unwrap();
+        }
+        let error = SqliteLog::open(&newer).await.unwrap_err();
+        assert!(
+            matches!(error, crate::Error::NewerFormat { found, supported, .. }
+                if found == LOG_FORMAT + 1 && supported == LOG_FORMAT),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("newer than this binary's"),
+            "{error}"
+        );
+        assert!(!error.is_transient());
+        let conn = rusqlite::Connection::open(&newer).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tables, 0, "nothing created in the newer file");
+    }
+
     #[tokio::test]
     async fn a_log_with_the_former_unique_index_is_moved_to_log_event_ids() {
         let dir = tempfile::tempdir().unwrap();
@@ -971,6 +1032,11 @@ mod tests {
         .unwrap();
         assert_eq!(index, 0);
         assert_eq!(merged(&log).await, (2, 3));
+        assert_eq!(
+            user_version(&log).await,
+            LOG_FORMAT,
+            "stamped with the move"
+        );
         let again = log
             .append("t", vec![record("old-2"), record("old-1"), record("new")])
             .await

@@ -167,6 +167,11 @@ impl EventIds {
         let merged_upto: i64 = tx.query_row(MERGED_UPTO, [], |row| row.get(0))?;
         let mut ids = EventIds::empty(merged_upto, pace);
         ids.catch_up(&tx)?;
+        // Stamped with the move, in the same transaction (the opener refused newer ones).
+        let format: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if format < super::LOG_FORMAT {
+            tx.pragma_update(None, "user_version", super::LOG_FORMAT)?;
+        }
         tx.commit()?;
         ids.start_merge();
         Ok(ids)
