@@ -56,13 +56,13 @@ const CROSS_PROCESS_POLL: Duration = Duration::from_millis(200);
 const GROUP_COMMIT_MAX: usize = 1024;
 
 /// The embedded log's on-disk format, kept in the file's `PRAGMA user_version`, so that a
-/// binary refuses a file a newer one has written (and may write differently) instead of
-/// appending to it the old way. 0: written before the stamp existed, with the former
-/// unique event-id index on `log_records` or without it; such a file is moved to format 2
-/// and stamped when first opened (the `event_ids` module). 2: deduplication through
-/// `log_event_ids`. Raise it
-/// with any change that an older writer sharing the file would break, and say so in the
-/// upgrade notes (docs/operations.md).
+/// binary refuses a file a newer one has stamped (and may write differently) instead of
+/// appending to it the old way — when it opens the file, and in every append's transaction.
+/// 0: written before the stamp existed, with the former unique event-id index on
+/// `log_records` or without it; such a file is moved to format 2 and stamped when first
+/// opened (the `event_ids` module). 1 was never used. 2: deduplication through
+/// `log_event_ids`. Raise it with any change that an older binary opening the file later
+/// would break, and say so in the upgrade notes (docs/operations.md).
 pub const LOG_FORMAT: i64 = 2;
 
 /// How long the writer (and the pool) wait for another process's write lock.
@@ -520,6 +520,13 @@ fn open_writer_connection(path: &Path) -> rusqlite::Result<rusqlite::Connection>
 fn spawn_writer(path: &Path, pace: Pace) -> Result<mpsc::UnboundedSender<WriteRequest>> {
     let mut conn = open_writer_connection(path).map_err(|e| append_error(&e))?;
     let mut ids = EventIds::load(&mut conn, pace).map_err(|e| append_error(&e))?;
+    let file = path.display().to_string();
+    // `load` stamped an older file; a newer binary may have stamped it since the opener
+    // looked.
+    let format = file_format(&conn).map_err(|e| append_error(&e))?;
+    if format > LOG_FORMAT {
+        return Err(BatchError::NewerFormat(format).to_error(&file));
+    }
     conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
         .map_err(|e| append_error(&e))?;
     // Negative: a size in KiB rather than pages.
@@ -555,7 +562,7 @@ fn spawn_writer(path: &Path, pace: Pace) -> Result<mpsc::UnboundedSender<WriteRe
                     }
                     Err(e) => {
                         for req in batch.drain(..) {
-                            let _ = req.reply.send(Err(append_error(&e)));
+                            let _ = req.reply.send(Err(e.to_error(&file)));
                         }
                     }
                 }
@@ -567,6 +574,42 @@ fn spawn_writer(path: &Path, pace: Pace) -> Result<mpsc::UnboundedSender<WriteRe
             }
         })?;
     Ok(tx)
+}
+
+/// Why a batch was not appended.
+#[derive(Debug)]
+enum BatchError {
+    /// SQLite failed.
+    Sqlite(rusqlite::Error),
+    /// The file is stamped with this newer format than [`LOG_FORMAT`].
+    NewerFormat(i64),
+}
+
+impl From<rusqlite::Error> for BatchError {
+    fn from(e: rusqlite::Error) -> Self {
+        BatchError::Sqlite(e)
+    }
+}
+
+impl BatchError {
+    /// The error each request of the batch is answered with (`file`: the log's path).
+    fn to_error(&self, file: &str) -> crate::Error {
+        match self {
+            BatchError::Sqlite(e) => append_error(e),
+            BatchError::NewerFormat(found) => crate::Error::NewerFormat {
+                path: file.to_owned(),
+                found: *found,
+                supported: LOG_FORMAT,
+            },
+        }
+    }
+}
+
+/// The file's format stamp (`PRAGMA user_version`), as the connection's current
+/// transaction sees it.
+fn file_format(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA user_version")?
+        .query_row([], |row| row.get(0))
 }
 
 /// Pages written per commit besides the records' own: the last, partly filled leaf of the
@@ -622,13 +665,20 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
 ///
 /// A record whose `event_id` was appended to its topic before (or earlier in this batch)
 /// is not written again: it gets the earlier offset.
+///
+/// A file stamped with a newer format than [`LOG_FORMAT`] since this process opened it (a
+/// newer binary opened it too) gets nothing: [`BatchError::NewerFormat`].
 fn write_batch(
     conn: &mut rusqlite::Connection,
     ids: &mut EventIds,
     batch: &[WriteRequest],
-) -> rusqlite::Result<(Vec<Vec<Position>>, u64)> {
+) -> Result<(Vec<Vec<Position>>, u64), BatchError> {
     let now = now_micros();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let format = file_format(&tx)?;
+    if format > LOG_FORMAT {
+        return Err(BatchError::NewerFormat(format));
+    }
     // Records another process appended since this writer last looked.
     let caught_up = ids.catch_up(&tx)?;
     let mut pending = Pending::default();
@@ -960,8 +1010,6 @@ mod tests {
         assert_eq!(n, 30);
     }
 
-    /// A log created with the former unique index on `log_records` keeps deduplicating
-    /// its old ids: they move into `log_event_ids`, all marked merged, and the index goes.
     async fn user_version(log: &SqliteLog) -> i64 {
         sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(log.pool())
@@ -969,13 +1017,29 @@ mod tests {
             .unwrap()
     }
 
-    /// A new file is stamped with this binary's format; a file a newer binary stamped is
-    /// refused with a message that says so, and left as it was (nothing created in it).
+    /// A new file is stamped with this binary's format. A file a newer binary stamped is
+    /// refused with a message that says so, with nothing created or appended in it — at
+    /// open, or at the next append when the newer binary stamped it afterwards.
     #[tokio::test]
     async fn files_carry_their_format_and_newer_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let log = SqliteLog::open(&dir.path().join("new.db")).await.unwrap();
+        let path = dir.path().join("new.db");
+        let log = SqliteLog::open(&path).await.unwrap();
         assert_eq!(user_version(&log).await, LOG_FORMAT);
+        log.ensure_topic("t", 1).await.unwrap();
+        let first = log.append("t", vec![record("a")]).await.unwrap();
+        // A newer binary opens the file while this one runs.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", LOG_FORMAT + 1)
+            .unwrap();
+        let refused = log.append("t", vec![record("b")]).await.unwrap_err();
+        assert!(
+            matches!(refused, crate::Error::NewerFormat { found, .. } if found == LOG_FORMAT + 1),
+            "{refused:?}"
+        );
+        let end = log.end_offsets("t").await.unwrap()[0];
+        assert_eq!(end, first[0].offset + 1, "nothing appended after the stamp");
 
         let newer = dir.path().join("newer.db");
         {
@@ -1001,6 +1065,8 @@ mod tests {
         assert_eq!(tables, 0, "nothing created in the newer file");
     }
 
+    /// A log created with the former unique index on `log_records` keeps deduplicating
+    /// its old ids: they move into `log_event_ids`, all marked merged, and the index goes.
     #[tokio::test]
     async fn a_log_with_the_former_unique_index_is_moved_to_log_event_ids() {
         let dir = tempfile::tempdir().unwrap();
@@ -1049,6 +1115,7 @@ mod tests {
         drop(log);
         let log = SqliteLog::open(&path).await.unwrap();
         assert_eq!(merged(&log).await, (2, 3));
+        assert_eq!(user_version(&log).await, LOG_FORMAT);
         assert_eq!(
             log.append("t", vec![record("new")]).await.unwrap()[0].offset,
             4
